@@ -1,0 +1,257 @@
+"""Run configuration: one frozen dataclass, validated in one place.
+
+Layers, lowest first: defaults < ``--preset`` < ``--config FILE.toml`` < flags on the command line.
+``build_config`` merges them and ``validate`` turns every bad value into a ``ConfigError`` whose
+message is the single line the CLI prints (exit code 2). Checks that need the data (batch or probe
+larger than the training split) happen in ``check_against_data`` once the dataset is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+MODELS = ("mlp", "cnn", "vgg11", "resnet56", "wrn")
+DATASETS = ("digits", "mnist", "cifar10", "cifar100", "tiny-imagenet", "synthetic-cifar10")
+DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_PROBE = 2048
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; ``str(e)`` is one line for the user."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str = "mlp"
+    dataset: str = "digits"
+    data_dir: str = "data"
+    download: bool = False
+    epochs: int = 10
+    lr: float = 0.1
+    batch_size: str = "64"  # an integer, or "full" for full-batch gradient descent
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    points: int = 10  # K: the slice has K+1 points α = 0, 1/K, .., 1
+    probe: str | None = None  # None: min(2048, train size); "full", "batch", or a number N
+    probe_chunk: int | None = None  # default: the training batch size
+    measure_every: int = 1
+    hessian_every: str = "1"  # epochs ("2"), steps ("500s") or "off"
+    hessian_probe: int | None = None
+    top_k: int = 10
+    align_batch_sizes: str = "100,1000,10000,full"
+    align_samples: int = 10
+    batchnorm: bool | None = None  # None: the model's default
+    augment: bool | None = None  # None: the dataset's default (crop+flip on CIFAR)
+    wrn_depth: int = 16
+    wrn_width: int = 4
+    train_size: int | None = None  # use only the first N training examples
+    allow_divergence: bool = False
+    session: str | None = None
+    sessions_dir: str = "sessions"
+    preset: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def full_batch(self) -> bool:
+        return self.batch_size == "full"
+
+
+# The paper's settings (SPEC "Paper presets"): plain SGD, momentum 0, constant lr, weight decay
+# 1e-4, batch 100, CIFAR split 45k/5k, crop+flip. The probe stays a fixed 2048-example subset so a
+# run is watchable live; pass --probe full for the paper's exact whole-training-set slices.
+_PAPER = {"lr": 0.1, "batch_size": "100", "momentum": 0.0, "weight_decay": 1e-4, "epochs": 100}
+PRESETS: dict[str, dict[str, Any]] = {
+    "vgg11-cifar10": {**_PAPER, "model": "vgg11", "dataset": "cifar10", "batchnorm": True},
+    "resnet56-cifar10": {**_PAPER, "model": "resnet56", "dataset": "cifar10"},
+    "mlp-mnist": {**_PAPER, "model": "mlp", "dataset": "mnist", "batchnorm": True},
+    "wrn-cifar100": {**_PAPER, "model": "wrn", "dataset": "cifar100"},
+    "vgg11-tiny-imagenet": {**_PAPER, "model": "vgg11", "dataset": "tiny-imagenet"},
+    "vgg11-cifar10-gd": {
+        **_PAPER, "model": "vgg11", "dataset": "cifar10", "batch_size": "full", "augment": False,
+    },  # fmt: skip
+    "resnet56-cifar10-gd": {
+        **_PAPER, "model": "resnet56", "dataset": "cifar10", "batch_size": "full", "augment": False,
+    },  # fmt: skip
+    "vgg11-cifar10-lr1": {**_PAPER, "model": "vgg11", "dataset": "cifar10", "lr": 1.0},
+    "vgg11-cifar10-bs1000": {**_PAPER, "model": "vgg11", "dataset": "cifar10", "batch_size": "1000"},
+}
+
+FIELD_NAMES = {f.name for f in fields(RunConfig)}
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read a ``--config`` file: top-level keys named like the flags (dashes or underscores)."""
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    raw = raw.get("run", raw)  # allow a [run] table
+    out = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in FIELD_NAMES:
+            raise ConfigError(f"config file {path}: unknown key {key!r}")
+        out[name] = value
+    return out
+
+
+def build_config(flags: dict[str, Any], config_file: Path | None = None) -> RunConfig:
+    """Merge defaults < preset < config file < flags (``None`` flags are unset) and validate."""
+    from_file = load_toml(config_file) if config_file else {}
+    given = {k: v for k, v in flags.items() if v is not None}
+    preset = given.get("preset", from_file.get("preset"))
+    layers: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        layers.update(PRESETS[preset])
+    layers.update(from_file)
+    layers.update(given)
+    unknown = set(layers) - FIELD_NAMES
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    normalised = {k: _coerce(k, v) for k, v in layers.items()}
+    cfg = RunConfig(**normalised)
+    validate(cfg)
+    return cfg
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Bring TOML/CLI values to the field's type, or raise ConfigError."""
+    kind = {f.name: f.type for f in fields(RunConfig)}[name]
+    try:
+        if name in ("batch_size", "probe", "hessian_every", "align_batch_sizes"):
+            if isinstance(value, list):
+                return ",".join(str(v) for v in value)
+            return str(value).strip().lower()
+        if kind in ("int", "int | None"):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind in ("bool", "bool | None"):
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        return value if value is None else str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--{name.replace('_', '-')}: bad value {value!r}") from None
+
+
+def _fail(flag: str, why: str) -> None:
+    raise ConfigError(f"--{flag}: {why}")
+
+
+def validate(c: RunConfig) -> None:
+    if c.model not in MODELS:
+        _fail("model", f"unknown model {c.model!r}; choose from {', '.join(MODELS)}")
+    if c.dataset not in DATASETS:
+        _fail("dataset", f"unknown dataset {c.dataset!r}; choose from {', '.join(DATASETS)}")
+    if c.device not in DEVICES:
+        _fail("device", f"unknown device {c.device!r}; choose from {', '.join(DEVICES)}")
+    if c.epochs < 1:
+        _fail("epochs", f"must be at least 1, got {c.epochs}")
+    if not (math.isfinite(c.lr) and c.lr > 0):
+        _fail("lr", f"must be a positive number, got {c.lr}")
+    if not (math.isfinite(c.momentum) and 0 <= c.momentum < 1):
+        _fail("momentum", f"must be in [0, 1), got {c.momentum}")
+    if not (math.isfinite(c.weight_decay) and c.weight_decay >= 0):
+        _fail("weight-decay", f"must be >= 0, got {c.weight_decay}")
+    if c.batch_size != "full" and (not c.batch_size.isdigit() or int(c.batch_size) < 1):
+        _fail("batch-size", f"must be a positive integer or 'full', got {c.batch_size!r}")
+    if c.points < 2:
+        _fail("points", f"a slice needs at least 2 intervals (K >= 2), got {c.points}")
+    if c.probe is not None and c.probe not in ("full", "batch") and (
+        not c.probe.isdigit() or int(c.probe) < 1
+    ):
+        _fail("probe", f"must be 'full', 'batch' or a positive integer, got {c.probe!r}")
+    for flag, value in (("probe-chunk", c.probe_chunk), ("hessian-probe", c.hessian_probe),
+                        ("train-size", c.train_size)):  # fmt: skip
+        if value is not None and value < 1:
+            _fail(flag, f"must be a positive integer, got {value}")
+    if c.measure_every < 1:
+        _fail("measure-every", f"must be at least 1, got {c.measure_every}")
+    parse_hessian_every(c.hessian_every)
+    if c.top_k < 1:
+        _fail("top-k", f"must be at least 1, got {c.top_k}")
+    parse_align_batch_sizes(c.align_batch_sizes)
+    if c.align_samples < 1:
+        _fail("align-samples", f"must be at least 1, got {c.align_samples}")
+    if c.wrn_depth < 10 or (c.wrn_depth - 4) % 6:
+        _fail("wrn-depth", f"must be 6n+4 (e.g. 16, 28), got {c.wrn_depth}")
+    if c.wrn_width < 1:
+        _fail("wrn-width", f"must be at least 1, got {c.wrn_width}")
+
+
+def parse_hessian_every(value: str) -> tuple[str, int] | None:
+    """'off' -> None; '2' -> ('epochs', 2); '500s' -> ('steps', 500)."""
+    v = value.strip().lower()
+    if v in ("off", "none", "0", "never"):
+        return None
+    unit = "steps" if v.endswith("s") else "epochs"
+    digits = v[:-1] if unit == "steps" else v
+    if not digits.isdigit() or int(digits) < 1:
+        _fail("hessian-every", f"use epochs ('2'), steps ('500s') or 'off', got {value!r}")
+    return unit, int(digits)
+
+
+def parse_align_batch_sizes(value: str) -> list[int | None]:
+    """'100,1000,full' -> [100, 1000, None]; None stands for the full training split."""
+    out: list[int | None] = []
+    for part in value.split(","):
+        p = part.strip().lower()
+        if p == "full":
+            out.append(None)
+        elif p.isdigit() and int(p) >= 1:
+            out.append(int(p))
+        else:
+            _fail("align-batch-sizes", f"each size must be a positive integer or 'full', got {part!r}")
+    if not out:
+        _fail("align-batch-sizes", "give at least one batch size")
+    return out
+
+
+def check_against_data(c: RunConfig, n_train: int, n_params: int) -> None:
+    """Checks that need the loaded data and model."""
+    if c.batch_size != "full" and int(c.batch_size) > n_train:
+        _fail("batch-size", f"{c.batch_size} is larger than the training split ({n_train} examples)")
+    if c.probe is not None and c.probe.isdigit() and int(c.probe) > n_train:
+        _fail("probe", f"{c.probe} is larger than the training split ({n_train} examples)")
+    if c.hessian_probe is not None and c.hessian_probe > n_train:
+        _fail("hessian-probe", f"{c.hessian_probe} is larger than the training split ({n_train})")
+    if c.train_size is not None and c.train_size < 2:
+        _fail("train-size", "needs at least 2 examples")
+    if parse_hessian_every(c.hessian_every) is not None and c.top_k > n_params:
+        _fail("top-k", f"{c.top_k} is larger than the model's {n_params} parameters")
+    sizes = clip_align_batch_sizes(parse_align_batch_sizes(c.align_batch_sizes), n_train)
+    if parse_hessian_every(c.hessian_every) is not None and not sizes:
+        _fail("align-batch-sizes", "no batch size left after clipping to the training size")
+
+
+def clip_align_batch_sizes(sizes: list[int | None], n_train: int) -> list[int]:
+    """Clip to the training size, map 'full' to it, deduplicate, sort ascending."""
+    return sorted({n_train if s is None else min(s, n_train) for s in sizes})
+
+
+def probe_size(c: RunConfig, n_train: int) -> int | None:
+    """Examples in the fixed probe set; None for ``--probe batch``."""
+    if c.probe == "batch":
+        return None
+    if c.probe == "full":
+        return n_train
+    if c.probe is None:
+        return min(DEFAULT_PROBE, n_train)
+    return int(c.probe)

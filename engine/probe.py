@@ -1,0 +1,144 @@
+"""Evaluating the loss on the probe set at parameters other than the model's own.
+
+Why a shadow copy: measurement code must leave the trained model exactly as it found it
+(parameters, BatchNorm buffers, train/eval mode, RNG state). The evaluator owns a private copy of the
+network whose parameters are views into ONE flat buffer, so moving it to θ_t + α Δ_t is a single
+fused ``add`` into that buffer, and a forward pass is an ordinary module call: no per-call
+re-parametrisation overhead (``torch.func.functional_call`` costs tens of microseconds a call, which
+on a small MLP is as much as the forward pass itself). The trained model is never written to.
+
+Probe semantics (SPEC "Probe set"): no augmentation, dropout off, BatchNorm normalising with batch
+statistics over chunks of the training batch size, running buffers of the real model untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+Chunks = Sequence[tuple[torch.Tensor, torch.Tensor]]
+
+
+def flat_params(model: nn.Module) -> torch.Tensor:
+    """θ as one new flat vector (a copy)."""
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def flat_grads(model: nn.Module) -> torch.Tensor:
+    """∇θ of the last backward as one flat vector (zeros where a parameter got no gradient)."""
+    return torch.cat(
+        [
+            (p.grad if p.grad is not None else torch.zeros_like(p)).detach().reshape(-1)
+            for p in model.parameters()
+        ]
+    )
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, _BatchNorm) for m in model.modules())
+
+
+def set_probe_mode(module: nn.Module) -> None:
+    """BatchNorm in train mode (batch statistics), everything else (dropout) in eval mode."""
+    for m in module.modules():
+        m.training = isinstance(m, _BatchNorm)
+
+
+def make_chunks(x: torch.Tensor, y: torch.Tensor, size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return list(zip(torch.split(x, size), torch.split(y, size), strict=True))
+
+
+class Evaluator:
+    """A private copy of ``model`` whose parameters live in the flat buffer ``self.flat``."""
+
+    def __init__(self, model: nn.Module):
+        self.shadow = copy.deepcopy(model)
+        params = list(self.shadow.parameters())
+        ref = params[0]
+        self.flat = torch.empty(sum(p.numel() for p in params), dtype=ref.dtype, device=ref.device)
+        offset = 0
+        for p in params:
+            n = p.numel()
+            self.flat[offset : offset + n].copy_(p.detach().reshape(-1))
+            p.data = self.flat[offset : offset + n].view_as(p)
+            p.grad = None
+            p.requires_grad_(False)
+            offset += n
+        self.params = params
+        self.numel = offset
+        set_probe_mode(self.shadow)
+
+    # -- positioning
+
+    def load(self, theta: torch.Tensor) -> None:
+        self.flat.copy_(theta)
+
+    def load_between(self, theta0: torch.Tensor, delta: torch.Tensor, alpha: float) -> None:
+        """θ = θ0 + α Δ, written straight into the shadow's parameter storage."""
+        torch.add(theta0, delta, alpha=alpha, out=self.flat)
+
+    def sync_buffers(self, model: nn.Module) -> None:
+        """Copy the real model's buffers (BatchNorm running stats) for an eval-mode pass."""
+        with torch.no_grad():
+            for mine, theirs in zip(self.shadow.buffers(), model.buffers(), strict=True):
+                mine.copy_(theirs)
+
+    # -- evaluating (all results stay on the device: the caller decides when to sync)
+
+    @torch.no_grad()
+    def loss(self, chunks: Chunks) -> torch.Tensor:
+        """L_P(θ) = (1/|P|) Σ_chunks Σ_i CE(f_θ(x_i), y_i), as a 0-d device tensor."""
+        total = torch.zeros((), dtype=self.flat.dtype, device=self.flat.device)
+        n = 0
+        for x, y in chunks:
+            total += nn.functional.cross_entropy(self.shadow(x), y, reduction="sum")
+            n += y.shape[0]
+        return total / n
+
+    @torch.no_grad()
+    def loss_and_accuracy(self, chunks: Chunks, eval_mode: bool = False) -> torch.Tensor:
+        """[mean loss, accuracy] as a device tensor; ``eval_mode`` uses running BN statistics."""
+        if eval_mode:
+            self.shadow.eval()
+        try:
+            total = torch.zeros(2, dtype=torch.float64, device=self.flat.device)
+            n = 0
+            for x, y in chunks:
+                logits = self.shadow(x)
+                total[0] += nn.functional.cross_entropy(logits, y, reduction="sum").double()
+                total[1] += (logits.argmax(1) == y).sum()
+                n += y.shape[0]
+            return total / max(n, 1)
+        finally:
+            set_probe_mode(self.shadow)
+
+    def slice(
+        self,
+        theta0: torch.Tensor,
+        theta1: torch.Tensor,
+        alphas: Sequence[float],
+        chunks: Chunks,
+        first: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """[L_P(θ0 + α_j Δ) for j = 0..K] with Δ = θ1 − θ0, as one device vector.
+
+        ``first`` is L_P(θ0) when the caller already has it (the previous step's α = 1 point): a
+        step then costs K forward passes, not K+1. The end points load θ0 and θ1 exactly, so the
+        reused value is bit-identical to a fresh evaluation at θ1.
+        """
+        losses = []
+        if first is None:
+            self.load(theta0)
+            first = self.loss(chunks)
+        losses.append(first)
+        delta = theta1 - theta0
+        for alpha in alphas[1:-1]:
+            self.load_between(theta0, delta, alpha)
+            losses.append(self.loss(chunks))
+        self.load(theta1)
+        losses.append(self.loss(chunks))
+        return torch.stack(losses)

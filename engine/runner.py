@@ -1,0 +1,98 @@
+"""Driving a prepared run into a session: the one loop every front end shares.
+
+The headless CLI, the dashboard's worker and a detached background run all do the same thing:
+iterate ``Run.records``, hand each record to the session writer, pass it on to a display, and turn
+the way the loop ended into the session's final status. Keeping it here means the status rules
+(finished / interrupted / diverged / failed) are written once.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from engine.config import RunConfig
+from engine.records import FAILED, INTERRUPTED, Record
+from engine.session import SessionError, SessionWriter, session_dir
+
+
+def default_session_name(cfg: RunConfig, sessions_dir: Path) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = f"{cfg.dataset}-{cfg.model}-{stamp}"
+    name, n = base, 1
+    while (Path(sessions_dir) / name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def check_new_session(cfg: RunConfig) -> None:
+    """Fail fast (before loading data) on a bad or taken session name."""
+    if cfg.session is not None:
+        directory = session_dir(Path(cfg.sessions_dir), cfg.session)
+        if directory.exists():
+            raise SessionError(
+                f"session {cfg.session!r} already exists in {cfg.sessions_dir}; "
+                "choose another --session name"
+            )
+
+
+def open_writer(cfg: RunConfig, info: dict[str, object]) -> SessionWriter:
+    sessions = Path(cfg.sessions_dir)
+    name = cfg.session or default_session_name(cfg, sessions)
+    directory = session_dir(sessions, name)
+    config = cfg.as_dict() | {"session": name}
+    return SessionWriter(directory, config, info)
+
+
+def drive(
+    records: Iterator[Record],
+    writer: SessionWriter,
+    status_of_run: Callable[[], str],
+    on_record: Callable[[Record], None] | None = None,
+) -> str:
+    """Write every record to the session (and ``on_record``); close it with the final status."""
+    try:
+        for rec in records:
+            writer.write(rec)
+            if on_record is not None:
+                on_record(rec)
+    except KeyboardInterrupt:
+        writer.close(INTERRUPTED, "interrupted")
+        return INTERRUPTED
+    except BaseException as e:
+        writer.close(FAILED, f"{type(e).__name__}: {e}")
+        writer_failure = traceback.format_exc()
+        (writer.directory / "error.txt").write_text(writer_failure)
+        raise
+    status = status_of_run()
+    writer.close(status, "")
+    return status
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """SIGINT, SIGTERM and SIGHUP set the yielded event (a clean stop), then restore handlers."""
+    stop = threading.Event()
+    sigs = [signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)]
+    previous = {}
+
+    def handler(signum: int, _frame: object) -> None:
+        stop.set()
+
+    for s in sigs:
+        if s is not None:
+            previous[s] = signal.signal(s, handler)
+    try:
+        yield stop
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+__all__ = ["SessionError", "check_new_session", "default_session_name", "drive", "open_writer", "stop_on_signals"]

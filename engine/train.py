@@ -1,0 +1,278 @@
+"""The built-in training loop, as a plain generator of records.
+
+``prepare(config)`` does everything that can fail on bad input (device, data, model, checks against
+the data) before any session exists; ``Run.records(should_stop)`` then trains and yields one
+``StepMeasured`` per update, an ``EpochEnded`` per epoch, and events. The generator is lazy, so a
+consumer pauses training simply by not asking for the next record.
+
+Per measured step t (SPEC "Measurements"): g_t from the training backward, θ_t and θ_{t+1} as flat
+vectors, the slice L_j = L_P(θ_t + α_j Δ_t) with L_0 reused from the previous step's L_K, and the
+trajectory numbers. All of it stays on the device and is synced once per step.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+from engine.config import ConfigError, RunConfig, check_against_data, probe_size
+from engine.data import Data, load_data
+from engine.landscape import analyze_slice
+from engine.models import build_model, count_params
+from engine.probe import Evaluator, flat_grads, flat_params, has_batchnorm, make_chunks
+from engine.records import (
+    DIVERGED,
+    FINISHED,
+    INTERRUPTED,
+    RUNNING,
+    EpochEnded,
+    EventLogged,
+    Record,
+    StepMeasured,
+)
+from engine.session import interpolation_alphas
+
+GD_CHUNK = 1000  # examples per chunk when accumulating a full-batch gradient
+NO_BN_PROBE_CHUNK = 1024  # without BatchNorm the chunk size changes nothing but speed
+
+
+def choose_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device: cuda was asked for but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def _cos(a: torch.Tensor | None, b: torch.Tensor) -> torch.Tensor:
+    """cos(a, b) = a·b / (‖a‖‖b‖); NaN when undefined (no previous vector, or a zero vector)."""
+    if a is None:
+        return torch.full((), float("nan"), dtype=b.dtype, device=b.device)
+    return torch.dot(a, b) / (a.norm() * b.norm())
+
+
+def _none_if_nan(v: float) -> float | None:
+    return None if math.isnan(v) else v
+
+
+class Run:
+    """A prepared training run: data, model, optimizer, probe set. See ``prepare``."""
+
+    def __init__(self, cfg: RunConfig, data: Data, model: nn.Module, device: torch.device):
+        self.cfg = cfg
+        self.data = data
+        self.model = model
+        self.device = device
+        self.status = RUNNING
+        self.alphas = interpolation_alphas(cfg.points)
+        self.n_params = count_params(model)
+        self.optimizer = torch.optim.SGD(
+            model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+        self.batch_size = data.n_train if cfg.full_batch else int(cfg.batch_size)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        bn = has_batchnorm(model)
+        default_chunk = (GD_CHUNK if cfg.full_batch else self.batch_size) if bn else NO_BN_PROBE_CHUNK
+        self.chunk = cfg.probe_chunk or default_chunk
+        self.evaluator = Evaluator(model)
+        self.probe_n = probe_size(cfg, data.n_train)
+        probe_idx = self._probe_indices(self.probe_n or min(2048, data.n_train))
+        self.probe_chunks = make_chunks(data.inputs(probe_idx), data.y_train[probe_idx], self.chunk)
+        self.val_chunks = make_chunks(data.inputs(slice(None), "val"), data.y_val, self.chunk)
+        self.steps_per_epoch = 1 if cfg.full_batch else math.ceil(data.n_train / self.batch_size)
+
+    def _probe_indices(self, n: int) -> torch.Tensor:
+        """The fixed probe set: drawn once from the training split with the session seed."""
+        g = torch.Generator().manual_seed(self.cfg.seed + 7919)
+        idx = torch.randperm(self.data.n_train, generator=g)[:n].sort().values
+        return idx.to(self.device)
+
+    @property
+    def info(self) -> dict[str, object]:
+        import numpy
+        import torchvision
+
+        return {
+            "device": str(self.device),
+            "device_name": torch.cuda.get_device_name(self.device)
+            if self.device.type == "cuda"
+            else platform.processor() or platform.machine(),
+            "params": self.n_params,
+            "n_train": self.data.n_train,
+            "n_val": int(self.data.y_val.shape[0]),
+            "input_shape": list(self.data.input_shape),
+            "classes": self.data.num_classes,
+            "probe_size": self.probe_n,
+            "probe_chunk": self.chunk,
+            "batch_size": self.batch_size,
+            "steps_per_epoch": self.steps_per_epoch,
+            "total_steps": self.steps_per_epoch * self.cfg.epochs,
+            "points": self.cfg.points,
+            "versions": {
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "torchvision": torchvision.__version__,
+                "numpy": numpy.__version__,
+                "sgdwalk": _version(),
+            },
+        }
+
+    # ------------------------------------------------------------ the loop
+
+    def records(
+        self, should_stop: Callable[[], bool] = lambda: False, measure: bool = True
+    ) -> Iterator[Record]:
+        """Train and yield records; ``measure=False`` keeps only the training fields (bench)."""
+        cfg, model = self.cfg, self.model
+        t0 = time.perf_counter()
+        self.status = RUNNING
+        every = cfg.measure_every if measure else 0
+        theta_init = flat_params(model)
+        theta: torch.Tensor | None = theta_init.clone()  # θ_t when known, else None
+        prev_last: torch.Tensor | None = None  # L_P(θ_t) from the previous slice's α = 1
+        prev_grad: torch.Tensor | None = None
+        prev_delta: torch.Tensor | None = None
+        step = 0
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            barriers = interior = measured = 0
+            for idx in self._batches():
+                if should_stop():
+                    yield self._end(INTERRUPTED, step, epoch - 1, t0, "stopped by request")
+                    return
+                step += 1
+                measure_now = every > 0 and (step - 1) % every == 0
+                keep = every > 0 and step % every == 0  # step t+1 is measured: keep g_t and Δ_t
+                if (measure_now or keep) and theta is None:
+                    theta = flat_params(model)
+                loss = self._train_step(idx)
+                grad = flat_grads(model) if measure_now or keep else None
+                self.optimizer.step()
+                rec: StepMeasured
+                if measure_now or keep:
+                    assert theta is not None and grad is not None
+                    theta_next = flat_params(model)
+                    delta = theta_next - theta
+                if measure_now:
+                    first = prev_last if self.probe_n is not None else None
+                    chunks = self.probe_chunks if self.probe_n is not None else self._batch_chunks(idx)
+                    losses = self.evaluator.slice(theta, theta_next, self.alphas, chunks, first)
+                    stats = torch.stack([
+                        loss.detach().to(losses.dtype), grad.norm(), delta.norm(),
+                        (theta_next - theta_init).norm(), _cos(prev_grad, grad),
+                        _cos(prev_delta, delta),
+                    ])  # fmt: skip
+                    values = torch.cat([losses, stats]).tolist()  # sync point: once per step
+                    rec = self._measured(step, epoch, len(idx), values, t0)
+                    prev_last = losses[-1]
+                    barriers += bool(rec.barrier)
+                    interior += bool(rec.interior_min)
+                    measured += 1
+                else:
+                    batch_loss = loss.item()  # sync point: once per unmeasured step
+                    rec = StepMeasured(step, epoch, cfg.lr, len(idx), batch_loss,
+                                       time.perf_counter() - t0)  # fmt: skip
+                    prev_last = None
+                if keep:
+                    prev_grad, prev_delta, theta = grad, delta, theta_next
+                else:
+                    prev_grad = prev_delta = theta = None
+                yield rec
+                if not math.isfinite(rec.batch_loss) and not cfg.allow_divergence:
+                    msg = f"loss became {rec.batch_loss} at step {step}"
+                    yield self._end(DIVERGED, step, epoch, t0, msg, level="error")
+                    return
+            yield self._epoch_summary(epoch, step, barriers, interior, measured)
+        yield self._end(FINISHED, step, cfg.epochs, t0, f"finished {step} steps")
+
+    def _train_step(self, idx: torch.Tensor) -> torch.Tensor:
+        """Forward/backward on the mini-batch (or the whole split in chunks, for GD)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        crit = nn.functional.cross_entropy
+        if not self.cfg.full_batch:
+            x = self.data.train_batch(idx, self.gen)
+            loss = crit(self.model(x), self.data.y_train[idx])
+            loss.backward()
+            return loss
+        total = torch.zeros((), device=self.device)
+        n = len(idx)
+        for part in torch.split(idx, GD_CHUNK):
+            x = self.data.train_batch(part, self.gen)
+            # mean over the whole split = Σ_chunks (|chunk|/N) · mean over the chunk
+            part_loss = crit(self.model(x), self.data.y_train[part]) * (len(part) / n)
+            part_loss.backward()
+            total += part_loss.detach()
+        return total
+
+    def _batches(self) -> Iterator[torch.Tensor]:
+        n = self.data.n_train
+        if self.cfg.full_batch:
+            yield torch.arange(n, device=self.device)
+            return
+        perm = torch.randperm(n, generator=self.gen).to(self.device)
+        yield from torch.split(perm, self.batch_size)
+
+    def _batch_chunks(self, idx: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``--probe batch``: the step's own mini-batch, un-augmented."""
+        return make_chunks(self.data.inputs(idx), self.data.y_train[idx], self.chunk)
+
+    def _measured(
+        self, step: int, epoch: int, batch_size: int, values: list[float], t0: float
+    ) -> StepMeasured:
+        k1 = len(self.alphas)
+        losses, (batch_loss, gnorm, snorm, dist, gcos, ucos) = values[:k1], values[k1:]
+        s = analyze_slice(losses, self.alphas)
+        return StepMeasured(
+            step=step, epoch=epoch, lr=self.cfg.lr, batch_size=batch_size,
+            batch_loss=batch_loss, elapsed=time.perf_counter() - t0, grad_norm=gnorm,
+            alphas=self.alphas, slice=losses, barrier=s.barrier, barrier_height=s.barrier_height,
+            floor_loss=s.floor_loss, floor_alpha=s.floor_alpha, interior_min=s.interior_min,
+            height_above_floor=s.height_above_floor, step_norm=snorm, dist_from_init=dist,
+            grad_cos=_none_if_nan(gcos), update_cos=_none_if_nan(ucos),
+        )  # fmt: skip
+
+    def _epoch_summary(
+        self, epoch: int, step: int, barriers: int, interior: int, measured: int
+    ) -> EpochEnded:
+        ev = self.evaluator
+        ev.load(flat_params(self.model))
+        train = ev.loss_and_accuracy(self.probe_chunks)
+        ev.sync_buffers(self.model)
+        val = ev.loss_and_accuracy(self.val_chunks, eval_mode=True)
+        tl, ta, vl, va = torch.cat([train, val]).tolist()  # sync point: once per epoch
+        return EpochEnded(
+            epoch=epoch, steps=step, train_loss=tl, train_acc=ta, val_loss=vl, val_acc=va,
+            barriers=barriers, interior_min_fraction=interior / measured if measured else 0.0,
+        )  # fmt: skip
+
+    def _end(
+        self, status: str, step: int, epoch: int, t0: float, message: str, level: str = "info"
+    ) -> EventLogged:
+        self.status = status
+        return EventLogged(step, epoch, level, status, message, time.perf_counter() - t0)
+
+
+def prepare(cfg: RunConfig) -> Run:
+    """Load data and model and check the config against them; raises ConfigError / DataError."""
+    device = choose_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    data = load_data(cfg.dataset, cfg.data_dir, device, cfg.download, cfg.augment, cfg.train_size)
+    model = build_model(
+        cfg.model, data.input_shape, data.num_classes, cfg.batchnorm, cfg.wrn_depth, cfg.wrn_width
+    ).to(device)
+    check_against_data(cfg, data.n_train, count_params(model))
+    return Run(cfg, data, model, device)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sgdwalk")
+    except PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,97 @@
+"""A canned session: deterministic synthetic records written through the real SessionWriter.
+
+UI and export tests read this instead of training, so they are fast and their expected values are
+known. No torch needed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+from engine.landscape import analyze_slice
+from engine.records import (
+    FINISHED,
+    Alignment,
+    CurvatureMeasured,
+    EpochEnded,
+    EventLogged,
+    StepMeasured,
+)
+from engine.session import SessionWriter, interpolation_alphas
+
+CANNED_CONFIG = {
+    "model": "mlp", "dataset": "digits", "lr": 0.1, "batch_size": "64", "epochs": 4,
+    "points": 10, "seed": 0, "session": "canned", "momentum": 0.0, "weight_decay": 0.0,
+}  # fmt: skip
+CANNED_INFO = {"device": "cpu", "params": 1234, "n_train": 1500, "total_steps": 96,
+               "steps_per_epoch": 24, "points": 10}  # fmt: skip
+ALIGN_SIZES = (100, 1000, 1500)
+
+
+def canned_records(epochs: int = 4, steps_per_epoch: int = 24, k: int = 10, curvature: bool = True):
+    """Yield records of a plausible run: bowl-shaped slices with a barrier every 7th step."""
+    rng = random.Random(42)
+    alphas = interpolation_alphas(k)
+    loss = 2.3
+    step = 0
+    dist = 0.0
+    prev = None
+    if curvature:
+        yield _curvature(0, 0, rng)
+    for epoch in range(1, epochs + 1):
+        barriers = interior = 0
+        for _ in range(steps_per_epoch):
+            step += 1
+            nxt = loss * 0.97 + 0.01 * rng.random()
+            depth = 0.05 * loss
+            sl = [loss + (nxt - loss) * a - depth * 4 * a * (1 - a) for a in alphas]
+            sl[0], sl[-1] = loss, nxt
+            if step % 7 == 0:
+                sl[k // 2] = max(loss, nxt) + 0.02
+            s = analyze_slice(sl, alphas)
+            dist += 0.1
+            yield StepMeasured(
+                step=step, epoch=epoch, lr=0.1, batch_size=64, batch_loss=loss + 0.05 * rng.random(),
+                elapsed=step * 0.05, grad_norm=1.0 + rng.random(), alphas=alphas, slice=sl,
+                barrier=s.barrier, barrier_height=s.barrier_height, floor_loss=s.floor_loss,
+                floor_alpha=s.floor_alpha, interior_min=s.interior_min,
+                height_above_floor=s.height_above_floor, step_norm=0.1, dist_from_init=dist,
+                grad_cos=None if prev is None else math.cos(step / 5.0) * 0.5,
+                update_cos=None if prev is None else math.cos(step / 7.0) * 0.5,
+            )  # fmt: skip
+            barriers += s.barrier
+            interior += s.interior_min
+            prev = loss
+            loss = nxt
+        yield EpochEnded(epoch=epoch, steps=step, train_loss=loss, train_acc=0.5 + 0.1 * epoch,
+                         val_loss=loss * 1.1, val_acc=0.45 + 0.1 * epoch, barriers=barriers,
+                         interior_min_fraction=interior / steps_per_epoch)  # fmt: skip
+        if curvature:
+            yield _curvature(step, epoch, rng)
+    yield EventLogged(step, epochs, "info", FINISHED, f"finished {step} steps", step * 0.05)
+
+
+def _curvature(step: int, epoch: int, rng: random.Random) -> CurvatureMeasured:
+    eig = sorted((10.0 / (i + 1) + rng.random() for i in range(10)), reverse=True)
+    align = [
+        Alignment(
+            batch_size=b, samples=10, eig_cos_mean=[0.1 * (j + 1) / 10 + b / 1e4 for j in range(10)],
+            eig_cos_std=[0.01] * 10, subspace_mean=0.2 + b / 5000, subspace_std=0.02,
+            rayleigh_mean=1.0 + b / 1000, rayleigh_std=0.1, full_cos_mean=0.3 + b / 3000,
+            full_cos_std=0.05,
+        )  # fmt: skip
+        for b in ALIGN_SIZES
+    ]
+    return CurvatureMeasured(step=step, epoch=epoch, eigenvalues=eig, residuals=[1e-4] * 10,
+                             hvps=30, alignment=align)  # fmt: skip
+
+
+def write_canned_session(directory: Path, status: str = FINISHED, **kw) -> Path:
+    """Write the canned records to ``directory`` (a new session folder); return it."""
+    writer = SessionWriter(directory, CANNED_CONFIG | {"session": directory.name}, CANNED_INFO)
+    for rec in canned_records(**kw):
+        writer.write(rec)
+    writer.close(status)
+    return directory

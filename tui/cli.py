@@ -1,0 +1,197 @@
+"""The ``sgdwalk`` command line (Typer).
+
+Commands stay thin: they parse, call into ``engine`` or the UI modules, and map every expected
+failure (bad flags, missing data, unreadable sessions) to one line on stderr and exit code 2.
+torch is imported inside the commands that need it, so ``sgdwalk --help`` and ``sgdwalk ls`` are
+instant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+try:  # typer >= 0.20 vendors click as typer._click; older releases use click itself
+    from typer import _click as click  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover
+    import click  # type: ignore[no-redef]
+
+app = typer.Typer(
+    name="sgdwalk",
+    help="Watch SGD walk the loss surface of your network, live, in the terminal.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+EXIT_USAGE = 2
+SESSIONS_ENV = "SGDWALK_SESSIONS"
+
+
+class UserError(Exception):
+    """An expected failure; printed as one line, exit code 2."""
+
+
+def default_sessions_dir() -> str:
+    return os.environ.get(SESSIONS_ENV, "sessions")
+
+
+# ---------------------------------------------------------------- run
+
+Opt = typer.Option
+
+
+@app.command(no_args_is_help=False)
+def run(
+    model: Annotated[str | None, Opt(help="mlp, cnn, vgg11, resnet56 or wrn [default: mlp]")] = None,
+    dataset: Annotated[
+        str | None,
+        Opt(help="digits, mnist, cifar10, cifar100, tiny-imagenet, synthetic-cifar10 "
+            "[default: digits, embedded]"),  # fmt: skip
+    ] = None,
+    data_dir: Annotated[str | None, Opt(help="where datasets live [default: data]")] = None,
+    download: Annotated[bool | None, Opt("--download", help="download the dataset if missing")] = None,
+    epochs: Annotated[int | None, Opt(help="epochs to train [default: 10]")] = None,
+    lr: Annotated[float | None, Opt(help="learning rate (constant) [default: 0.1]")] = None,
+    batch_size: Annotated[
+        str | None, Opt(help="mini-batch size, or 'full' for full-batch GD [default: 64]")
+    ] = None,
+    momentum: Annotated[float | None, Opt(help="SGD momentum [default: 0]")] = None,
+    weight_decay: Annotated[float | None, Opt(help="L2 weight decay [default: 0]")] = None,
+    seed: Annotated[int | None, Opt(help="seed for init, data order and probe set [default: 0]")] = None,
+    device: Annotated[str | None, Opt(help="auto, cpu or cuda [default: auto]")] = None,
+    points: Annotated[int | None, Opt(help="K: slice points α = 0, 1/K, .., 1 [default: 10]")] = None,
+    probe: Annotated[
+        str | None,
+        Opt(help="data the landscape is measured on: 'full', 'batch' or N examples "
+            "[default: min(2048, train size)]"),  # fmt: skip
+    ] = None,
+    probe_chunk: Annotated[
+        int | None, Opt(help="examples per probe forward pass [default: the batch size with BatchNorm]")
+    ] = None,
+    measure_every: Annotated[int | None, Opt(help="measure every N-th step [default: 1]")] = None,
+    batchnorm: Annotated[
+        bool | None, Opt("--batchnorm/--no-batchnorm", help="BatchNorm in mlp/cnn/vgg11")
+    ] = None,
+    augment: Annotated[bool | None, Opt("--augment/--no-augment", help="crop+flip (CIFAR default)")] = None,
+    wrn_depth: Annotated[int | None, Opt(help="WideResNet depth, 6n+4 [default: 16]")] = None,
+    wrn_width: Annotated[int | None, Opt(help="WideResNet width factor [default: 4]")] = None,
+    train_size: Annotated[int | None, Opt(help="train on the first N examples only")] = None,
+    allow_divergence: Annotated[
+        bool | None, Opt("--allow-divergence", help="keep going when the loss becomes NaN/inf")
+    ] = None,
+    session: Annotated[str | None, Opt(help="session name [default: DATASET-MODEL-TIME]")] = None,
+    sessions_dir: Annotated[
+        str | None, Opt(help=f"sessions folder [default: ${SESSIONS_ENV} or ./sessions]")
+    ] = None,
+    preset: Annotated[str | None, Opt(help="one of the paper's settings (see README)")] = None,
+    config: Annotated[Path | None, Opt(help="TOML file with any of these settings")] = None,
+    headless: Annotated[bool, Opt("--headless", help="no dashboard: progress bar and epoch lines")] = False,
+) -> None:
+    """Train and measure the landscape every step; saves a session.
+
+    Shows the live dashboard in a terminal; with --headless, or when stdout is not a terminal,
+    prints a progress bar and one line per epoch instead. Exit code: 0 finished, 1 failed,
+    3 diverged, 130 interrupted (Ctrl+C, SIGTERM, SIGHUP), 2 bad input.
+    """
+    flags = {k: v for k, v in locals().items() if k not in ("config", "headless")}
+    from engine.config import build_config
+
+    if flags["sessions_dir"] is None and SESSIONS_ENV in os.environ:
+        flags["sessions_dir"] = os.environ[SESSIONS_ENV]
+    cfg = build_config(flags, config)
+    from tui.headless import run_headless
+
+    raise typer.Exit(run_headless(cfg))
+
+
+# ---------------------------------------------------------------- ls
+
+
+@app.command("ls")
+def ls(
+    sessions_dir: Annotated[
+        str | None, Opt(help=f"sessions folder [default: ${SESSIONS_ENV} or ./sessions]")
+    ] = None,
+    as_json: Annotated[bool, Opt("--json", help="print JSON for scripts")] = False,
+) -> None:
+    """List sessions, newest first."""
+    from tui.listing import print_sessions
+
+    print_sessions(Path(sessions_dir or default_sessions_dir()), as_json)
+
+
+# ---------------------------------------------------------------- bench
+
+
+@app.command()
+def bench(
+    model: Annotated[str, Opt(help="model to measure")] = "mlp",
+    dataset: Annotated[str, Opt(help="dataset (digits, synthetic-cifar10, ...)")] = "digits",
+    device: Annotated[str, Opt(help="auto, cpu or cuda")] = "auto",
+    batch_size: Annotated[str, Opt(help="training batch size")] = "64",
+    points: Annotated[int, Opt(help="K, slice intervals")] = 10,
+    repeats: Annotated[int, Opt(help="timing repeats (median is reported)")] = 7,
+    as_json: Annotated[bool, Opt("--json", help="print JSON for machines")] = False,
+) -> None:
+    """Cost of each measurement relative to its ideal on this machine."""
+    from engine.bench import run_bench
+    from engine.config import build_config
+
+    cfg = build_config(
+        {"model": model, "dataset": dataset, "device": device, "batch_size": batch_size,
+         "points": points, "data_dir": os.environ.get("SGDWALK_DATA", "data")}  # fmt: skip
+    )
+    result = run_bench(cfg, repeats=repeats)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    from tui.listing import print_bench
+
+    print_bench(result)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean bad input, not a bug (imported lazily: engine.data needs torch)."""
+    from engine.config import ConfigError
+    from engine.session import SessionError
+
+    kinds: list[type[BaseException]] = [ConfigError, SessionError, UserError]
+    if "engine.data" in sys.modules:
+        kinds.append(sys.modules["engine.data"].DataError)
+    return tuple(kinds)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    try:
+        result = app(args=argv, prog_name="sgdwalk", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as e:  # `sgdwalk` alone prints help
+        typer.echo(e.ctx.get_help() if e.ctx else str(e))
+        sys.exit(0)
+    except click.exceptions.UsageError as e:
+        cmd = e.ctx.command_path if e.ctx else "sgdwalk"
+        typer.echo(f"{cmd}: error: {e.format_message()}", err=True)
+        sys.exit(EXIT_USAGE)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except Exception as e:
+        if isinstance(e, _expected_errors()):
+            typer.echo(f"sgdwalk: error: {e}", err=True)
+            sys.exit(EXIT_USAGE)
+        raise
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""``sgdwalk run --headless``: a rich progress bar and one line per epoch.
+
+Chosen automatically when stdout is not a terminal (nohup, CI, a pipe). When rich cannot draw a
+live bar (no terminal), a plain progress line is printed every ``PLAIN_EVERY`` seconds instead, so a
+log file still shows that the run is alive.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from engine.config import RunConfig
+from engine.records import (
+    DIVERGED,
+    FINISHED,
+    INTERRUPTED,
+    CurvatureMeasured,
+    EpochEnded,
+    EventLogged,
+    PhaseProgressed,
+    Record,
+    StepMeasured,
+)
+
+PLAIN_EVERY = 30.0
+EXIT_CODES = {FINISHED: 0, INTERRUPTED: 130, DIVERGED: 3}
+
+
+class StepsPerSecond(ProgressColumn):
+    def render(self, task) -> Text:  # type: ignore[no-untyped-def]
+        speed = task.finished_speed or task.speed
+        return Text("-- steps/s" if speed is None else f"{speed:6.1f} steps/s", style="cyan")
+
+
+def epoch_line(rec: EpochEnded, epochs: int, total_barriers: int) -> str:
+    return (
+        f"epoch {rec.epoch}/{epochs}  step {rec.steps}  "
+        f"train loss {rec.train_loss:.4f} acc {rec.train_acc:6.2%}  "
+        f"val loss {rec.val_loss:.4f} acc {rec.val_acc:6.2%}  "
+        f"barriers {rec.barriers} (total {total_barriers})  "
+        f"interior-min {rec.interior_min_fraction:5.1%}"
+    )
+
+
+def curvature_line(rec: CurvatureMeasured) -> str:
+    top = rec.eigenvalues[0] if rec.eigenvalues else float("nan")
+    parts = [f"curvature @ step {rec.step}: λ1 {top:.4g} ({rec.hvps} products)"]
+    if rec.alignment:
+        align = "  ".join(f"b={a.batch_size}: {a.subspace_mean:.3f}" for a in rec.alignment)
+        parts.append(f"subspace alignment {align}")
+    return "  ".join(parts)
+
+
+class HeadlessView:
+    """Turns records into progress-bar updates and printed lines."""
+
+    def __init__(self, console: Console, progress: Progress, task: int, cfg: RunConfig):
+        self.console, self.progress, self.task, self.cfg = console, progress, task, cfg
+        self.barriers = 0
+        self.last_plain = time.monotonic()
+        self.step = 0
+
+    def __call__(self, rec: Record) -> None:
+        if isinstance(rec, StepMeasured):
+            self.step = rec.step
+            self.barriers += bool(rec.barrier)
+            self.progress.update(self.task, completed=rec.step, description="train")
+            if not self.console.is_terminal and time.monotonic() - self.last_plain > PLAIN_EVERY:
+                self.last_plain = time.monotonic()
+                t = self.progress.tasks[0]
+                self.console.print(f"step {rec.step}/{int(t.total or 0)} epoch {rec.epoch} "
+                                   f"loss {rec.batch_loss:.4f}")  # fmt: skip
+        elif isinstance(rec, EpochEnded):
+            self.console.print(epoch_line(rec, self.cfg.epochs, self.barriers))
+        elif isinstance(rec, CurvatureMeasured):
+            self.console.print(curvature_line(rec))
+        elif isinstance(rec, PhaseProgressed):
+            desc = f"{rec.phase} {rec.done}/{rec.total}"
+            self.progress.update(self.task, description=desc)
+        elif isinstance(rec, EventLogged) and rec.level != "info":
+            self.console.print(f"[{rec.level}] {rec.message}", style="red" if rec.level == "error" else "yellow")
+
+
+def run_headless(cfg: RunConfig, console: Console | None = None) -> int:
+    from engine.runner import check_new_session, drive, open_writer, stop_on_signals
+    from engine.train import prepare
+
+    console = console or Console(soft_wrap=True)
+    check_new_session(cfg)
+    run = prepare(cfg)
+    writer = open_writer(cfg, run.info)
+    info = run.info
+    console.print(
+        f"sgdwalk: session {writer.directory}  {cfg.model} on {cfg.dataset} "
+        f"({info['n_train']} train, probe {info['probe_size'] or 'batch'})  "
+        f"{info['params']:,} params  device {info['device']}"
+    )
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               StepsPerSecond(), TimeRemainingColumn())  # fmt: skip
+    with stop_on_signals() as stop, Progress(*columns, console=console) as progress:
+        task = progress.add_task("train", total=info["total_steps"])
+        view = HeadlessView(console, progress, task, cfg)
+        status = drive(run.records(stop.is_set), writer, lambda: run.status, view)
+    console.print(
+        f"sgdwalk: {status}: session {writer.directory.name}, {view.step} steps, "
+        f"{view.barriers} barriers"
+    )
+    return EXIT_CODES.get(status, 1)
