@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 MODELS = ("mlp", "cnn", "vgg11", "resnet56", "wrn")
 DATASETS = ("digits", "mnist", "cifar10", "cifar100", "tiny-imagenet", "synthetic-cifar10")
@@ -76,13 +77,26 @@ PRESETS: dict[str, dict[str, Any]] = {
     "wrn-cifar100": {**_PAPER, "model": "wrn", "dataset": "cifar100"},
     "vgg11-tiny-imagenet": {**_PAPER, "model": "vgg11", "dataset": "tiny-imagenet"},
     "vgg11-cifar10-gd": {
-        **_PAPER, "model": "vgg11", "dataset": "cifar10", "batch_size": "full", "augment": False,
+        **_PAPER,
+        "model": "vgg11",
+        "dataset": "cifar10",
+        "batch_size": "full",
+        "augment": False,
     },  # fmt: skip
     "resnet56-cifar10-gd": {
-        **_PAPER, "model": "resnet56", "dataset": "cifar10", "batch_size": "full", "augment": False,
+        **_PAPER,
+        "model": "resnet56",
+        "dataset": "cifar10",
+        "batch_size": "full",
+        "augment": False,
     },  # fmt: skip
     "vgg11-cifar10-lr1": {**_PAPER, "model": "vgg11", "dataset": "cifar10", "lr": 1.0},
-    "vgg11-cifar10-bs1000": {**_PAPER, "model": "vgg11", "dataset": "cifar10", "batch_size": "1000"},
+    "vgg11-cifar10-bs1000": {
+        **_PAPER,
+        "model": "vgg11",
+        "dataset": "cifar10",
+        "batch_size": "1000",
+    },
 }
 
 FIELD_NAMES = {f.name for f in fields(RunConfig)}
@@ -174,8 +188,10 @@ def validate(c: RunConfig) -> None:
         _fail("batch-size", f"must be a positive integer or 'full', got {c.batch_size!r}")
     if c.points < 2:
         _fail("points", f"a slice needs at least 2 intervals (K >= 2), got {c.points}")
-    if c.probe is not None and c.probe not in ("full", "batch") and (
-        not c.probe.isdigit() or int(c.probe) < 1
+    if (
+        c.probe is not None
+        and c.probe not in ("full", "batch")
+        and (not c.probe.isdigit() or int(c.probe) < 1)
     ):
         _fail("probe", f"must be 'full', 'batch' or a positive integer, got {c.probe!r}")
     for flag, value in (("probe-chunk", c.probe_chunk), ("hessian-probe", c.hessian_probe),
@@ -218,7 +234,9 @@ def parse_align_batch_sizes(value: str) -> list[int | None]:
         elif p.isdigit() and int(p) >= 1:
             out.append(int(p))
         else:
-            _fail("align-batch-sizes", f"each size must be a positive integer or 'full', got {part!r}")
+            _fail(
+                "align-batch-sizes", f"each size must be a positive integer or 'full', got {part!r}"
+            )
     if not out:
         _fail("align-batch-sizes", "give at least one batch size")
     return out
@@ -227,7 +245,9 @@ def parse_align_batch_sizes(value: str) -> list[int | None]:
 def check_against_data(c: RunConfig, n_train: int, n_params: int) -> None:
     """Checks that need the loaded data and model."""
     if c.batch_size != "full" and int(c.batch_size) > n_train:
-        _fail("batch-size", f"{c.batch_size} is larger than the training split ({n_train} examples)")
+        _fail(
+            "batch-size", f"{c.batch_size} is larger than the training split ({n_train} examples)"
+        )
     if c.probe is not None and c.probe.isdigit() and int(c.probe) > n_train:
         _fail("probe", f"{c.probe} is larger than the training split ({n_train} examples)")
     if c.hessian_probe is not None and c.hessian_probe > n_train:

@@ -9,6 +9,7 @@ digits uses a fixed shuffled 1,500/297 split; Tiny-ImageNet uses its own ``val``
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ class Data:
         return self.x_train.shape[0]
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() - self.mean) / self.std
+        return (x.to(self.mean.dtype) - self.mean) / self.std
 
     def inputs(self, idx: torch.Tensor | slice, split: str = "train") -> torch.Tensor:
         """Normalised, un-augmented inputs (what the probe and validation see)."""
@@ -100,8 +101,8 @@ def load_data(
         x_val=torch.as_tensor(x_va).to(device),
         y_val=torch.as_tensor(y_va, dtype=torch.long).to(device),
         num_classes=classes,
-        mean=mean.to(device),
-        std=std.to(device),
+        mean=mean.to(device, torch.get_default_dtype()),
+        std=std.to(device, torch.get_default_dtype()),
         augment=default_augment if augment is None else augment,
     )
 
@@ -171,6 +172,10 @@ def _cifar(classes: int):
                 folder = Path(self.root) / self.base_folder
                 return all((folder / f).is_file() for f, _ in self.train_list)
 
+            def _load_meta(self) -> None:  # class names are not needed; skip its md5 check too
+                self.classes: list[str] = []
+                self.class_to_idx: dict[str, int] = {}
+
         try:
             ds = _Cifar(str(root), train=True, download=download)
         except RuntimeError:
@@ -196,7 +201,9 @@ def _tiny_imagenet(root: Path, download: bool):
             return z["xt"], z["yt"], z["xv"], z["yv"], 200, True
     wnids = (folder / "wnids.txt").read_text().split()
     index = {w: i for i, w in enumerate(wnids)}
-    train = [(p, index[w]) for w in wnids for p in sorted((folder / "train" / w / "images").glob("*"))]
+    train = [
+        (p, index[w]) for w in wnids for p in sorted((folder / "train" / w / "images").glob("*"))
+    ]
     val = []
     for line in (folder / "val" / "val_annotations.txt").read_text().splitlines():
         parts = line.split("\t")
@@ -204,10 +211,8 @@ def _tiny_imagenet(root: Path, download: bool):
             val.append((folder / "val" / "images" / parts[0], index[parts[1]]))
     xt, yt = _read_images(train)
     xv, yv = _read_images(val)
-    try:
+    with contextlib.suppress(OSError):  # a read-only data folder only costs the decode next time
         np.savez(cache, xt=xt, yt=yt, xv=xv, yv=yv)
-    except OSError:
-        pass  # a read-only data folder only costs the decode next time
     return xt, yt, xv, yv, len(wnids), True
 
 

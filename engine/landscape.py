@@ -28,7 +28,9 @@ class SliceStats:
     height_above_floor: float  # L_0 − L*_t
 
 
-def analyze_slice(losses: list[float], alphas: list[float], rtol: float = BARRIER_RTOL) -> SliceStats:
+def analyze_slice(
+    losses: list[float], alphas: list[float], rtol: float = BARRIER_RTOL
+) -> SliceStats:
     """Barrier, barrier height, valley floor and interior minimum of L_0..L_K (K >= 2)."""
     if len(losses) < 3 or len(losses) != len(alphas):
         raise ValueError("a slice needs K+1 >= 3 losses and as many alphas")

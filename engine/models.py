@@ -43,9 +43,11 @@ def mlp(shape: tuple[int, ...], classes: int, batchnorm: bool = True) -> nn.Modu
 
 def cnn(shape: tuple[int, ...], classes: int, batchnorm: bool = False) -> nn.Module:
     c, h, w = shape
+
     def block(cin: int, cout: int) -> list[nn.Module]:
         bn: list[nn.Module] = [nn.BatchNorm2d(cout)] if batchnorm else []
         return [nn.Conv2d(cin, cout, 3, padding=1), *bn, nn.ReLU(), nn.MaxPool2d(2)]
+
     body = nn.Sequential(*block(c, 16), *block(16, 32), nn.Flatten())
     flat = 32 * (h // 4) * (w // 4)
     return _he_init(nn.Sequential(body, nn.Linear(flat, 64), nn.ReLU(), nn.Linear(64, classes)))

@@ -48,7 +48,9 @@ def set_probe_mode(module: nn.Module) -> None:
         m.training = isinstance(m, _BatchNorm)
 
 
-def make_chunks(x: torch.Tensor, y: torch.Tensor, size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def make_chunks(
+    x: torch.Tensor, y: torch.Tensor, size: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return list(zip(torch.split(x, size), torch.split(y, size), strict=True))
 
 

@@ -95,4 +95,11 @@ def stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(s, h)
 
 
-__all__ = ["SessionError", "check_new_session", "default_session_name", "drive", "open_writer", "stop_on_signals"]
+__all__ = [
+    "SessionError",
+    "check_new_session",
+    "default_session_name",
+    "drive",
+    "open_writer",
+    "stop_on_signals",
+]

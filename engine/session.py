@@ -66,11 +66,26 @@ CREATE TABLE events (
 );
 """
 
-_STEP_COLS = (
-    "step epoch lr batch_size batch_loss elapsed grad_norm slice barrier barrier_height "
-    "floor_loss floor_alpha interior_min height_above_floor step_norm dist_from_init "
-    "grad_cos update_cos"
-).split()
+_STEP_COLS = [
+    "step",
+    "epoch",
+    "lr",
+    "batch_size",
+    "batch_loss",
+    "elapsed",
+    "grad_norm",
+    "slice",
+    "barrier",
+    "barrier_height",
+    "floor_loss",
+    "floor_alpha",
+    "interior_min",
+    "height_above_floor",
+    "step_norm",
+    "dist_from_init",
+    "grad_cos",
+    "update_cos",
+]
 # Measured fields SQLite would turn from NaN into NULL; read back as NaN when the step has a slice.
 _NAN_WHEN_MEASURED = {
     "grad_norm", "barrier_height", "floor_loss", "floor_alpha", "height_above_floor",
@@ -252,9 +267,9 @@ class SessionWriter:
         con = self._con
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=NORMAL")
+        con.execute("BEGIN")  # the header marks and the schema land together: no half-made session
         con.execute(f"PRAGMA application_id={APPLICATION_ID}")
         con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        con.execute("BEGIN")
         for stmt in _SCHEMA.strip().split(";"):
             if stmt.strip():
                 con.execute(stmt)
@@ -293,8 +308,8 @@ class SessionWriter:
             self.commit()
             return
         elif isinstance(rec, EventLogged):
-            row = (rec.step, rec.epoch, rec.level, rec.kind, rec.message, rec.time)
-            self._other.append(("events", row))
+            event = (rec.step, rec.epoch, rec.level, rec.kind, rec.message, rec.time)
+            self._other.append(("events", event))
         else:
             return  # transient records (progress) are not stored
         if time.monotonic() - self._last_commit >= self.commit_interval:
@@ -487,9 +502,7 @@ class Session:
             yield from batch
             if batch:
                 idle_since = time.monotonic()
-            elif done:
-                return
-            elif idle_timeout is not None and time.monotonic() - idle_since > idle_timeout:
+            elif done or idle_timeout is not None and time.monotonic() - idle_since > idle_timeout:
                 return
             else:
                 time.sleep(poll)

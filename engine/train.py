@@ -15,12 +15,20 @@ from __future__ import annotations
 import math
 import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from engine.config import ConfigError, RunConfig, check_against_data, probe_size
+from engine.config import (
+    ConfigError,
+    RunConfig,
+    check_against_data,
+    parse_hessian_every,
+    probe_size,
+)
 from engine.data import Data, load_data
 from engine.landscape import analyze_slice
 from engine.models import build_model, count_params
@@ -36,6 +44,9 @@ from engine.records import (
     StepMeasured,
 )
 from engine.session import interpolation_alphas
+
+if TYPE_CHECKING:
+    from engine.curvature import CurvatureMeter
 
 GD_CHUNK = 1000  # examples per chunk when accumulating a full-batch gradient
 NO_BN_PROBE_CHUNK = 1024  # without BatchNorm the chunk size changes nothing but speed
@@ -60,6 +71,23 @@ def _none_if_nan(v: float) -> float | None:
     return None if math.isnan(v) else v
 
 
+@dataclass
+class _Trail:
+    """What measuring step t+1 needs from step t: θ_{t+1}, L_P(θ_{t+1}), g_t and Δ_t."""
+
+    theta_init: torch.Tensor
+    theta: torch.Tensor | None = None  # θ of the next step when known (None: read it then)
+    last_loss: torch.Tensor | None = None  # the previous slice's α = 1 point, reused as L_0
+    grad: torch.Tensor | None = None
+    delta: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        self.theta = self.theta_init.clone()
+
+    def forget(self) -> None:
+        self.theta = self.last_loss = self.grad = self.delta = None
+
+
 class Run:
     """A prepared training run: data, model, optimizer, probe set. See ``prepare``."""
 
@@ -77,14 +105,19 @@ class Run:
         self.batch_size = data.n_train if cfg.full_batch else int(cfg.batch_size)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         bn = has_batchnorm(model)
-        default_chunk = (GD_CHUNK if cfg.full_batch else self.batch_size) if bn else NO_BN_PROBE_CHUNK
+        default_chunk = (
+            (GD_CHUNK if cfg.full_batch else self.batch_size) if bn else NO_BN_PROBE_CHUNK
+        )
         self.chunk = cfg.probe_chunk or default_chunk
         self.evaluator = Evaluator(model)
         self.probe_n = probe_size(cfg, data.n_train)
         probe_idx = self._probe_indices(self.probe_n or min(2048, data.n_train))
+        self.probe_idx = probe_idx
         self.probe_chunks = make_chunks(data.inputs(probe_idx), data.y_train[probe_idx], self.chunk)
         self.val_chunks = make_chunks(data.inputs(slice(None), "val"), data.y_val, self.chunk)
         self.steps_per_epoch = 1 if cfg.full_batch else math.ceil(data.n_train / self.batch_size)
+        self.hessian_every = parse_hessian_every(cfg.hessian_every)
+        self.curvature_meter: CurvatureMeter | None = None  # built on the first pass
 
     def _probe_indices(self, n: int) -> torch.Tensor:
         """The fixed probe set: drawn once from the training split with the session seed."""
@@ -126,69 +159,105 @@ class Run:
 
     def records(
         self, should_stop: Callable[[], bool] = lambda: False, measure: bool = True
-    ) -> Iterator[Record]:
+    ) -> Generator[Record, None, None]:
         """Train and yield records; ``measure=False`` keeps only the training fields (bench)."""
-        cfg, model = self.cfg, self.model
+        cfg = self.cfg
         t0 = time.perf_counter()
         self.status = RUNNING
         every = cfg.measure_every if measure else 0
-        theta_init = flat_params(model)
-        theta: torch.Tensor | None = theta_init.clone()  # θ_t when known, else None
-        prev_last: torch.Tensor | None = None  # L_P(θ_t) from the previous slice's α = 1
-        prev_grad: torch.Tensor | None = None
-        prev_delta: torch.Tensor | None = None
+        trail = _Trail(flat_params(self.model))
         step = 0
+        if measure:
+            yield from self._curvature(0, 0)  # at the start, before the first update
         for epoch in range(1, cfg.epochs + 1):
-            model.train()
+            self.model.train()
             barriers = interior = measured = 0
             for idx in self._batches():
                 if should_stop():
                     yield self._end(INTERRUPTED, step, epoch - 1, t0, "stopped by request")
                     return
                 step += 1
-                measure_now = every > 0 and (step - 1) % every == 0
-                keep = every > 0 and step % every == 0  # step t+1 is measured: keep g_t and Δ_t
-                if (measure_now or keep) and theta is None:
-                    theta = flat_params(model)
-                loss = self._train_step(idx)
-                grad = flat_grads(model) if measure_now or keep else None
-                self.optimizer.step()
-                rec: StepMeasured
-                if measure_now or keep:
-                    assert theta is not None and grad is not None
-                    theta_next = flat_params(model)
-                    delta = theta_next - theta
-                if measure_now:
-                    first = prev_last if self.probe_n is not None else None
-                    chunks = self.probe_chunks if self.probe_n is not None else self._batch_chunks(idx)
-                    losses = self.evaluator.slice(theta, theta_next, self.alphas, chunks, first)
-                    stats = torch.stack([
-                        loss.detach().to(losses.dtype), grad.norm(), delta.norm(),
-                        (theta_next - theta_init).norm(), _cos(prev_grad, grad),
-                        _cos(prev_delta, delta),
-                    ])  # fmt: skip
-                    values = torch.cat([losses, stats]).tolist()  # sync point: once per step
-                    rec = self._measured(step, epoch, len(idx), values, t0)
-                    prev_last = losses[-1]
+                rec = self._step(step, epoch, idx, trail, every, t0)
+                if rec.measured:
                     barriers += bool(rec.barrier)
                     interior += bool(rec.interior_min)
                     measured += 1
-                else:
-                    batch_loss = loss.item()  # sync point: once per unmeasured step
-                    rec = StepMeasured(step, epoch, cfg.lr, len(idx), batch_loss,
-                                       time.perf_counter() - t0)  # fmt: skip
-                    prev_last = None
-                if keep:
-                    prev_grad, prev_delta, theta = grad, delta, theta_next
-                else:
-                    prev_grad = prev_delta = theta = None
                 yield rec
                 if not math.isfinite(rec.batch_loss) and not cfg.allow_divergence:
                     msg = f"loss became {rec.batch_loss} at step {step}"
                     yield self._end(DIVERGED, step, epoch, t0, msg, level="error")
                     return
+                if measure and self._curvature_due("steps", step):
+                    yield from self._curvature(step, epoch)
             yield self._epoch_summary(epoch, step, barriers, interior, measured)
+            if measure and self._curvature_due("epochs", epoch):
+                yield from self._curvature(step, epoch)
         yield self._end(FINISHED, step, cfg.epochs, t0, f"finished {step} steps")
+
+    def _step(
+        self, step: int, epoch: int, idx: torch.Tensor, trail: _Trail, every: int, t0: float
+    ) -> StepMeasured:
+        """One update; measured when ``(step − 1) % every == 0`` (every = 0: never)."""
+        measure_now = every > 0 and (step - 1) % every == 0
+        keep = every > 0 and step % every == 0  # step t+1 is measured: it needs g_t and Δ_t
+        track = measure_now or keep
+        theta = trail.theta if trail.theta is not None or not track else flat_params(self.model)
+        loss = self._train_step(idx)
+        grad = flat_grads(self.model) if track else None
+        self.optimizer.step()
+        if grad is None or theta is None:
+            trail.forget()
+            # sync point: once per unmeasured step
+            return StepMeasured(
+                step, epoch, self.cfg.lr, len(idx), loss.item(), time.perf_counter() - t0
+            )
+        theta_next = flat_params(self.model)
+        delta = theta_next - theta
+        if measure_now:
+            rec = self._measure(step, epoch, idx, loss, grad, theta, theta_next, trail, t0)
+        else:
+            rec = StepMeasured(
+                step, epoch, self.cfg.lr, len(idx), loss.item(), time.perf_counter() - t0
+            )
+            trail.last_loss = None
+        if keep:
+            trail.theta, trail.grad, trail.delta = theta_next, grad, delta
+        else:
+            trail.forget()
+        return rec
+
+    def _measure(
+        self, step: int, epoch: int, idx: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor,
+        theta: torch.Tensor, theta_next: torch.Tensor, trail: _Trail, t0: float,
+    ) -> StepMeasured:  # fmt: skip
+        """The slice and trajectory numbers of step t, synced to the host once."""
+        fixed = self.probe_n is not None
+        chunks = self.probe_chunks if fixed else self._batch_chunks(idx)
+        first = trail.last_loss if fixed else None
+        losses = self.evaluator.slice(theta, theta_next, self.alphas, chunks, first)
+        delta = theta_next - theta
+        stats = torch.stack([
+            loss.detach().to(losses.dtype), grad.norm(), delta.norm(),
+            (theta_next - trail.theta_init).norm(), _cos(trail.grad, grad), _cos(trail.delta, delta),
+        ])  # fmt: skip
+        values = torch.cat([losses, stats]).tolist()  # sync point: once per measured step
+        trail.last_loss = losses[-1]
+        return self._measured(step, epoch, len(idx), values, t0)
+
+    def _curvature_due(self, unit: str, count: int) -> bool:
+        every = self.hessian_every
+        return every is not None and every[0] == unit and count % every[1] == 0
+
+    def _curvature(self, step: int, epoch: int) -> Iterator[Record]:
+        """A curvature pass at θ_step on the shadow model (engine/curvature); off: nothing."""
+        if self.hessian_every is None:
+            return
+        if self.curvature_meter is None:
+            from engine.curvature import CurvatureMeter
+
+            self.curvature_meter = CurvatureMeter.for_run(self)
+        self.evaluator.load(flat_params(self.model))
+        yield from self.curvature_meter.measure(step, epoch)
 
     def _train_step(self, idx: torch.Tensor) -> torch.Tensor:
         """Forward/backward on the mini-batch (or the whole split in chunks, for GD)."""

@@ -77,9 +77,15 @@ def _curvature(step: int, epoch: int, rng: random.Random) -> CurvatureMeasured:
     eig = sorted((10.0 / (i + 1) + rng.random() for i in range(10)), reverse=True)
     align = [
         Alignment(
-            batch_size=b, samples=10, eig_cos_mean=[0.1 * (j + 1) / 10 + b / 1e4 for j in range(10)],
-            eig_cos_std=[0.01] * 10, subspace_mean=0.2 + b / 5000, subspace_std=0.02,
-            rayleigh_mean=1.0 + b / 1000, rayleigh_std=0.1, full_cos_mean=0.3 + b / 3000,
+            batch_size=b,
+            samples=10,
+            eig_cos_mean=[0.1 * (j + 1) / 10 + b / 1e4 for j in range(10)],
+            eig_cos_std=[0.01] * 10,
+            subspace_mean=0.2 + b / 5000,
+            subspace_std=0.02,
+            rayleigh_mean=1.0 + b / 1000,
+            rayleigh_std=0.1,
+            full_cos_mean=0.3 + b / 3000,
             full_cos_std=0.05,
         )  # fmt: skip
         for b in ALIGN_SIZES

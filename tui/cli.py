@@ -46,18 +46,28 @@ def default_sessions_dir() -> str:
 # ---------------------------------------------------------------- run
 
 Opt = typer.Option
+SessionsDirOpt = Annotated[
+    str | None, Opt(help=f"sessions folder [default: ${SESSIONS_ENV} or ./sessions]")
+]
+SessionArg = Annotated[str, typer.Argument(help="session folder, or a name in the sessions folder")]
 
 
 @app.command(no_args_is_help=False)
 def run(
-    model: Annotated[str | None, Opt(help="mlp, cnn, vgg11, resnet56 or wrn [default: mlp]")] = None,
+    model: Annotated[
+        str | None, Opt(help="mlp, cnn, vgg11, resnet56 or wrn [default: mlp]")
+    ] = None,
     dataset: Annotated[
         str | None,
-        Opt(help="digits, mnist, cifar10, cifar100, tiny-imagenet, synthetic-cifar10 "
-            "[default: digits, embedded]"),  # fmt: skip
+        Opt(
+            help="digits, mnist, cifar10, cifar100, tiny-imagenet, synthetic-cifar10 "
+            "[default: digits, embedded]"
+        ),  # fmt: skip
     ] = None,
     data_dir: Annotated[str | None, Opt(help="where datasets live [default: data]")] = None,
-    download: Annotated[bool | None, Opt("--download", help="download the dataset if missing")] = None,
+    download: Annotated[
+        bool | None, Opt("--download", help="download the dataset if missing")
+    ] = None,
     epochs: Annotated[int | None, Opt(help="epochs to train [default: 10]")] = None,
     lr: Annotated[float | None, Opt(help="learning rate (constant) [default: 0.1]")] = None,
     batch_size: Annotated[
@@ -65,22 +75,48 @@ def run(
     ] = None,
     momentum: Annotated[float | None, Opt(help="SGD momentum [default: 0]")] = None,
     weight_decay: Annotated[float | None, Opt(help="L2 weight decay [default: 0]")] = None,
-    seed: Annotated[int | None, Opt(help="seed for init, data order and probe set [default: 0]")] = None,
+    seed: Annotated[
+        int | None, Opt(help="seed for init, data order and probe set [default: 0]")
+    ] = None,
     device: Annotated[str | None, Opt(help="auto, cpu or cuda [default: auto]")] = None,
-    points: Annotated[int | None, Opt(help="K: slice points α = 0, 1/K, .., 1 [default: 10]")] = None,
+    points: Annotated[
+        int | None, Opt(help="K: slice points α = 0, 1/K, .., 1 [default: 10]")
+    ] = None,
     probe: Annotated[
         str | None,
-        Opt(help="data the landscape is measured on: 'full', 'batch' or N examples "
-            "[default: min(2048, train size)]"),  # fmt: skip
+        Opt(
+            help="data the landscape is measured on: 'full', 'batch' or N examples "
+            "[default: min(2048, train size)]"
+        ),  # fmt: skip
     ] = None,
     probe_chunk: Annotated[
-        int | None, Opt(help="examples per probe forward pass [default: the batch size with BatchNorm]")
+        int | None,
+        Opt(help="examples per probe forward pass [default: the batch size with BatchNorm]"),
     ] = None,
     measure_every: Annotated[int | None, Opt(help="measure every N-th step [default: 1]")] = None,
+    hessian_every: Annotated[
+        str | None,
+        Opt(
+            help="curvature schedule: every N epochs ('2'), N steps ('500s') or 'off'; also at "
+            "the start [default: 1]"
+        ),  # fmt: skip
+    ] = None,
+    hessian_probe: Annotated[
+        int | None, Opt(help="Hessian on a fixed subset of N probe examples [default: the probe]")
+    ] = None,
+    top_k: Annotated[int | None, Opt(help="Hessian eigenpairs to track [default: 10]")] = None,
+    align_batch_sizes: Annotated[
+        str | None, Opt(help="batch sizes for gradient alignment [default: 100,1000,10000,full]")
+    ] = None,
+    align_samples: Annotated[
+        int | None, Opt(help="mini-batches drawn per size [default: 10]")
+    ] = None,
     batchnorm: Annotated[
         bool | None, Opt("--batchnorm/--no-batchnorm", help="BatchNorm in mlp/cnn/vgg11")
     ] = None,
-    augment: Annotated[bool | None, Opt("--augment/--no-augment", help="crop+flip (CIFAR default)")] = None,
+    augment: Annotated[
+        bool | None, Opt("--augment/--no-augment", help="crop+flip (CIFAR default)")
+    ] = None,
     wrn_depth: Annotated[int | None, Opt(help="WideResNet depth, 6n+4 [default: 16]")] = None,
     wrn_width: Annotated[int | None, Opt(help="WideResNet width factor [default: 4]")] = None,
     train_size: Annotated[int | None, Opt(help="train on the first N examples only")] = None,
@@ -88,12 +124,19 @@ def run(
         bool | None, Opt("--allow-divergence", help="keep going when the loss becomes NaN/inf")
     ] = None,
     session: Annotated[str | None, Opt(help="session name [default: DATASET-MODEL-TIME]")] = None,
-    sessions_dir: Annotated[
-        str | None, Opt(help=f"sessions folder [default: ${SESSIONS_ENV} or ./sessions]")
-    ] = None,
+    sessions_dir: SessionsDirOpt = None,
     preset: Annotated[str | None, Opt(help="one of the paper's settings (see README)")] = None,
     config: Annotated[Path | None, Opt(help="TOML file with any of these settings")] = None,
-    headless: Annotated[bool, Opt("--headless", help="no dashboard: progress bar and epoch lines")] = False,
+    headless: Annotated[
+        bool, Opt("--headless", help="no dashboard: progress bar and epoch lines")
+    ] = False,
+    detach: Annotated[
+        bool,
+        Opt(
+            "--detach",
+            help="train in a background process and watch it; quitting leaves it running",
+        ),
+    ] = False,
 ) -> None:
     """Train and measure the landscape every step; saves a session.
 
@@ -101,15 +144,67 @@ def run(
     prints a progress bar and one line per epoch instead. Exit code: 0 finished, 1 failed,
     3 diverged, 130 interrupted (Ctrl+C, SIGTERM, SIGHUP), 2 bad input.
     """
-    flags = {k: v for k, v in locals().items() if k not in ("config", "headless")}
+    flags = {k: v for k, v in locals().items() if k not in ("config", "headless", "detach")}
     from engine.config import build_config
 
     if flags["sessions_dir"] is None and SESSIONS_ENV in os.environ:
         flags["sessions_dir"] = os.environ[SESSIONS_ENV]
     cfg = build_config(flags, config)
-    from tui.headless import run_headless
+    if detach:
+        raise typer.Exit(_run_detached(cfg, flags, config))
+    if headless or not sys.stdout.isatty():
+        from tui.headless import run_headless
 
-    raise typer.Exit(run_headless(cfg))
+        raise typer.Exit(run_headless(cfg))
+    from tui.launch import run_dashboard
+
+    raise typer.Exit(run_dashboard(cfg))
+
+
+def _run_detached(cfg: Any, flags: dict[str, Any], config: Path | None) -> int:
+    """Start ``run --headless`` in the background, then watch it (SPEC: quitting leaves it running)."""
+    from engine.runner import check_new_session, default_session_name
+    from tui.detach import DetachError, child_argv, start_detached
+
+    check_new_session(cfg)
+    sessions = Path(cfg.sessions_dir)
+    name = cfg.session or default_session_name(cfg, sessions)
+    try:
+        proc = start_detached(child_argv(flags, config, name, sessions), name, sessions)
+    except DetachError as e:
+        typer.echo(f"sgdwalk: error: {e}", err=True)
+        return e.code
+    typer.echo(f"sgdwalk: training in the background (pid {proc.pid}), session {sessions / name}")
+    if not sys.stdout.isatty():
+        return 0
+    from tui.launch import watch_dashboard
+
+    return watch_dashboard(name, sessions, pid=proc.pid, detached=True)
+
+
+# ---------------------------------------------------------------- watch, replay
+
+
+@app.command()
+def watch(
+    session: SessionArg,
+    sessions_dir: SessionsDirOpt = None,
+) -> None:
+    """Follow a session another process writes (live or finished) in the dashboard."""
+    from tui.launch import watch_dashboard
+
+    raise typer.Exit(watch_dashboard(session, Path(sessions_dir or default_sessions_dir())))
+
+
+@app.command()
+def replay(
+    session: SessionArg,
+    sessions_dir: SessionsDirOpt = None,
+) -> None:
+    """Replay a saved session: play/pause, speed, step and epoch seek."""
+    from tui.launch import replay_dashboard
+
+    raise typer.Exit(replay_dashboard(session, Path(sessions_dir or default_sessions_dir())))
 
 
 # ---------------------------------------------------------------- ls
@@ -117,15 +212,65 @@ def run(
 
 @app.command("ls")
 def ls(
-    sessions_dir: Annotated[
-        str | None, Opt(help=f"sessions folder [default: ${SESSIONS_ENV} or ./sessions]")
-    ] = None,
+    sessions_dir: SessionsDirOpt = None,
     as_json: Annotated[bool, Opt("--json", help="print JSON for scripts")] = False,
 ) -> None:
     """List sessions, newest first."""
     from tui.listing import print_sessions
 
     print_sessions(Path(sessions_dir or default_sessions_dir()), as_json)
+
+
+# ---------------------------------------------------------------- export
+
+
+@app.command()
+def export(
+    sessions: Annotated[
+        list[str],
+        typer.Argument(help="session folders or names in the sessions folder", show_default=False),
+    ],
+    figure: Annotated[
+        str, Opt("--figure", "-f", help="slices, barriers, alignment, cosine, loss or all")
+    ] = "slices",
+    fmt: Annotated[
+        str | None,
+        Opt("--format", help="txt, svg, html, png, pdf, csv or json [default: from -o, else txt]"),
+    ] = None,
+    output: Annotated[
+        str | None,
+        Opt(
+            "--output",
+            "-o",
+            help="file, or directory for --figure all; '-' for stdout "
+            "[default: SESSION-FIGURE.FORMAT]",
+        ),  # fmt: skip
+    ] = None,
+    epoch: Annotated[
+        list[int] | None, Opt(help="epoch to show (repeat for alignment) [default: slices: 1]")
+    ] = None,
+    steps: Annotated[str | None, Opt(help="steps A:B, i.e. A <= step < B")] = None,
+    window: Annotated[
+        int | None, Opt(help="consecutive steps shown [default: slices 40, others all]")
+    ] = None,
+    metric: Annotated[
+        str, Opt(help="alignment: subspace, eig_cos, rayleigh or full_cos")
+    ] = "subspace",
+    width: Annotated[int, Opt(help="txt/svg/html width in characters")] = 100,
+    height: Annotated[int, Opt(help="txt/svg/html height in lines")] = 30,
+    force: Annotated[bool, Opt("--force", help="overwrite existing files")] = False,
+    sessions_dir: SessionsDirOpt = None,
+) -> None:
+    """Static figures of the paper (txt, svg, html; png/pdf with the plots extra) and their
+    numbers (csv, json). Several sessions are overlaid, labelled by what differs."""
+    from tui.export import ExportRequest, run_export
+
+    req = ExportRequest(
+        sessions=sessions, figure=figure, fmt=fmt, output=output, epochs=epoch or [],
+        steps=steps, window=window, metric=metric, width=width, height=height, force=force,
+        sessions_dir=sessions_dir or default_sessions_dir(),
+    )  # fmt: skip
+    run_export(req, echo=lambda line: typer.echo(line, err=True))
 
 
 # ---------------------------------------------------------------- bench
@@ -146,8 +291,14 @@ def bench(
     from engine.config import build_config
 
     cfg = build_config(
-        {"model": model, "dataset": dataset, "device": device, "batch_size": batch_size,
-         "points": points, "data_dir": os.environ.get("SGDWALK_DATA", "data")}  # fmt: skip
+        {
+            "model": model,
+            "dataset": dataset,
+            "device": device,
+            "batch_size": batch_size,
+            "points": points,
+            "data_dir": os.environ.get("SGDWALK_DATA", "data"),
+        }  # fmt: skip
     )
     result = run_bench(cfg, repeats=repeats)
     if as_json:

@@ -88,8 +88,11 @@ class HeadlessView:
         elif isinstance(rec, PhaseProgressed):
             desc = f"{rec.phase} {rec.done}/{rec.total}"
             self.progress.update(self.task, description=desc)
-        elif isinstance(rec, EventLogged) and rec.level != "info":
-            self.console.print(f"[{rec.level}] {rec.message}", style="red" if rec.level == "error" else "yellow")
+        elif isinstance(rec, EventLogged):
+            self.progress.update(self.task, description=rec.kind)
+            if rec.level != "info":
+                style = "red" if rec.level == "error" else "yellow"
+                self.console.print(f"[{rec.level}] {rec.message}", style=style, markup=False)
 
 
 def run_headless(cfg: RunConfig, console: Console | None = None) -> int:

@@ -50,8 +50,20 @@ def print_sessions(sessions_dir: Path, as_json: bool) -> None:
         console.print(f"no sessions in {sessions_dir}")
         return
     table = Table(title=f"sessions in {sessions_dir}", title_justify="left")
-    for col in ("name", "model", "dataset", "lr", "batch", "steps", "status", "barriers", "final loss"):
-        table.add_column(col, justify="right" if col in ("lr", "steps", "barriers", "final loss") else "left")
+    for col in (
+        "name",
+        "model",
+        "dataset",
+        "lr",
+        "batch",
+        "steps",
+        "status",
+        "barriers",
+        "final loss",
+    ):
+        table.add_column(
+            col, justify="right" if col in ("lr", "steps", "barriers", "final loss") else "left"
+        )
     for r in rows:
         loss = "-" if r["final_loss"] is None else f"{r['final_loss']:.4f}"
         table.add_row(r["name"], r["model"], r["dataset"], f"{r['lr']:g}", str(r["batch_size"]),

@@ -1,0 +1,126 @@
+"""``sgdwalk bench``: the cost of each measurement relative to its ideal, in one process.
+
+Absolute times on a shared machine are noise; ratios against a reference measured in the same run,
+on the same probe set and model, are not. Each figure is the median of ``repeats`` trials, and the
+two step timings are interleaved so drift hits both alike.
+
+- t_forward: one no-grad forward pass of the probe set (what a slice point ideally costs).
+- t_slice: one step's slice in steady state (L_0 reused, so K passes): slice_ratio = t_slice/(K t_forward).
+- t_step: one training step with measurements off, records discarded.
+- t_step_recorded: the same step with the session writer on: record_overhead = t_step_recorded/t_step − 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.config import RunConfig
+from engine.probe import flat_params
+from engine.records import StepMeasured
+from engine.session import SessionWriter
+from engine.train import Run, prepare
+
+TARGETS = {"slice_ratio": "<= 1.10", "record_overhead": "<= 0.05"}
+STEPS_PER_TRIAL = 100
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_time(fn: Any, repeats: int, device: torch.device) -> float:
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _time_steps(run: Run, n: int, writer: SessionWriter | None) -> float:
+    """Mean seconds per training step over ``n`` steps (epoch summaries excluded)."""
+    gen = run.records(measure=False)
+    total, count = 0.0, 0
+    while count < n:
+        t = time.perf_counter()
+        rec = next(gen)
+        if writer is not None:
+            writer.write(rec)
+        dt = time.perf_counter() - t
+        if isinstance(rec, StepMeasured):
+            total += dt
+            count += 1
+    gen.close()
+    return total / count
+
+
+def slice_costs(run: Run, repeats: int) -> dict[str, float]:
+    ev, chunks, k = run.evaluator, run.probe_chunks, run.cfg.points
+    theta0 = flat_params(run.model)
+    theta1 = theta0 + 1e-3 * torch.randn(
+        theta0.shape, generator=torch.Generator().manual_seed(0)
+    ).to(theta0)
+    ev.load(theta0)
+    first = ev.loss(chunks)
+
+    def forward() -> None:
+        ev.load(theta0)
+        ev.loss(chunks).item()  # sync point: end of the timed pass
+
+    def one_slice() -> None:
+        ev.slice(theta0, theta1, run.alphas, chunks, first).tolist()  # sync point: as in training
+
+    forward()  # warm-up (allocator, kernels)
+    one_slice()
+    t_forward = _median_time(forward, repeats, run.device)
+    t_slice = _median_time(one_slice, repeats, run.device)
+    return {"t_forward": t_forward, "t_slice": t_slice, "slice_ratio": t_slice / (k * t_forward)}
+
+
+def step_costs(run: Run, repeats: int) -> dict[str, float]:
+    bare, recorded = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = SessionWriter(Path(tmp) / "bench", run.cfg.as_dict(), {"bench": True})
+        _time_steps(run, 10, None)  # warm-up
+        for _ in range(repeats):
+            bare.append(_time_steps(run, STEPS_PER_TRIAL, None))
+            recorded.append(_time_steps(run, STEPS_PER_TRIAL, writer))
+        writer.close("finished")
+    t_step, t_rec = statistics.median(bare), statistics.median(recorded)
+    return {"t_step": t_step, "t_step_recorded": t_rec, "record_overhead": t_rec / t_step - 1}
+
+
+def run_bench(cfg: RunConfig, repeats: int = 7) -> dict[str, Any]:
+    """Prepare the run described by ``cfg`` (many epochs, curvature off) and measure it."""
+    cfg = dataclasses.replace(cfg, epochs=10_000, hessian_every="off")
+    run = prepare(cfg)
+    s = slice_costs(run, repeats)
+    t = step_costs(run, repeats)
+    result = {
+        "model": cfg.model,
+        "dataset": cfg.dataset,
+        "device": str(run.device),
+        "params": run.n_params,
+        "probe_size": run.probe_n,
+        "points": cfg.points,
+        "batch_size": run.batch_size,
+        "times": {k: v for k, v in (s | t).items() if k.startswith("t_")},
+        "ratios": {"slice_ratio": s["slice_ratio"], "record_overhead": t["record_overhead"]},
+        "counts": {},
+        "targets": dict(TARGETS),
+    }
+    from engine.curvature.bench import curvature_costs  # last: it trains the run one more epoch
+
+    for key, part in curvature_costs(run, repeats).items():
+        result[key] |= part
+    return result

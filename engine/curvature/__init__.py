@@ -1,0 +1,21 @@
+"""Curvature of the probe loss: Hessian top-k eigenpairs and gradient–Hessian alignment.
+
+Three parts, as STYLE.md asks: an operator (``hvp``: v ↦ H v on a flat vector, on the Evaluator's
+shadow model), an algorithm (``lanczos``: top-k of any symmetric operator, tested on plain
+matrices), and the measurements built from them (``alignment``, ``measure``). Importing this package
+loads torch; ``engine`` itself imports it only when a run has curvature switched on.
+"""
+
+from engine.curvature.hvp import HessianOperator, flat_gradient, hessian_operator
+from engine.curvature.lanczos import LanczosResult, lanczos, lanczos_steps
+from engine.curvature.measure import CurvatureMeter
+
+__all__ = [
+    "CurvatureMeter",
+    "HessianOperator",
+    "LanczosResult",
+    "flat_gradient",
+    "hessian_operator",
+    "lanczos",
+    "lanczos_steps",
+]

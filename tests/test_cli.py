@@ -1,0 +1,157 @@
+"""The commands as a user types them, in a subprocess: bad input is one line and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from canned import write_canned_session
+
+from engine import open_session
+
+SGDWALK = str(Path(sys.executable).with_name("sgdwalk"))
+
+
+def sgdwalk(
+    *args: str, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    env = os.environ | {"NO_COLOR": "1", "COLUMNS": "200"}
+    env.pop("SGDWALK_SESSIONS", None)
+    return subprocess.run([SGDWALK, *args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+FAST_BAD = [
+    (["--lr", "-1"], "--lr"),
+    (["--lr", "0"], "--lr"),
+    (["--epochs", "0"], "--epochs"),
+    (["--epochs", "x"], "--epochs"),
+    (["--model", "nope"], "unknown model"),
+    (["--dataset", "nope"], "unknown dataset"),
+    (["--points", "1"], "--points"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--probe", "-3"], "--probe"),
+    (["--momentum", "1.5"], "--momentum"),
+    (["--hessian-every", "x"], "--hessian-every"),
+    (["--align-batch-sizes", "0,100"], "--align-batch-sizes"),
+    (["--preset", "nope"], "unknown preset"),
+    (["--session", "a/b"], "invalid session name"),
+    (["--session", ".."], "invalid session name"),
+    (["--no-such-flag"], "No such option"),
+]
+
+
+@pytest.mark.parametrize("args, needle", FAST_BAD, ids=[" ".join(a) for a, _ in FAST_BAD])
+def test_bad_run_flags(tmp_path: Path, args: list[str], needle: str):
+    proc = sgdwalk("run", "--headless", "--sessions-dir", str(tmp_path), *args)
+    assert_one_line_error(proc, needle)
+    assert not any(tmp_path.iterdir())  # nothing half-made
+
+
+DATA_BAD = [
+    (["--batch-size", "5000"], "larger than the training split"),
+    (["--probe", "99999"], "larger than the training split"),
+    (["--dataset", "cifar10", "--data-dir", "{tmp}/none"], "--download"),
+    (["--top-k", "99999999"], "--top-k"),
+    (["--hessian-probe", "99999"], "--hessian-probe"),
+]
+
+
+@pytest.mark.parametrize("args, needle", DATA_BAD, ids=[" ".join(a) for a, _ in DATA_BAD])
+def test_bad_values_that_need_the_data(tmp_path: Path, args: list[str], needle: str):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    proc = sgdwalk("run", "--headless", "--sessions-dir", str(tmp_path / "s"), *args)
+    assert_one_line_error(proc, needle)
+
+
+def test_unwritable_sessions_folder(tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    proc = sgdwalk(
+        "run", "--headless", "--sessions-dir", str(blocker / "sessions"), "--epochs", "1"
+    )
+    assert_one_line_error(proc, "cannot write sessions folder")
+
+
+def test_existing_session_name_is_refused(tmp_path: Path):
+    write_canned_session(tmp_path / "taken")
+    before = (tmp_path / "taken" / "session.sqlite").read_bytes()
+    proc = sgdwalk("run", "--headless", "--sessions-dir", str(tmp_path), "--session", "taken")
+    assert_one_line_error(proc, "already exists")
+    assert (tmp_path / "taken" / "session.sqlite").read_bytes() == before
+
+
+def test_bad_config_file(tmp_path: Path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("lr = [")
+    assert_one_line_error(sgdwalk("run", "--config", str(cfg)), "not valid TOML")
+    cfg.write_text("learning_rate = 0.1\n")
+    assert_one_line_error(sgdwalk("run", "--config", str(cfg)), "unknown key")
+
+
+@pytest.mark.slow
+def test_headless_run_config_file_then_ls(tmp_path: Path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('epochs = 2\nlr = 0.05\nbatch-size = 100\nhessian-every = "off"\n')
+    proc = sgdwalk("run", "--config", str(cfg), "--lr", "0.2", "--sessions-dir", str(tmp_path),
+                   "--session", "first")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "epoch 1/2" in out and "epoch 2/2" in out and "barriers" in out and "interior-min" in out
+    with open_session(tmp_path / "first") as s:
+        assert s.status == "finished"
+        assert s.config["lr"] == 0.2 and s.config["batch_size"] == "100"  # flag beats file
+        assert s.step_count() == 30 and len(list(s.epochs())) == 2
+        assert s.info["versions"]["torch"]
+    ls = sgdwalk("ls", "--sessions-dir", str(tmp_path))
+    assert ls.returncode == 0 and "first" in ls.stdout and "finished" in ls.stdout
+    rows = json.loads(sgdwalk("ls", "--json", "--sessions-dir", str(tmp_path)).stdout)
+    assert rows[0]["name"] == "first" and rows[0]["steps"] == 30
+
+
+def test_ls_on_an_empty_and_a_missing_folder(tmp_path: Path):
+    proc = sgdwalk("ls", "--sessions-dir", str(tmp_path))
+    assert proc.returncode == 0 and "no sessions" in proc.stdout
+    assert_one_line_error(
+        sgdwalk("ls", "--sessions-dir", str(tmp_path / "nope")), "no sessions folder"
+    )
+
+
+def test_ls_skips_foreign_files(tmp_path: Path):
+    write_canned_session(tmp_path / "good")
+    (tmp_path / "bad").mkdir()
+    sqlite3.connect(tmp_path / "bad" / "session.sqlite").execute("CREATE TABLE x (y)")
+    proc = sgdwalk("ls", "--sessions-dir", str(tmp_path))
+    assert proc.returncode == 0 and "good" in proc.stdout and "bad" not in proc.stdout
+
+
+def test_help_is_instant_and_explains():
+    proc = sgdwalk("--help")
+    assert proc.returncode == 0 and "run" in proc.stdout and "ls" in proc.stdout
+    proc = sgdwalk("run", "--help")
+    assert "--probe" in proc.stdout and "--batch-size" in proc.stdout
+
+
+@pytest.mark.slow
+def test_bench_json_prints_the_ratios():
+    proc = sgdwalk("bench", "--json", "--repeats", "2")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    for key in ("slice_ratio", "record_overhead"):
+        assert isinstance(result["ratios"][key], float)
+    for key in ("t_forward", "t_slice", "t_step", "t_step_recorded"):
+        assert result["times"][key] > 0

@@ -1,0 +1,283 @@
+"""The live dashboard, fed by canned records through the real worker, writer and session.
+
+A ``CannedRun`` stands in for ``engine.train.Run`` (same ``records(should_stop)`` / ``status`` /
+``cfg`` surface), so these tests exercise the worker, the queue, the buffers, the charts and the
+keys without torch or training.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from pathlib import Path
+
+import pytest
+from canned import CANNED_CONFIG, CANNED_INFO, canned_records
+from textual.worker import Worker, WorkerState
+
+from engine.records import FAILED, FINISHED, INTERRUPTED, RUNNING, EpochEnded, StepMeasured
+from engine.session import SessionWriter, open_session
+from tui.app import make_app
+from tui.dialogs import QuitScreen
+from tui.sources import LiveSource
+from tui.state import TRAIL, Buffers
+
+STEPS = 96
+
+
+def aio(test):
+    """Run an async test on its own event loop (no pytest-asyncio needed)."""
+
+    @functools.wraps(test)
+    def wrapper(*args, **kwargs):
+        return asyncio.run(test(*args, **kwargs))
+
+    return wrapper
+
+
+class _Cfg:
+    def as_dict(self) -> dict:
+        return dict(CANNED_CONFIG)
+
+
+class CannedRun:
+    """The engine's Run surface over canned records; can hold at a gate or raise mid-run."""
+
+    def __init__(self, gate_after: int | None = None, fail_after: int | None = None) -> None:
+        self.cfg = _Cfg()
+        self.status = RUNNING
+        self.gate = threading.Event()
+        self.gate_after, self.fail_after = gate_after, fail_after
+        self.yielded = 0
+
+    def records(self, should_stop):
+        for rec in canned_records():
+            if isinstance(rec, StepMeasured) and should_stop():
+                self.status = INTERRUPTED
+                return
+            if self.yielded == self.gate_after:
+                self.gate.wait(10)
+            if self.yielded == self.fail_after:
+                raise RuntimeError("canned engine broke")
+            self.yielded += 1
+            yield rec
+        self.status = FINISHED
+
+
+def live_app(tmp_path: Path, **kw):
+    run = CannedRun(**kw)
+    writer = SessionWriter(tmp_path / "live", CANNED_CONFIG, CANNED_INFO)
+    source = LiveSource(run, writer, "live", CANNED_INFO)
+    return make_app(source), source, run
+
+
+async def until(pilot, cond, tries: int = 200) -> None:
+    for _ in range(tries):
+        if cond():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("condition not reached")
+
+
+@aio
+async def test_charts_hold_the_canned_run(tmp_path):
+    app, source, _ = live_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, source.done.is_set)
+        await pilot.pause(0.6)  # one redraw tick after the last record
+        scr = app.dashboard
+        slices = scr.chart("slices")
+        assert [s.step for s in slices.steps] == list(range(STEPS - 19, STEPS + 1))
+        barriers = scr.chart("barriers")
+        assert [e.epoch for e in barriers.epochs] == [1, 2, 3, 4]
+        assert barriers.total == sum(e.barriers for e in barriers.epochs) == STEPS // 7
+        assert len(scr.chart("alignment").curvature) == 5
+        assert [s.step for s in scr.chart("cosines").steps] == list(range(1, STEPS + 1))
+        loss = scr.chart("loss")
+        assert len(loss.steps) == STEPS and len(loss.epochs) == 4
+        status = scr.query_one("#status").text
+        for part in ("finished", f"step {STEPS}/{STEPS}", "epoch 4/4", "lr 0.1", "cpu", "live"):
+            assert part in status
+        assert any("finished 96 steps" in line for line in scr.query_one("#events").lines_shown)
+    assert open_session(tmp_path / "live").status == FINISHED
+
+
+@aio
+async def test_window_keys_widen_and_narrow_the_slices(tmp_path):
+    app, source, _ = live_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, source.done.is_set)
+        await pilot.press("plus")
+        await pilot.pause()
+        assert len(app.dashboard.chart("slices").steps) == 40
+        await pilot.press("minus", "minus")
+        await pilot.pause()
+        assert len(app.dashboard.chart("slices").steps) == 10
+
+
+@aio
+async def test_pause_holds_training_and_resume_finishes(tmp_path):
+    app, source, run = live_app(tmp_path, gate_after=10)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: run.yielded == 10)
+        await pilot.press("p")
+        assert source.paused
+        run.gate.set()
+        await pilot.pause(0.6)
+        assert run.yielded <= 11  # at most the record in flight: the generator waits
+        assert "paused" in app.dashboard.query_one("#status").text
+        await pilot.press("p")
+        await until(pilot, source.done.is_set)
+    assert open_session(tmp_path / "live").status == FINISHED
+
+
+@aio
+async def test_stop_key_ends_the_run_as_interrupted(tmp_path):
+    app, source, run = live_app(tmp_path, gate_after=30)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: run.yielded == 30)
+        await pilot.press("s")
+        run.gate.set()
+        await until(pilot, source.done.is_set)
+        await pilot.pause(0.6)
+        assert INTERRUPTED in app.dashboard.query_one("#status").text
+    session = open_session(tmp_path / "live")
+    assert session.status == INTERRUPTED
+    assert session.last_step() < STEPS
+
+
+@aio
+async def test_quit_while_training_asks_then_stops_cleanly(tmp_path):
+    app, source, run = live_app(tmp_path, gate_after=20)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: run.yielded == 20)
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, QuitScreen)
+        assert not app.screen.can_leave  # no --detach: quitting stops the run
+        await pilot.press("escape")
+        assert not isinstance(app.screen, QuitScreen)
+        await pilot.press("q", "s")
+        run.gate.set()
+        await until(pilot, source.done.is_set)
+    assert open_session(tmp_path / "live").status == INTERRUPTED
+
+
+@aio
+async def test_engine_error_shows_in_the_dashboard_and_fails_the_session(tmp_path):
+    app, source, _ = live_app(tmp_path, fail_after=40)
+    seen: list[WorkerState] = []
+
+    def hook(message) -> None:
+        if isinstance(message, Worker.StateChanged) and message.worker.name == "engine":
+            seen.append(message.state)
+
+    async with app.run_test(size=(120, 40), message_hook=hook) as pilot:
+        await until(pilot, lambda: WorkerState.ERROR in seen)
+        await pilot.pause()
+        scr = app.dashboard
+        assert "canned engine broke" in scr.query_one("#status").text
+        assert any("engine failed" in line for line in scr.query_one("#events").lines_shown)
+        assert app.is_running  # the terminal stays usable
+    assert isinstance(app.engine_error, RuntimeError)
+    session = open_session(tmp_path / "live")
+    assert session.status == FAILED and "canned engine broke" in session.message
+    assert (tmp_path / "live" / "error.txt").is_file()
+
+
+@aio
+async def test_redraws_are_throttled_however_fast_records_come(tmp_path, monkeypatch):
+    from tui import widgets
+
+    draws = []
+    original = widgets.SlicesChart._redraw
+    monkeypatch.setattr(
+        widgets.SlicesChart, "_redraw", lambda self: (draws.append(1), original(self))
+    )
+    app, source, _ = live_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, source.done.is_set)
+        await pilot.pause(0.6)
+    assert len(draws) <= 6  # 96 steps, a handful of timer ticks: never one redraw per step
+
+
+@pytest.mark.parametrize(("size", "shown", "hidden"), [
+    ((120, 40), {"slices", "barriers", "loss", "cosines", "alignment"}, set()),
+    ((80, 24), {"slices", "barriers", "loss"}, {"cosines", "alignment"}),
+])  # fmt: skip
+@aio
+async def test_layout_follows_the_terminal(tmp_path, size, shown, hidden):
+    app, source, _ = live_app(tmp_path)
+    async with app.run_test(size=size) as pilot:
+        await until(pilot, source.done.is_set)
+        await pilot.pause(0.6)
+        scr = app.dashboard
+        assert {n for n in shown | hidden if scr.chart(n).display} == shown
+
+
+@aio
+async def test_too_small_then_resize_back(tmp_path):
+    app, source, _ = live_app(tmp_path)
+    async with app.run_test(size=(60, 18)) as pilot:
+        await pilot.pause()
+        scr = app.dashboard
+        assert scr.has_class("-tiny")
+        assert "terminal too small" in str(scr.query_one("#too-small").render())
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        assert not scr.has_class("-tiny")
+        await pilot.resize_terminal(130, 45)
+        await until(pilot, source.done.is_set)
+        await pilot.pause(0.6)
+        assert scr.wide and scr.chart("cosines").display
+
+
+@aio
+async def test_tab_moves_focus_and_brings_the_panel_into_the_compact_slot(tmp_path):
+    app, source, _ = live_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, source.done.is_set)
+        await pilot.pause(0.6)
+        order = []
+        for _ in range(5):
+            await pilot.press("tab")
+            await pilot.pause()
+            order.append(app.focused.id)
+        assert order == ["barriers", "loss", "cosines", "alignment", "slices"]
+        await pilot.press("shift+tab")
+        await pilot.pause()
+        assert app.focused.id == "alignment" and app.dashboard.chart("alignment").display
+        assert not app.dashboard.chart("loss").display
+
+
+@aio
+async def test_help_screen_lists_every_key(tmp_path):
+    app, source, _ = live_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause()
+        text = str(app.screen.query_one("Static").render())
+        for key in ("p", "s", "q", "+ / -", "tab", "slices", "barriers", "cosines"):
+            assert key in text
+        await pilot.press("escape")
+        await until(pilot, source.done.is_set)
+
+
+def test_no_color_is_honoured(monkeypatch, tmp_path):
+    monkeypatch.setenv("NO_COLOR", "1")
+    app, source, _ = live_app(tmp_path)
+    assert app.no_color
+    source.writer.close(INTERRUPTED)
+
+
+def test_buffers_stay_bounded_over_a_long_run():
+    b = Buffers()
+    for i in range(1, 20_001):
+        b.add(StepMeasured(step=i, epoch=1 + i // 1000, lr=0.1, batch_size=64, batch_loss=1.0,
+                           elapsed=i * 0.01, slice=[1.0, 0.5, 1.0], alphas=[0, 0.5, 1],
+                           barrier=False))  # fmt: skip
+        if i % 1000 == 0:
+            b.add(EpochEnded(i // 1000, i, 1.0, 0.5, 1.0, 0.5, 0, 0.0))
+    assert len(b.trail) == TRAIL and len(b.measured) <= 200
+    assert b.steps_per_second() == pytest.approx(100.0)

@@ -1,0 +1,75 @@
+"""End to end: ``sgdwalk run`` in a real terminal (tmux), driven by keys, read from the screen.
+
+The dashboard runs in another process, so the test polls the captured pane; there is no event to
+wait on across the terminal.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.session import open_session
+
+ROOT = Path(__file__).parent.parent
+SGDWALK = ROOT / ".venv" / "bin" / "sgdwalk"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("tmux") is None or not SGDWALK.exists(), reason="needs tmux"),
+]
+
+
+SOCKET = "sgdwalk-tests"  # a private tmux server: other sessions' options cannot change the size
+
+
+def tmux(*args: str) -> str:
+    argv = ["tmux", "-L", SOCKET, *args]
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+def screen(name: str) -> str:
+    return tmux("capture-pane", "-p", "-t", name)
+
+
+def wait_for(name: str, pattern: str, timeout: float = 90.0) -> re.Match[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        m = re.search(pattern, screen(name))
+        if m:
+            return m
+        time.sleep(0.2)
+    raise AssertionError(f"{pattern!r} never appeared:\n{screen(name)}")
+
+
+def test_run_in_tmux_shows_the_walk_and_obeys_pause_and_stop(tmp_path):
+    name = f"sgdwalk-e2e-{tmp_path.name}"
+    cmd = (f"env -u COLUMNS -u LINES {SGDWALK} run --epochs 4 --hessian-every off --sessions-dir {tmp_path} "
+           f"--session e2e; echo EXIT=$?; sleep 30")  # fmt: skip
+    tmux("-f", "/dev/null", "new", "-d", "-s", name, "-x", "120", "-y", "40", cmd)
+    tmux("set-option", "-t", name, "window-size", "manual")
+    tmux("resize-window", "-t", name, "-x", "120", "-y", "40")  # a fresh server may start at 80x24
+    try:
+        wait_for(name, r"slices · last 20 steps")
+        wait_for(name, r"barriers · \d+ total")
+        wait_for(name, r"step \d+/96 · epoch \d/4 · [\d.]+ steps/s")
+        tmux("send-keys", "-t", name, "p")
+        wait_for(name, r"⏸ paused")
+        time.sleep(1.0)  # let a step that was in flight land
+        paused_at = wait_for(name, r"step (\d+)/96").group(1)
+        time.sleep(1.5)
+        assert wait_for(name, r"step (\d+)/96").group(1) == paused_at
+        tmux("send-keys", "-t", name, "p")
+        wait_for(name, r"▶ running")
+        tmux("send-keys", "-t", name, "s")
+        wait_for(name, r"interrupted · step")
+        tmux("send-keys", "-t", name, "q")
+        wait_for(name, r"EXIT=130")
+    finally:
+        subprocess.run(["tmux", "-L", SOCKET, "kill-session", "-t", name], check=False)
+    assert open_session(tmp_path / "e2e").status == "interrupted"

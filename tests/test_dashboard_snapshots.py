@@ -1,0 +1,48 @@
+"""Snapshots of the dashboard at 80x24 (compact) and 120x40 (every panel), over the canned session.
+
+Replay draws the same screen as a live run from deterministic data (no clocks or rates), so its
+pictures are stable. Update them with ``pytest --snapshot-update`` after a deliberate change.
+The alignment batch sizes are 100 and 1000 here: with 1000 and 1500 side by side on a log axis,
+plotext drops one of the two colliding tick labels, and which one varies between runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from canned import CANNED_CONFIG, CANNED_INFO, canned_records
+
+from engine.records import FINISHED, CurvatureMeasured
+from engine.session import SessionWriter, open_session
+from tui.app import make_app
+from tui.replay import ReplayCursor
+
+
+@pytest.fixture
+def snap_session(tmp_path):
+    writer = SessionWriter(tmp_path / "canned", CANNED_CONFIG, CANNED_INFO)
+    for rec in canned_records():
+        if isinstance(rec, CurvatureMeasured):
+            rec = dataclasses.replace(rec, alignment=rec.alignment[:2])
+        writer.write(rec)
+    writer.close(FINISHED)
+    return tmp_path / "canned"
+
+
+def replay(path):
+    return make_app(ReplayCursor(open_session(path)))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+def test_dashboard_at_the_end_of_the_canned_run(snap_compare, snap_session, size):
+    assert snap_compare(replay(snap_session), press=["end"], terminal_size=size)
+
+
+def test_dashboard_mid_run_with_cosines_in_the_compact_slot(snap_compare, snap_session):
+    keys = ["right_square_bracket", "right_square_bracket", "tab", "tab", "tab"]
+    assert snap_compare(replay(snap_session), press=keys, terminal_size=(80, 24))
+
+
+def test_terminal_too_small(snap_compare, snap_session):
+    assert snap_compare(replay(snap_session), terminal_size=(60, 20))

@@ -1,0 +1,106 @@
+"""How runs end: SIGKILL loses nothing committed; signals stop cleanly; divergence is recorded."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine import open_session
+from engine.records import StepMeasured
+
+SGDWALK = str(Path(sys.executable).with_name("sgdwalk"))
+
+
+@pytest.fixture(autouse=True)
+def _reap():
+    """Kill any run a failing test left behind (a 200-epoch child would hog the CPU)."""
+    yield
+    for proc in STARTED:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    STARTED.clear()
+
+
+STARTED: list[subprocess.Popen] = []
+
+
+def start(tmp_path: Path, name: str, *extra: str) -> subprocess.Popen:
+    args = [SGDWALK, "run", "--headless", "--sessions-dir", str(tmp_path), "--session", name,
+            "--epochs", "200", "--hessian-every", "off", *extra]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, env=os.environ | {"NO_COLOR": "1"})  # fmt: skip
+    STARTED.append(proc)
+    return proc
+
+
+def wait_for_steps(db: Path, n: int, proc: subprocess.Popen, timeout: float = 240) -> int:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        if db.exists():
+            try:
+                with sqlite3.connect(db, timeout=1) as con:
+                    count = con.execute("SELECT COUNT(*) FROM steps").fetchone()[0]
+                if count >= n:
+                    return count
+            except sqlite3.OperationalError:
+                pass  # schema not there yet
+        time.sleep(0.1)
+    raise AssertionError("run did not reach the step count in time")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_keeps_every_committed_step(tmp_path: Path):
+    proc = start(tmp_path, "killed", "--batch-size", "16", "--probe", "256")  # 94 steps an epoch
+    db = tmp_path / "killed" / "session.sqlite"
+    seen = wait_for_steps(db, 20, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    with open_session(tmp_path / "killed") as s:
+        assert s.status == "interrupted"  # stored "running", but the writer's pid is dead
+        steps = list(s.steps())
+        assert len(steps) >= seen
+        assert [r.step for r in steps] == list(range(1, len(steps) + 1))
+        assert steps[-1].step % 94 != 0  # died mid-epoch, not at a boundary commit
+        for r in steps:
+            assert isinstance(r, StepMeasured) and len(r.slice) == 11
+            assert all(math.isfinite(v) for v in r.slice)
+            assert r.floor_loss == min(r.slice)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_signals_stop_cleanly_as_interrupted(tmp_path: Path, sig: signal.Signals):
+    proc = start(tmp_path, "stopped")
+    wait_for_steps(tmp_path / "stopped" / "session.sqlite", 5, proc)
+    proc.send_signal(sig)
+    assert proc.wait(30) == 130
+    with open_session(tmp_path / "stopped") as s:
+        assert s.stored_status == "interrupted"
+        events = [e for e in s.events() if e.kind == "interrupted"]
+        assert len(events) == 1
+        assert s.last_step() == events[0].step  # everything up to the stop was committed
+
+
+@pytest.mark.slow
+def test_divergence_stops_with_an_event(tmp_path: Path):
+    proc = start(tmp_path, "boom", "--lr", "1e6", "--no-batchnorm")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err
+    with open_session(tmp_path / "boom") as s:
+        assert s.status == "diverged"
+        (event,) = [e for e in s.events() if e.kind == "diverged"]
+        assert event.level == "error" and f"step {event.step}" in event.message
+        assert not math.isfinite(s.step(event.step).batch_loss)
+        assert s.last_step() == event.step

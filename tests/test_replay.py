@@ -1,0 +1,162 @@
+"""Replay: seeking and playing a saved session, on every kind of ending."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from canned import write_canned_session
+
+from engine.records import DIVERGED, FAILED, INTERRUPTED
+from engine.session import open_session
+from tui.app import make_app
+from tui.dialogs import SeekScreen
+from tui.replay import ReplayCursor, parse_target
+from tui.state import Buffers
+
+BARRIER_STEPS = [s for s in range(1, 97) if s % 7 == 0]
+
+
+def aio(test):
+    @functools.wraps(test)
+    def wrapper(*args, **kwargs):
+        return asyncio.run(test(*args, **kwargs))
+
+    return wrapper
+
+
+def replay_app(path: Path):
+    return make_app(ReplayCursor(open_session(path)))
+
+
+def status(app) -> str:
+    return app.dashboard.query_one("#status").text
+
+
+def test_seek_rebuilds_every_panel_from_indexed_reads(canned_session):
+    cursor = ReplayCursor(open_session(canned_session))
+    b = Buffers()
+    cursor.seek(50, b)
+    assert b.last.step == 50 and cursor.epoch == 3
+    assert [s.step for s in b.trail] == list(range(1, 51))
+    assert [e.epoch for e in b.epochs] == [1, 2]
+    assert len(b.curvature) == 3  # at step 0, end of epoch 1, end of epoch 2
+    assert b.epoch_barriers == sum(1 for s in BARRIER_STEPS if 49 <= s <= 50)
+    assert b.barriers == sum(1 for s in BARRIER_STEPS if s <= 50)
+    cursor.seek(10_000, b)
+    assert cursor.cursor == 96 and b.barriers == len(BARRIER_STEPS)
+
+
+def test_parse_target(canned_session):
+    cursor = ReplayCursor(open_session(canned_session))
+    cursor.cursor = 30
+    assert parse_target("40", cursor) == 40
+    assert parse_target("e3", cursor) == 49
+    assert parse_target("epoch 2", cursor) == 25
+    assert parse_target("+10", cursor) == 40
+    assert parse_target("-100", cursor) == 1
+    for bad in ("", "e9", "x", "e"):
+        with pytest.raises(ValueError):
+            parse_target(bad, cursor)
+
+
+@aio
+async def test_keys_step_and_jump_epochs(canned_session):
+    app = replay_app(canned_session)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert "step 1/96" in status(app)
+        await pilot.press("right", "right", "right")
+        assert "step 4/96" in status(app)
+        await pilot.press("left")
+        assert "step 3/96" in status(app)
+        await pilot.press("right_square_bracket", "right_square_bracket")
+        assert "step 49/96" in status(app) and "epoch 3/4" in status(app)
+        assert [e.epoch for e in app.dashboard.chart("barriers").epochs] == [1, 2]
+        await pilot.press("left_square_bracket")
+        assert "step 25/96" in status(app)
+        await pilot.press("end")
+        assert "step 96/96" in status(app)
+        assert app.dashboard.chart("slices").steps[-1].step == 96
+        await pilot.press("home")
+        assert "step 1/96" in status(app)
+
+
+@aio
+async def test_colon_prompt_jumps_to_a_step_or_an_epoch(canned_session):
+    app = replay_app(canned_session)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("colon")
+        await pilot.pause()
+        assert isinstance(app.screen, SeekScreen)
+        await pilot.press(*"e4", "enter")
+        await pilot.pause()
+        assert "step 73/96" in status(app)
+        await pilot.press("colon", *"60", "enter")
+        await pilot.pause()
+        assert "step 60/96" in status(app)
+        assert app.dashboard.chart("slices").steps[-1].step == 60
+        await pilot.press("colon", *"e9", "enter")
+        await pilot.pause()
+        assert "epoch 9 is not in this session" in status(app)
+
+
+@aio
+async def test_play_at_max_speed_draws_to_the_end_and_stops(canned_session):
+    app = replay_app(canned_session)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("right_square_bracket", "right_square_bracket", "right_square_bracket")
+        for _ in range(11):
+            await pilot.press("greater_than_sign")
+        assert "max" in status(app)
+        await pilot.press("space")
+        cursor = app.dashboard.cursor
+        for _ in range(200):
+            if cursor.at_end:
+                break
+            await pilot.pause(0.05)
+        await pilot.pause()
+        assert cursor.at_end and not cursor.playing
+        assert "step 96/96" in status(app)
+        assert app.dashboard.chart("barriers").total == len(BARRIER_STEPS)
+
+
+@aio
+async def test_play_at_recorded_pace_then_pause(canned_session):
+    app = replay_app(canned_session)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("space")
+        await pilot.pause(0.5)  # 1x: the canned run took 0.05 s a step
+        await pilot.press("space")
+        reached = app.dashboard.cursor.cursor
+        assert 1 < reached < 96
+        await pilot.pause(0.3)
+        assert app.dashboard.cursor.cursor == reached  # paused
+
+
+@pytest.mark.parametrize("ending", [INTERRUPTED, DIVERGED, FAILED])
+@aio
+async def test_replay_opens_sessions_that_did_not_finish(tmp_path, ending):
+    path = write_canned_session(tmp_path / ending, status=ending, epochs=2)
+    app = replay_app(path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("end")
+        assert "step 48/48" in status(app) and f"[{ending}]" in status(app)
+
+
+def test_replay_opens_a_session_whose_writer_was_killed(tmp_path):
+    code = (
+        "import sys, os; sys.path.insert(0, 'tests'); from canned import *; "
+        "from engine.session import SessionWriter; from pathlib import Path; "
+        f"w = SessionWriter(Path({str(tmp_path / 'killed')!r}), CANNED_CONFIG, CANNED_INFO); "
+        "[w.write(r) for r in canned_records(epochs=1)]; w.commit(); os._exit(9)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=False, cwd=Path(__file__).parent.parent,
+                   env=os.environ | {"PYTHONPATH": "."})  # fmt: skip
+    cursor = ReplayCursor(open_session(tmp_path / "killed"))
+    assert cursor.status == INTERRUPTED and cursor.bounds.last == 24

@@ -1,0 +1,116 @@
+"""``watch``: following a session another process writes, live, finished or dead."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.records import FINISHED, INTERRUPTED
+from engine.session import SessionError, open_session
+from tui.app import make_app
+from tui.detach import child_argv
+from tui.sources import FollowSource
+
+ROOT = Path(__file__).parent.parent
+
+
+def aio(test):
+    @functools.wraps(test)
+    def wrapper(*args, **kwargs):
+        return asyncio.run(test(*args, **kwargs))
+
+    return wrapper
+
+
+def status(app) -> str:
+    return app.dashboard.query_one("#status").text
+
+
+async def until(pilot, cond, tries: int = 600) -> None:
+    for _ in range(tries):
+        if cond():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("condition not reached")
+
+
+def open_when_ready(path: Path, proc: subprocess.Popen, tries: int = 1200):
+    """Another process creates the session: poll for it (no event to wait on across processes)."""
+    for _ in range(tries):
+        try:
+            return open_session(path)
+        except SessionError:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            time.sleep(0.05)
+    raise AssertionError("session never appeared")
+
+
+@pytest.mark.slow
+@aio
+async def test_watch_follows_a_headless_run_in_another_process(tmp_path):
+    argv = [sys.executable, "-m", "tui.cli", "run", "--headless", "--epochs", "1",
+            "--train-size", "320", "--hessian-every", "off", "--probe", "256",
+            "--sessions-dir", str(tmp_path), "--session", "w"]  # fmt: skip
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        session = open_when_ready(tmp_path / "w", proc)
+        source = FollowSource(session)
+        app = make_app(source)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, source.done.is_set)
+            await pilot.pause(0.6)
+            scr = app.dashboard
+            assert scr.buffers.last.step == 5  # 320 examples / batch 64, 1 epoch
+            assert [e.epoch for e in scr.chart("barriers").epochs] == [1]
+            assert scr.chart("slices").steps[-1].step == 5
+            assert FINISHED in status(app)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == 0
+
+
+@aio
+async def test_watch_a_finished_session_shows_it_all(canned_session):
+    source = FollowSource(open_session(canned_session))
+    app = make_app(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, source.done.is_set)
+        await pilot.pause(0.6)
+        assert "step 96/96" in status(app) and FINISHED in status(app)
+        await pilot.press("q")  # nothing is running: quits at once
+    assert not app.is_running
+
+
+@aio
+async def test_watch_says_when_the_writer_died(tmp_path):
+    code = (
+        "import os, sys; sys.path.insert(0, 'tests'); from canned import *; "
+        "from engine.session import SessionWriter; from pathlib import Path; "
+        f"w = SessionWriter(Path({str(tmp_path / 'dead')!r}), CANNED_CONFIG, CANNED_INFO); "
+        "[w.write(r) for r in canned_records(epochs=1)]; w.commit(); os._exit(9)"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False,
+                   env=os.environ | {"PYTHONPATH": "."})  # fmt: skip
+    source = FollowSource(open_session(tmp_path / "dead"))
+    app = make_app(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, source.done.is_set)
+        await pilot.pause(0.6)
+        assert INTERRUPTED in status(app) and "no heartbeat" in status(app)
+        assert app.dashboard.buffers.last.step == 24
+
+
+def test_detach_passes_every_flag_and_the_session_name(tmp_path):
+    flags = {"model": "mlp", "epochs": 2, "lr": None, "batchnorm": False, "download": True,
+             "allow_divergence": None, "session": None, "sessions_dir": None}  # fmt: skip
+    argv = child_argv(flags, None, "bg", tmp_path)
+    assert argv[1:5] == ["-m", "tui.cli", "run", "--headless"]
+    assert argv[5:] == ["--model", "mlp", "--epochs", "2", "--no-batchnorm", "--download",
+                        "--session", "bg", "--sessions-dir", str(tmp_path.resolve())]  # fmt: skip

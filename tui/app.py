@@ -1,0 +1,88 @@
+"""The Textual app: routes a source of records to its dashboard screen, and nothing more.
+
+``make_app`` is the one factory the CLI and the tests share (a prepared run, a followed session or a
+replay cursor in; an app out). The engine worker's end, good or bad, reaches one handler
+(``on_worker_state_changed``) that hands it to the screen, which shows it in the status line and
+the event log; ``drive()`` has already marked the session failed and written error.txt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+from textual import on
+from textual.app import App
+from textual.worker import Worker, WorkerState
+
+from tui.replay import ReplayCursor
+from tui.screens import LiveScreen, ReplayScreen, WatchScreen
+from tui.sources import FollowSource, LiveSource
+
+ENGINE_WORKER = "engine"
+
+
+class SgdwalkApp(App[None]):
+    TITLE = "sgdwalk"
+    ENABLE_COMMAND_PALETTE = False
+
+    def __init__(self, source: LiveSource | FollowSource | ReplayCursor) -> None:
+        super().__init__()
+        self.source = source
+        self.dashboard = _screen_for(source)
+        self.exit_when_done = False
+        self.engine_error: BaseException | None = None
+
+    def get_default_screen(self) -> LiveScreen | WatchScreen | ReplayScreen:
+        return self.dashboard
+
+    def on_mount(self) -> None:
+        if isinstance(self.source, LiveSource | FollowSource):
+            self.run_worker(self.source.work, name=ENGINE_WORKER, thread=True,
+                            exit_on_error=False)  # fmt: skip
+            self._catch_hangup()
+
+    def _catch_hangup(self) -> None:
+        """SSH drop (SIGHUP) or SIGTERM: a run trained here stops cleanly; the app exits."""
+        loop = asyncio.get_running_loop()
+        for sig in (getattr(signal, "SIGHUP", None), signal.SIGTERM):
+            if sig is not None:
+                try:
+                    loop.add_signal_handler(sig, self._hung_up)
+                except (NotImplementedError, RuntimeError, ValueError):
+                    continue  # not the main thread (tests) or no signals on this platform
+
+    def _hung_up(self) -> None:
+        self.source.stop()  # type: ignore[union-attr]
+        self.exit()
+
+    @on(Worker.StateChanged)
+    def on_engine_state(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if worker.name != ENGINE_WORKER:
+            return
+        if event.state == WorkerState.ERROR:
+            self.engine_error = worker.error
+            self.dashboard.worker_ended("", worker.error)
+        elif event.state == WorkerState.SUCCESS:
+            self.dashboard.worker_ended(worker.result, None)
+        else:
+            return
+        if self.exit_when_done:
+            self.exit()
+
+
+def _screen_for(source: Any) -> LiveScreen | WatchScreen | ReplayScreen:
+    if isinstance(source, LiveSource):
+        return LiveScreen(source)
+    if isinstance(source, FollowSource):
+        return WatchScreen(source)
+    if isinstance(source, ReplayCursor):
+        return ReplayScreen(source)
+    raise TypeError(f"no dashboard for {type(source).__name__}")
+
+
+def make_app(source: LiveSource | FollowSource | ReplayCursor) -> SgdwalkApp:
+    """The dashboard for a run trained here, a session followed live, or a replay."""
+    return SgdwalkApp(source)

@@ -1,0 +1,220 @@
+"""The dashboard screen shared by ``run``, ``watch`` and ``replay``.
+
+Records land in ``Buffers`` as they arrive; a timer (``REDRAW_HZ``) redraws only the panels whose
+data changed, inside one ``batch_update``, so a fast run cannot flood a slow SSH link. The layout
+follows the terminal: below 80x24 a "terminal too small" note; at 80x24 the slices beside barriers
+and one more panel (Tab brings the focused panel into that slot); from 110x34 every panel at once.
+Subclasses (``tui.screens``) add the keys of their mode and say where records come from.
+"""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Container, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from tui.dialogs import HelpScreen
+from tui.state import Buffers, RunFacts
+from tui.status import join, run_fields
+from tui.widgets import (
+    AlignmentChart,
+    BarriersChart,
+    Chart,
+    CosinesChart,
+    EventLog,
+    LossChart,
+    SlicesChart,
+    StatusLine,
+)
+
+REDRAW_HZ = 2.0
+MIN_SIZE = (80, 24)
+WIDE_SIZE = (110, 34)
+WINDOWS = (5, 10, 20, 40, 80, 160, 200)
+SWAP = ("loss", "cosines", "alignment")  # panels that share one slot in the compact layout
+PANELS = ("slices", "barriers", *SWAP)
+
+
+class DashboardScreen(Screen[None]):
+    DEFAULT_CSS = """
+    DashboardScreen #too-small { display: none; width: 100%; height: 100%;
+        content-align: center middle; text-style: bold; }
+    DashboardScreen.-tiny #too-small { display: block; }
+    DashboardScreen.-tiny #main, DashboardScreen.-tiny Footer { display: none; }
+    DashboardScreen #charts { layout: grid; grid-size: 2 2; grid-columns: 3fr 2fr; height: 1fr; }
+    DashboardScreen #slices { row-span: 2; }
+    DashboardScreen.-wide #charts { grid-size: 3 2; grid-columns: 1fr 1fr 1fr; grid-rows: 3fr 2fr; }
+    DashboardScreen.-wide #slices { row-span: 1; column-span: 2; }
+    DashboardScreen.-wide EventLog { height: 7; }
+    """
+    BINDINGS = [
+        Binding("question_mark", "help", "help"),
+        Binding("q", "quit_dashboard", "quit"),
+        Binding("plus,equals_sign", "window(1)", "wider", key_display="+"),
+        Binding("minus", "window(-1)", "narrower", key_display="-"),
+        Binding("tab", "panel(1)", "panel", priority=True),
+        Binding("shift+tab", "panel(-1)", "prev panel", show=False, priority=True),
+        Binding("z", "zoom", "zoom", show=False),
+    ]
+    KEYS_HELP: list[tuple[str, str]] = [
+        ("?", "this help"),
+        ("q", "quit (asks what happens to a live run)"),
+        ("+ / -", "widen / narrow the slice window"),
+        ("tab / shift+tab", "move focus between panels (compact: shows it)"),
+        ("z", "zoom the focused panel / back"),
+    ]
+    TITLE = "sgdwalk"
+
+    def __init__(self, facts: RunFacts) -> None:
+        super().__init__()
+        self.buffers = Buffers(facts=facts)
+        self.window_index = WINDOWS.index(20)
+        self.swap = "loss"
+        self.pending: set[str] = set(PANELS) | {"status", "events"}
+        self.note = ""  # a transient message for the status line (errors, hints)
+
+    # ------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="too-small")
+        with Vertical(id="main"):
+            yield StatusLine(id="status")
+            with Container(id="charts"):
+                yield SlicesChart(window=WINDOWS[self.window_index], id="slices")
+                yield BarriersChart(id="barriers")
+                yield LossChart(id="loss")
+                yield CosinesChart(id="cosines")
+                yield AlignmentChart(id="alignment")
+            yield EventLog(id="events")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.chart("slices").focus()
+        self.set_interval(1 / REDRAW_HZ, self.tick, name="redraw")
+        self.apply_layout()
+
+    def on_resize(self) -> None:
+        self.apply_layout()
+
+    @property
+    def wide(self) -> bool:
+        return self.size.width >= WIDE_SIZE[0] and self.size.height >= WIDE_SIZE[1]
+
+    def apply_layout(self) -> None:
+        w, h = self.size
+        tiny = w < MIN_SIZE[0] or h < MIN_SIZE[1]
+        self.set_class(tiny, "-tiny")
+        self.set_class(self.wide, "-wide")
+        self.query_one("#too-small", Static).update(
+            f"terminal too small: {w}x{h}\nsgdwalk needs at least {MIN_SIZE[0]}x{MIN_SIZE[1]}"
+        )
+        has_alignment = bool(self.buffers.curvature)
+        for name in SWAP:
+            shown = name == self.swap or self.wide
+            if name == "alignment":
+                shown = shown and has_alignment
+            self.chart(name).display = shown
+        loss = self.chart("loss")
+        loss.styles.column_span = 2 if self.wide and not has_alignment else 1
+        self.redraw(set())
+
+    def chart(self, name: str) -> Chart:
+        return self.query_one(f"#{name}", Chart)
+
+    # ------------------------------------------------------------ data flow
+
+    def tick(self) -> None:
+        """Timer: take new records, then redraw what changed."""
+        self.feed()
+        self.redraw(self.buffers.take_dirty())
+
+    def feed(self) -> None:
+        """Subclasses move records into ``self.buffers``."""
+
+    def add_records(self, records: list[object]) -> None:
+        had_curvature = bool(self.buffers.curvature)
+        for rec in records:
+            self.buffers.add(rec)
+        if not had_curvature and self.buffers.curvature:
+            self.apply_layout()
+
+    def redraw(self, dirty: set[str]) -> None:
+        self.pending |= dirty
+        if self.has_class("-tiny"):
+            return
+        with self.app.batch_update():
+            for name in list(self.pending):
+                if name in PANELS and not self.chart(name).display:
+                    continue  # hidden in the compact layout: draw when shown
+                self.draw(name)
+                self.pending.discard(name)
+
+    def draw(self, name: str) -> None:
+        b = self.buffers
+        if name == "slices":
+            self.chart(name).update(list(b.measured), WINDOWS[self.window_index])  # type: ignore[call-arg]
+        elif name == "barriers":
+            self.chart(name).update(list(b.epochs), b.barriers, b.epoch_barriers)  # type: ignore[call-arg]
+        elif name == "loss":
+            self.chart(name).update(list(b.trail), list(b.epochs))  # type: ignore[call-arg]
+        elif name == "cosines":
+            self.chart(name).update(list(b.trail))  # type: ignore[call-arg]
+        elif name == "alignment":
+            self.chart(name).update(list(b.curvature))  # type: ignore[call-arg]
+        elif name == "events":
+            self.query_one(EventLog).show(list(b.events))
+        elif name == "status":
+            self.query_one(StatusLine).update_text(self.status_text())
+
+    def status_text(self) -> str:
+        fields = [self.state_text(), *run_fields(self.buffers, self.size.width)]
+        if self.note:
+            fields.insert(1, self.note)
+        return join([f for f in fields if f], self.size.width)
+
+    def state_text(self) -> str:
+        return ""
+
+    def set_note(self, text: str) -> None:
+        self.note = text
+        self.redraw({"status"})
+
+    def log_event(self, line: str) -> None:
+        self.buffers.events.append(line)
+        self.redraw({"events"})
+
+    # ------------------------------------------------------------ keys
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen(self.KEYS_HELP, self.TITLE))
+
+    def action_window(self, delta: int) -> None:
+        self.window_index = max(0, min(len(WINDOWS) - 1, self.window_index + delta))
+        self.redraw({"slices"})
+
+    def visible_panels(self) -> list[str]:
+        names = list(PANELS)
+        if not self.buffers.curvature:
+            names.remove("alignment")
+        return names
+
+    def action_panel(self, delta: int) -> None:
+        names = self.visible_panels()
+        focused = self.focused
+        current = focused.id if isinstance(focused, Chart) and focused.id in names else names[0]
+        target = names[(names.index(current) + delta) % len(names)]
+        if target in SWAP and not self.wide:
+            self.swap = target
+            self.apply_layout()
+        self.chart(target).focus()
+
+    def action_zoom(self) -> None:
+        if self.maximized is not None:
+            self.minimize()
+        elif isinstance(self.focused, Chart):
+            self.maximize(self.focused, container=False)
+
+    def action_quit_dashboard(self) -> None:
+        self.app.exit()

@@ -1,0 +1,83 @@
+"""What ``sgdwalk run`` (in a terminal), ``watch`` and ``replay`` do, kept out of the Typer module.
+
+A run is prepared *before* the app starts, so bad input still prints one line and exits 2 with the
+terminal untouched. After the app closes, the run (if it trained here) is stopped and its worker
+waited for, so the session always ends with a final status and everything committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+from engine.config import RunConfig
+from engine.records import DIVERGED, FAILED, FINISHED, INTERRUPTED
+from engine.session import open_session
+
+EXIT_CODES = {FINISHED: 0, INTERRUPTED: 130, DIVERGED: 3, FAILED: 1}
+STOP_WAIT = 600.0  # seconds to wait for a stopped run to finish its current step
+
+
+def _say(text: str) -> None:
+    with contextlib.suppress(OSError):  # the terminal is gone (SSH drop); the session has it all
+        print(text, flush=True)
+
+
+def run_dashboard(cfg: RunConfig) -> int:
+    from engine.runner import check_new_session, open_writer
+    from engine.train import prepare
+    from tui.app import make_app
+    from tui.sources import LiveSource
+
+    check_new_session(cfg)
+    run = prepare(cfg)
+    info = run.info
+    writer = open_writer(cfg, info)
+    source = LiveSource(run, writer, writer.directory.name, info)
+    app = make_app(source)
+    app.run()
+    source.stop()
+    if not source.done.wait(STOP_WAIT):
+        _say(f"sgdwalk: the run did not stop within {STOP_WAIT:.0f}s; session {writer.directory}")
+        return 1
+    if app.engine_error is not None:
+        err = app.engine_error
+        _say(f"sgdwalk: failed: {type(err).__name__}: {err} (see {writer.directory / 'error.txt'})")
+        return 1
+    _say(f"sgdwalk: {source.status}: session {writer.directory}")
+    return EXIT_CODES.get(source.status, 1)
+
+
+def watch_dashboard(
+    spec: str, sessions_dir: Path, pid: int | None = None, detached: bool = False
+) -> int:
+    from tui.app import make_app
+    from tui.sources import FollowSource
+
+    session = open_session(spec, sessions_dir)
+    source = FollowSource(session, pid=pid, detached=detached)
+    app = make_app(source)
+    app.run()
+    source.stop()
+    status = source.status
+    if status == "running":
+        _say(f"sgdwalk: {session.name} is still running; `sgdwalk watch {session.name}` reattaches")
+    else:
+        _say(f"sgdwalk: {session.name}: {status}")
+    source.close()
+    return 0
+
+
+def replay_dashboard(spec: str, sessions_dir: Path) -> int:
+    from tui.app import make_app
+    from tui.replay import ReplayCursor
+
+    session = open_session(spec, sessions_dir)
+    if session.step_count() == 0:
+        session.close()
+        sys.stderr.write(f"sgdwalk: error: session {session.name!r} has no steps to replay\n")
+        return 2
+    make_app(ReplayCursor(session)).run()
+    session.close()
+    return 0

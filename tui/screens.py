@@ -1,0 +1,301 @@
+"""The three modes of the dashboard: a run trained here, a run watched, a session replayed.
+
+Each adds its keys and its state to ``DashboardScreen`` and says where records come from: the
+training worker's queue (``run``), the follower's queue (``watch``), or the replay cursor's frames.
+"""
+
+from __future__ import annotations
+
+import time
+
+from textual.binding import Binding
+
+from engine.records import FAILED, FINISHED, RUNNING
+from tui.dashboard import DashboardScreen
+from tui.dialogs import QuitScreen, SeekScreen
+from tui.replay import MAX_SPEED, ReplayCursor, parse_target
+from tui.sources import FollowSource, LiveSource
+from tui.state import RunFacts
+from tui.status import join
+
+STATE_MARKS = {FINISHED: "✔", FAILED: "✖", RUNNING: "▶"}
+SILENT_AFTER = 3.0  # seconds without a heartbeat before the status line says so
+REPLAY_FPS = 10.0
+MAX_FPS = 50.0
+
+
+def facts_of(name: str, info: dict, config: dict | None = None) -> RunFacts:
+    epochs = (config or {}).get("epochs")
+    total = info.get("total_steps")
+    return RunFacts(session=name, device=str(info.get("device", "")),
+                    total_steps=int(total) if total else None,
+                    epochs=int(epochs) if epochs else None)  # fmt: skip
+
+
+class LiveScreen(DashboardScreen):
+    """``sgdwalk run``: the engine trains in this process, in a worker thread."""
+
+    BINDINGS = [
+        Binding("p", "pause", "pause/resume"),
+        Binding("s", "stop", "stop run"),
+    ]
+    KEYS_HELP = [
+        ("p", "pause / resume training"),
+        ("s", "stop the run cleanly (saved as interrupted)"),
+        *DashboardScreen.KEYS_HELP,
+    ]
+    TITLE = "sgdwalk run"
+
+    def __init__(self, source: LiveSource) -> None:
+        super().__init__(facts_of(source.name, source.info, source.run.cfg.as_dict()))
+        self.source = source
+        self.outcome = ""  # the worker's end: a status, or "failed: message"
+
+    def feed(self) -> None:
+        self.add_records(self.source.drain())
+
+    def state_text(self) -> str:
+        if self.outcome:
+            return f"{STATE_MARKS.get(self.outcome.split(':')[0], '■')} {self.outcome}"
+        if self.source.stop_event.is_set():
+            return "■ stopping"
+        return "⏸ paused" if self.source.paused else "▶ running"
+
+    def action_pause(self) -> None:
+        if self.source.done.is_set():
+            return
+        if self.source.paused:
+            self.source.resume()
+        else:
+            self.source.pause()
+        self.redraw({"status"})
+
+    def action_stop(self) -> None:
+        if not self.source.done.is_set():
+            self.source.stop()
+            self.redraw({"status"})
+
+    def action_quit_dashboard(self) -> None:
+        if self.source.done.is_set():
+            self.app.exit()
+            return
+        text = ("This run trains inside the dashboard, so quitting stops it (saved as "
+                "interrupted, everything committed). Start it with `sgdwalk run --detach` "
+                "to leave a run going after you quit.")  # fmt: skip
+        self.app.push_screen(QuitScreen(text, can_leave=False), self._quit_chosen)
+
+    def _quit_chosen(self, choice: str | None) -> None:
+        if choice == "stop":
+            self.app.exit_when_done = True  # type: ignore[attr-defined]
+            self.source.stop()
+            self.redraw({"status"})
+
+    def worker_ended(self, status: str, error: BaseException | None) -> None:
+        """The engine worker finished (``status``) or raised (``error``)."""
+        self.tick()
+        if error is not None:
+            self.outcome = f"{FAILED}: {type(error).__name__}: {error}"
+            where = self.source.writer.directory / "error.txt"
+            self.log_event(f"✖ engine failed: {type(error).__name__}: {error} (traceback: {where})")
+            self.app.notify(f"training failed: {error}", severity="error", timeout=10)
+        else:
+            self.outcome = status
+        self.redraw({"status"})
+
+
+class WatchScreen(DashboardScreen):
+    """``sgdwalk watch``: follows a session that another process writes."""
+
+    BINDINGS = [Binding("s", "stop", "stop run")]
+    KEYS_HELP = [
+        ("s", "ask the writing process to stop cleanly (runs started with --detach)"),
+        *DashboardScreen.KEYS_HELP,
+    ]
+    TITLE = "sgdwalk watch"
+
+    def __init__(self, source: FollowSource) -> None:
+        super().__init__(facts_of(source.name, source.info, source.session.config))
+        self.source = source
+        self._checked = 0.0
+        self._liveness = ""
+
+    def feed(self) -> None:
+        self.add_records(self.source.drain())
+        now = time.monotonic()
+        if now - self._checked >= 1.0:
+            self._checked = now
+            self._liveness = self._check_writer()
+            self.buffers.dirty.add("status")
+
+    def _check_writer(self) -> str:
+        src = self.source
+        status = src.status
+        if status != RUNNING:
+            mark = STATE_MARKS.get(status, "■")
+            dead = src.done.is_set() and src.message == "" and status == "interrupted"
+            return f"{mark} {status}" + (" (writer stopped: no heartbeat)" if dead else "")
+        age = src.heartbeat_age
+        return f"● live, writer silent {age:.0f}s" if age > SILENT_AFTER else "● live"
+
+    def state_text(self) -> str:
+        return self._liveness or "● following"
+
+    def action_stop(self) -> None:
+        if self.source.stop_writer():
+            self.set_note("asked the run to stop")
+        else:
+            self.set_note("cannot stop it from here: not started by this dashboard, or not running")
+
+    def action_quit_dashboard(self) -> None:
+        if not self.source.writer_alive:
+            self.app.exit()
+            return
+        text = (f"The run goes on in its own process; `sgdwalk watch {self.source.name}` "
+                "reattaches later.")  # fmt: skip
+        self.app.push_screen(
+            QuitScreen(text, can_leave=True, can_stop=self.source.pid is not None), self._chosen
+        )
+
+    def _chosen(self, choice: str | None) -> None:
+        if choice == "stop":
+            self.source.stop_writer()
+        if choice in ("stop", "leave"):
+            self.source.stop()
+            self.app.exit()
+
+    def worker_ended(self, status: object, error: BaseException | None) -> None:
+        self.tick()
+        if error is not None:
+            self.log_event(f"✖ reading the session failed: {type(error).__name__}: {error}")
+        self._liveness = self._check_writer()
+        self.redraw({"status"})
+
+
+class ReplayScreen(DashboardScreen):
+    """``sgdwalk replay``: a cursor over a saved session."""
+
+    BINDINGS = [
+        Binding("space", "play", "play/pause"),
+        Binding("right,l", "step(1)", "step", key_display="→"),
+        Binding("left,h", "step(-1)", "back", show=False),
+        Binding("right_square_bracket", "epoch(1)", "epoch", key_display="]"),
+        Binding("left_square_bracket", "epoch(-1)", "prev epoch", show=False),
+        Binding("greater_than_sign,full_stop", "speed(1)", "faster", key_display=">"),
+        Binding("less_than_sign,comma", "speed(-1)", "slower", show=False),
+        Binding("colon", "seek", "go to", key_display=":"),
+        Binding("home", "goto('start')", "start", show=False),
+        Binding("end", "goto('end')", "end", show=False),
+    ]
+    KEYS_HELP = [
+        ("space", "play / pause"),
+        ("→ / ←  (l / h)", "one step forward / back"),
+        ("] / [", "next / previous epoch"),
+        ("> / <  (. / ,)", "faster / slower: 1x (as recorded) .. 1024x, then max"),
+        (":", "go to a step (1234), an epoch (e3) or jump (+100 / -100)"),
+        ("home / end", "first / last step"),
+        *DashboardScreen.KEYS_HELP,
+    ]
+    TITLE = "sgdwalk replay"
+
+    def __init__(self, cursor: ReplayCursor) -> None:
+        facts = facts_of(cursor.name, cursor.info, cursor.session.config)
+        facts.total_steps = cursor.bounds.last
+        super().__init__(facts)
+        self.cursor = cursor
+        self._last_frame = time.monotonic()
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.seek(self.cursor.bounds.first)
+        self._paced = self.set_interval(1 / REPLAY_FPS, self.play_frame, name="replay")
+        self._fast = self.set_interval(1 / MAX_FPS, self.play_frame, name="replay-max", pause=True)
+        if self.cursor.message:
+            self.log_event(f"· session {self.cursor.status}: {self.cursor.message}")
+
+    def play_frame(self) -> None:
+        now = time.monotonic()
+        dt, self._last_frame = now - self._last_frame, now
+        records = self.cursor.frame(dt)
+        if records:
+            self.add_records(records)
+            self.redraw(self.buffers.take_dirty() | {"status"})
+        elif not self.cursor.playing:
+            self._fast.pause()
+
+    def seek(self, step: int) -> None:
+        self.cursor.seek(step, self.buffers)
+        self.apply_layout()
+        self.redraw(self.buffers.take_dirty() | {"status", "events"})
+
+    def state_text(self) -> str:
+        mark = "▶" if self.cursor.playing else "⏸"
+        return f"{mark} {self.cursor.speed_label()}"
+
+    def status_text(self) -> str:
+        c, b = self.cursor, self.buffers
+        n_epochs = self.buffers.facts.epochs
+        fields = [
+            self.state_text(),
+            f"step {c.cursor}/{c.bounds.last}",
+            f"epoch {c.epoch}/{n_epochs}" if n_epochs else f"epoch {c.epoch}",
+            f"{b.barriers} barriers",
+        ]
+        if self.note:
+            fields.insert(1, self.note)
+        if b.last is not None:
+            fields += [f"lr {b.last.lr:g}", f"batch {b.last.batch_size}"]
+        fields += [b.facts.device, b.facts.session, f"[{c.status}]"]
+        return join([f for f in fields if f], self.size.width)
+
+    def action_play(self) -> None:
+        self.cursor.toggle()
+        self._last_frame = time.monotonic()
+        self._sync_timers()
+        self.redraw({"status"})
+
+    def _sync_timers(self) -> None:
+        if self.cursor.playing and self.cursor.speed == MAX_SPEED:
+            self._fast.resume()
+        else:
+            self._fast.pause()
+
+    def action_step(self, delta: int) -> None:
+        self.cursor.playing = False
+        self._sync_timers()
+        self.seek(self.cursor.cursor + delta)
+
+    def action_epoch(self, delta: int) -> None:
+        c = self.cursor
+        start = c.epoch_start(c.epoch)
+        target = c.epoch + delta
+        if delta < 0 and start is not None and c.cursor > start:
+            target = c.epoch  # first back to the start of this epoch
+        step = c.epoch_start(target)
+        if step is None:
+            step = c.bounds.last if delta > 0 else c.bounds.first
+        self.seek(step)
+
+    def action_speed(self, delta: int) -> None:
+        (self.cursor.faster if delta > 0 else self.cursor.slower)()
+        self._sync_timers()
+        self.redraw({"status"})
+
+    def action_goto(self, where: str) -> None:
+        self.seek(self.cursor.bounds.first if where == "start" else self.cursor.bounds.last)
+
+    def action_seek(self) -> None:
+        self.app.push_screen(SeekScreen(), self._seek_to)
+
+    def _seek_to(self, text: str | None) -> None:
+        if not text:
+            return
+        try:
+            step = parse_target(text, self.cursor)
+        except ValueError as e:
+            self.set_note(str(e))
+            return
+        self.note = ""
+        self.seek(step)
+
+    def worker_ended(self, status: object, error: BaseException | None) -> None:
+        """Replay has no worker."""

@@ -1,0 +1,182 @@
+"""Where the dashboard's records come from: a run trained here, or a session another process writes.
+
+Each source has a ``work()`` that a Textual thread worker runs, and a ``queue`` the screen drains on
+its redraw timer. The queue is bounded and ``put`` blocks, so a producer that outruns the screen
+waits (backpressure) instead of growing memory; metric records are never dropped. Training is
+paused by blocking in ``on_record``: ``Run.records`` is a lazy generator, so nothing trains while
+the consumer is not asking for the next record.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import threading
+from typing import Any
+
+from engine.records import RUNNING, Record
+from engine.session import Session
+
+QUEUE_MAX = 5_000
+
+
+class Source:
+    """Common parts: the queue, the stop flag, and the facts the status line shows."""
+
+    kind = "source"
+    can_pause = False
+    detached = False
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[object] = queue.Queue(maxsize=QUEUE_MAX)
+        self.stop_event = threading.Event()
+        self.done = threading.Event()
+
+    def put(self, rec: object) -> None:
+        """Hand a record to the screen; wait while the screen is behind, unless stopping."""
+        while True:
+            try:
+                self.queue.put(rec, timeout=0.2)
+                return
+            except queue.Full:
+                if self.stop_event.is_set() and self.done.is_set():
+                    return
+
+    def drain(self, limit: int = 20_000) -> list[object]:
+        out: list[object] = []
+        try:
+            while len(out) < limit:
+                out.append(self.queue.get_nowait())
+        except queue.Empty:
+            pass
+        return out
+
+    def work(self) -> Any:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+
+class LiveSource(Source):
+    """A run prepared in this process, trained in the worker thread, written to its session."""
+
+    kind = "run"
+    can_pause = True
+
+    def __init__(self, run: Any, writer: Any, name: str, info: dict[str, Any]) -> None:
+        super().__init__()
+        self.run, self.writer, self.name, self.info = run, writer, name, info
+        self.resume_event = threading.Event()
+        self.resume_event.set()
+        self.status = RUNNING
+
+    @property
+    def paused(self) -> bool:
+        return not self.resume_event.is_set()
+
+    def work(self) -> str:
+        from engine.runner import drive
+
+        try:
+            self.status = drive(
+                self.run.records(self.stop_event.is_set),
+                self.writer,
+                lambda: self.run.status,
+                self._on_record,
+            )
+            return self.status
+        finally:
+            self.done.set()
+
+    def _on_record(self, rec: Record) -> None:
+        self.put(rec)
+        while not self.resume_event.wait(0.2):  # paused: the generator waits here
+            if self.stop_event.is_set():
+                return
+
+    def pause(self) -> None:
+        self.resume_event.clear()
+
+    def resume(self) -> None:
+        self.resume_event.set()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.resume_event.set()
+
+
+class FollowSource(Source):
+    """A session written by another process (``watch``), live or finished."""
+
+    kind = "watch"
+
+    def __init__(self, session: Session, pid: int | None = None, detached: bool = False) -> None:
+        super().__init__()
+        self.session = session
+        self.name = session.name
+        self.info = session.info
+        self.pid = pid
+        self.detached = detached
+        self._reader = Session(session.db)  # the worker thread owns `session`, the UI this one
+
+    def work(self) -> int:
+        """Follow in a daemon thread and wait for it or for ``stop``.
+
+        ``Session.follow`` sleeps between polls and only returns when the writer is done, and an
+        executor thread is joined when the process exits; so the follower itself runs as a daemon
+        and this worker returns as soon as the dashboard stops watching.
+        """
+        follower = threading.Thread(target=self._follow, name="sgdwalk-follow", daemon=True)
+        follower.start()
+        try:
+            while follower.is_alive() and not self.stop_event.wait(0.1):
+                pass
+            if self.error is not None:
+                raise self.error
+            return self.count
+        finally:
+            self.done.set()
+
+    count = 0
+    error: BaseException | None = None
+
+    def _follow(self) -> None:
+        try:
+            for rec in self.session.follow(poll=0.25):
+                if self.stop_event.is_set():
+                    return
+                self.put(rec)
+                self.count += 1
+        except BaseException as e:  # handed to the worker, which reports it in the dashboard
+            self.error = e
+
+    @property
+    def writer_alive(self) -> bool:
+        return self._reader.alive
+
+    @property
+    def status(self) -> str:
+        return self._reader.status
+
+    @property
+    def heartbeat_age(self) -> float:
+        return self._reader.heartbeat_age
+
+    @property
+    def message(self) -> str:
+        return self._reader.message
+
+    def stop_writer(self) -> bool:
+        """Ask the writing process to stop cleanly (SIGTERM → status interrupted)."""
+        if self.pid is None or not self.writer_alive:
+            return False
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self._reader.close()

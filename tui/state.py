@@ -1,0 +1,150 @@
+"""What the dashboard knows about a run: bounded buffers fed one record at a time.
+
+Records arrive as fast as training makes them; the screen reads these buffers on a timer and only
+redraws what changed (``dirty``). Every buffer is a ``deque(maxlen=...)`` or a small counter, so a
+run of a million steps costs the dashboard the same memory as a run of a thousand. Replay fills the
+same buffers from indexed queries (``load``), so live, watch and replay draw one way.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from engine.records import (
+    CurvatureMeasured,
+    EpochEnded,
+    EventLogged,
+    PhaseProgressed,
+    StepMeasured,
+)
+
+SLICE_WINDOW_MAX = 200  # the widest slice window the keys allow
+TRAIL = 600  # steps kept for the cosine and batch-loss panels
+EPOCHS_MAX = 10_000
+CURVATURE_MAX = 200
+EVENTS_MAX = 200
+RATE_SPAN = 50  # steps over which steps/s is measured
+
+
+@dataclass
+class RunFacts:
+    """The run's fixed facts, shown in the status line."""
+
+    session: str = ""
+    device: str = ""
+    total_steps: int | None = None
+    epochs: int | None = None
+
+
+@dataclass
+class Buffers:
+    """Bounded history of one run, and which panels need a redraw."""
+
+    facts: RunFacts = field(default_factory=RunFacts)
+    measured: deque[StepMeasured] = field(default_factory=lambda: deque(maxlen=SLICE_WINDOW_MAX))
+    trail: deque[StepMeasured] = field(default_factory=lambda: deque(maxlen=TRAIL))
+    epochs: deque[EpochEnded] = field(default_factory=lambda: deque(maxlen=EPOCHS_MAX))
+    curvature: deque[CurvatureMeasured] = field(default_factory=lambda: deque(maxlen=CURVATURE_MAX))
+    events: deque[str] = field(default_factory=lambda: deque(maxlen=EVENTS_MAX))
+    phase: str = ""
+    last: StepMeasured | None = None
+    epoch_barriers: int = 0  # barriers so far in the epoch that is running
+    done_barriers: int = 0  # barriers in finished epochs
+    dirty: set[str] = field(default_factory=set)
+
+    @property
+    def barriers(self) -> int:
+        return self.done_barriers + self.epoch_barriers
+
+    def add(self, rec: object) -> None:
+        """Route one record into the buffers."""
+        if isinstance(rec, StepMeasured):
+            self._add_step(rec)
+        elif isinstance(rec, EpochEnded):
+            self.epochs.append(rec)
+            self.done_barriers += rec.barriers
+            self.epoch_barriers = 0
+            self.dirty |= {"barriers", "loss", "status"}
+        elif isinstance(rec, CurvatureMeasured):
+            self.curvature.append(rec)
+            self.phase = ""
+            self.events.append(curvature_line(rec))
+            self.dirty |= {"alignment", "events", "status"}
+        elif isinstance(rec, EventLogged):
+            self.events.append(event_line(rec))
+            self.dirty.add("events")
+        elif isinstance(rec, PhaseProgressed):
+            self.phase = f"{rec.phase} {rec.done}/{rec.total}"
+            if rec.done in (0, rec.total):
+                self.events.append(f"step {rec.step}: {self.phase}")
+                self.dirty.add("events")
+            self.dirty.add("status")
+
+    def _add_step(self, rec: StepMeasured) -> None:
+        if self.last is not None and rec.epoch != self.last.epoch and self.epoch_barriers:
+            # an epoch ended without its summary (stopped mid-way); keep the count honest
+            self.done_barriers += self.epoch_barriers
+            self.epoch_barriers = 0
+        self.last = rec
+        self.trail.append(rec)
+        self.phase = ""
+        if rec.measured:
+            self.measured.append(rec)
+            self.epoch_barriers += bool(rec.barrier)
+            self.dirty |= {"slices", "barriers"}
+        self.dirty |= {"cosines", "loss", "status"}
+
+    def load(
+        self,
+        steps: Iterable[StepMeasured],
+        epochs: Iterable[EpochEnded],
+        curvature: Iterable[CurvatureMeasured],
+        epoch_barriers: int,
+    ) -> None:
+        """Replace the history with a replay position (steps in order, ending at the cursor)."""
+        self.measured.clear()
+        self.trail.clear()
+        self.epochs.clear()
+        self.curvature.clear()
+        self.last = None
+        for s in steps:
+            self.trail.append(s)
+            self.last = s
+            if s.measured:
+                self.measured.append(s)
+        self.epochs.extend(epochs)
+        self.curvature.extend(curvature)
+        self.done_barriers = sum(e.barriers for e in self.epochs)
+        self.epoch_barriers = epoch_barriers
+        self.dirty |= {"slices", "barriers", "cosines", "loss", "alignment", "status"}
+
+    def slice_window(self, n: int) -> list[StepMeasured]:
+        """The last ``n`` measured steps, oldest first."""
+        items = list(self.measured)
+        return items[-n:] if n < len(items) else items
+
+    def steps_per_second(self) -> float | None:
+        """Training speed over the last ``RATE_SPAN`` steps, from their recorded times."""
+        if len(self.trail) < 2:
+            return None
+        a = self.trail[max(0, len(self.trail) - 1 - RATE_SPAN)]
+        b = self.trail[-1]
+        dt = b.elapsed - a.elapsed
+        return (b.step - a.step) / dt if dt > 0 else None
+
+    def take_dirty(self) -> set[str]:
+        out, self.dirty = self.dirty, set()
+        return out
+
+
+def event_line(rec: EventLogged) -> str:
+    mark = {"error": "✖", "warning": "!"}.get(rec.level, "·")
+    return f"{mark} step {rec.step} epoch {rec.epoch}: {rec.kind}: {rec.message}"
+
+
+def curvature_line(rec: CurvatureMeasured) -> str:
+    top = f"{rec.eigenvalues[0]:.4g}" if rec.eigenvalues else "n/a"
+    align = " ".join(f"b{a.batch_size}={a.subspace_mean:.2f}" for a in rec.alignment)
+    return f"· step {rec.step}: curvature λ1 {top} ({rec.hvps} products) {align}".rstrip()

@@ -1,0 +1,50 @@
+"""The status line's text, as pure functions of the buffers (easy to test, no Textual).
+
+Fields are ordered by how much a user needs them, so that a narrow terminal crops the least useful
+(the session name) first; below ``WIDE`` columns the labels shrink.
+"""
+
+from __future__ import annotations
+
+from tui.state import Buffers
+
+WIDE = 110
+
+
+def clock(seconds: float) -> str:
+    s = int(max(0, seconds))
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _of(n: int, total: int | None) -> str:
+    return f"{n}/{total}" if total else str(n)
+
+
+def run_fields(b: Buffers, width: int) -> list[str]:
+    """step, epoch, steps/s, ETA, lr, batch size, device, session."""
+    narrow = width < WIDE
+    f = b.facts
+    last = b.last
+    step = last.step if last else 0
+    epoch = last.epoch if last else 0
+    rate = b.steps_per_second()
+    out = [
+        f"step {_of(step, f.total_steps)}",
+        f"{'ep' if narrow else 'epoch'} {_of(epoch, f.epochs)}",
+        f"{rate:.1f} {'st/s' if narrow else 'steps/s'}" if rate else "-- steps/s",
+    ]
+    if rate and f.total_steps and step < f.total_steps:
+        out.append(f"ETA {clock((f.total_steps - step) / rate)}")
+    if last is not None:
+        out.append(f"lr {last.lr:g}")
+        out.append(f"{'b' if narrow else 'batch '}{last.batch_size}")
+    if b.phase:
+        out.insert(0, b.phase)
+    out += [f.device, f.session]
+    return [x for x in out if x]
+
+
+def join(fields: list[str], width: int) -> str:
+    return (" " if width < WIDE else " · ").join(fields)
