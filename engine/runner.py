@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from engine.config import RunConfig
-from engine.records import FAILED, INTERRUPTED, Record
+from engine.records import FAILED, INTERRUPTED, EventLogged, Record
 from engine.session import SessionError, SessionWriter, session_dir
 
 
@@ -57,9 +57,12 @@ def drive(
     on_record: Callable[[Record], None] | None = None,
 ) -> str:
     """Write every record to the session (and ``on_record``); close it with the final status."""
+    message = ""
     try:
         for rec in records:
             writer.write(rec)
+            if isinstance(rec, EventLogged):
+                message = rec.message  # the run's last word becomes the session's message
             if on_record is not None:
                 on_record(rec)
     except KeyboardInterrupt:
@@ -71,28 +74,59 @@ def drive(
         (writer.directory / "error.txt").write_text(writer_failure)
         raise
     status = status_of_run()
-    writer.close(status, "")
+    writer.close(status, message)
     return status
 
 
+class RunControls:
+    """What signals ask of a running trainer: stop cleanly, or pause and resume."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.paused = threading.Event()
+
+    def should_stop(self) -> bool:
+        return self.stop.is_set()
+
+    def pausable(self, records: Iterator[Record]) -> Iterator[Record]:
+        """Pass records on; while paused, hold the (lazy) training generator between records."""
+        for rec in records:
+            yield rec
+            while self.paused.is_set() and not self.stop.is_set():
+                time.sleep(0.05)
+
+
+PAUSE_SIGNAL = getattr(signal, "SIGUSR1", None)  # what a dashboard sends a trainer to pause it
+RESUME_SIGNAL = getattr(signal, "SIGUSR2", None)
+
+
 @contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
-    """SIGINT, SIGTERM and SIGHUP set the yielded event (a clean stop), then restore handlers."""
-    stop = threading.Event()
-    sigs = [signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)]
+def stop_on_signals() -> Iterator[RunControls]:
+    """SIGINT, SIGTERM and SIGHUP stop cleanly; SIGUSR1 pauses and SIGUSR2 resumes.
+
+    The previous handlers are restored on exit.
+    """
+    controls = RunControls()
+    actions: dict[signal.Signals | None, Callable[[], None]] = {
+        signal.SIGINT: controls.stop.set,
+        signal.SIGTERM: controls.stop.set,
+        getattr(signal, "SIGHUP", None): controls.stop.set,
+        PAUSE_SIGNAL: controls.paused.set,
+        RESUME_SIGNAL: controls.paused.clear,
+    }
     previous = {}
 
     def handler(signum: int, _frame: object) -> None:
-        stop.set()
+        actions[signal.Signals(signum)]()
 
-    for s in sigs:
-        if s is not None:
-            previous[s] = signal.signal(s, handler)
+    for sig in actions:
+        if sig is not None:
+            previous[sig] = signal.signal(sig, handler)
     try:
-        yield stop
+        yield controls
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 __all__ = [

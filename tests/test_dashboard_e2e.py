@@ -49,7 +49,7 @@ def wait_for(name: str, pattern: str, timeout: float = 90.0) -> re.Match[str]:
 
 def test_run_in_tmux_shows_the_walk_and_obeys_pause_and_stop(tmp_path):
     name = f"sgdwalk-e2e-{tmp_path.name}"
-    cmd = (f"env -u COLUMNS -u LINES {SGDWALK} run --epochs 4 --hessian-every off --sessions-dir {tmp_path} "
+    cmd = (f"env -u COLUMNS -u LINES {SGDWALK} run --epochs 50 --hessian-every off --sessions-dir {tmp_path} "
            f"--session e2e; echo EXIT=$?; sleep 30")  # fmt: skip
     tmux("-f", "/dev/null", "new", "-d", "-s", name, "-x", "120", "-y", "40", cmd)
     tmux("set-option", "-t", name, "window-size", "manual")
@@ -57,17 +57,17 @@ def test_run_in_tmux_shows_the_walk_and_obeys_pause_and_stop(tmp_path):
     try:
         wait_for(name, r"slices · last 20 steps")
         wait_for(name, r"barriers · \d+ total")
-        wait_for(name, r"step \d+/96 · epoch \d/4 · [\d.]+ steps/s")
+        wait_for(name, r"step \d+/1200 · epoch \d+/50 · [\d.]+ steps/s")
         tmux("send-keys", "-t", name, "p")
         wait_for(name, r"⏸ paused")
         time.sleep(1.0)  # let a step that was in flight land
-        paused_at = wait_for(name, r"step (\d+)/96").group(1)
+        paused_at = wait_for(name, r"step (\d+)/1200").group(1)
         time.sleep(1.5)
-        assert wait_for(name, r"step (\d+)/96").group(1) == paused_at
+        assert wait_for(name, r"step (\d+)/1200").group(1) == paused_at
         tmux("send-keys", "-t", name, "p")
-        wait_for(name, r"▶ running")
+        wait_for(name, r"● live")
         tmux("send-keys", "-t", name, "s")
-        wait_for(name, r"interrupted · step")
+        wait_for(name, r"■ interrupted · .*step")
         tmux("send-keys", "-t", name, "q")
         wait_for(name, r"EXIT=130")
     finally:

@@ -130,6 +130,14 @@ def run(
     headless: Annotated[
         bool, Opt("--headless", help="no dashboard: progress bar and epoch lines")
     ] = False,
+    in_process: Annotated[
+        bool,
+        Opt(
+            "--in-process",
+            help="train inside the dashboard's process (a worker thread) instead "
+            "of a child process; slower on CPU, where both share one interpreter lock",
+        ),  # fmt: skip
+    ] = False,
     detach: Annotated[
         bool,
         Opt(
@@ -144,7 +152,9 @@ def run(
     prints a progress bar and one line per epoch instead. Exit code: 0 finished, 1 failed,
     3 diverged, 130 interrupted (Ctrl+C, SIGTERM, SIGHUP), 2 bad input.
     """
-    flags = {k: v for k, v in locals().items() if k not in ("config", "headless", "detach")}
+    flags = {
+        k: v for k, v in locals().items() if k not in ("config", "headless", "detach", "in_process")
+    }
     from engine.config import build_config
 
     if flags["sessions_dir"] is None and SESSIONS_ENV in os.environ:
@@ -156,9 +166,13 @@ def run(
         from tui.headless import run_headless
 
         raise typer.Exit(run_headless(cfg))
-    from tui.launch import run_dashboard
+    if in_process:
+        from tui.launch import run_dashboard
 
-    raise typer.Exit(run_dashboard(cfg))
+        raise typer.Exit(run_dashboard(cfg))
+    from tui.launch import run_dashboard_child
+
+    raise typer.Exit(run_dashboard_child(cfg, flags, config))
 
 
 def _run_detached(cfg: Any, flags: dict[str, Any], config: Path | None) -> int:

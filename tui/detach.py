@@ -46,9 +46,13 @@ def child_argv(
     return argv + ["--session", name, "--sessions-dir", str(Path(sessions_dir).resolve())]
 
 
-def start_detached(argv: list[str], name: str, sessions_dir: Path) -> subprocess.Popen[bytes]:
+def start_detached(
+    argv: list[str], name: str, sessions_dir: Path, new_session: bool = True
+) -> subprocess.Popen[bytes]:
     """Start the child with its output in a log file; returns once its session can be opened.
 
+    ``new_session=False`` keeps the child in the terminal's process group, so a hang-up (SSH drop)
+    reaches it and stops it cleanly, as a run without ``--detach`` should.
     Raises ``DetachError`` with the child's last output line if it exits first.
     """
     sessions_dir.mkdir(parents=True, exist_ok=True)
@@ -56,7 +60,7 @@ def start_detached(argv: list[str], name: str, sessions_dir: Path) -> subprocess
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     with open(log_tmp, "wb") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=env)  # fmt: skip
+                                start_new_session=new_session, env=env)  # fmt: skip
     _wait_for_session(proc, sessions_dir / name, log_tmp)
     os.replace(log_tmp, sessions_dir / name / LOG_NAME)
     return proc

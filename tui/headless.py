@@ -111,10 +111,11 @@ def run_headless(cfg: RunConfig, console: Console | None = None) -> int:
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                StepsPerSecond(), TimeRemainingColumn())  # fmt: skip
-    with stop_on_signals() as stop, Progress(*columns, console=console) as progress:
+    with stop_on_signals() as controls, Progress(*columns, console=console) as progress:
         task = progress.add_task("train", total=info["total_steps"])
         view = HeadlessView(console, progress, task, cfg)
-        status = drive(run.records(stop.is_set), writer, lambda: run.status, view)
+        records = controls.pausable(run.records(controls.should_stop))
+        status = drive(records, writer, lambda: run.status, view)
     console.print(
         f"sgdwalk: {status}: session {writer.directory.name}, {view.step} steps, "
         f"{view.barriers} barriers"

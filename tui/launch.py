@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
+from typing import Any
 
 from engine.config import RunConfig
 from engine.records import DIVERGED, FAILED, FINISHED, INTERRUPTED
@@ -24,7 +25,44 @@ def _say(text: str) -> None:
         print(text, flush=True)
 
 
+def run_dashboard_child(cfg: RunConfig, flags: dict[str, Any], config: Path | None) -> int:
+    """``sgdwalk run`` in a terminal: train in a child process, watch it from this one.
+
+    Why a process and not a thread: the dashboard's drawing is pure Python and holds the GIL, and a
+    small model's training step is hundreds of short torch calls that each need it back. In one
+    process the two starve each other (measured: the digits default ran at 0.26x its headless
+    speed); in two processes each has a core. The child is ``run --headless`` in this terminal's
+    process group, so a hang-up stops it cleanly; quitting the dashboard stops it too (SIGTERM),
+    and ``p`` pauses it (SIGUSR1/SIGUSR2) between steps. Bad input still fails before the
+    dashboard starts: the child's one-line error is printed with its exit code.
+    """
+    from engine.runner import check_new_session, default_session_name
+    from tui.detach import DetachError, child_argv, start_detached
+
+    check_new_session(cfg)
+    sessions = Path(cfg.sessions_dir)
+    name = cfg.session or default_session_name(cfg, sessions)
+    try:
+        proc = start_detached(child_argv(flags, config, name, sessions), name, sessions,
+                              new_session=False)  # fmt: skip
+    except DetachError as e:
+        sys.stderr.write(f"{e}\n")
+        return e.code
+    try:
+        watch_dashboard(name, sessions, pid=proc.pid, owned=True)
+    finally:
+        with open_session(sessions / name) as session:
+            training = session.stored_status == "running"
+        if training and proc.poll() is None:
+            proc.terminate()  # the user quit without --detach: the run stops cleanly
+        code = proc.wait()  # a child that already recorded its ending exits by itself
+    with open_session(sessions / name) as session:
+        _say(f"sgdwalk: {session.status}: session {session.path} (log: run.log there)")
+    return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
+
+
 def run_dashboard(cfg: RunConfig) -> int:
+    """``sgdwalk run --in-process``: train in a worker thread of the dashboard's own process."""
     from engine.runner import check_new_session, open_writer
     from engine.train import prepare
     from tui.app import make_app
@@ -50,18 +88,21 @@ def run_dashboard(cfg: RunConfig) -> int:
 
 
 def watch_dashboard(
-    spec: str, sessions_dir: Path, pid: int | None = None, detached: bool = False
-) -> int:
+    spec: str, sessions_dir: Path, pid: int | None = None, detached: bool = False,
+    owned: bool = False,
+) -> int:  # fmt: skip
     from tui.app import make_app
     from tui.sources import FollowSource
 
     session = open_session(spec, sessions_dir)
-    source = FollowSource(session, pid=pid, detached=detached)
+    source = FollowSource(session, pid=pid, detached=detached, owned=owned)
     app = make_app(source)
     app.run()
     source.stop()
     status = source.status
-    if status == "running":
+    if owned:
+        pass  # the caller stops the child and reports its ending
+    elif status == "running":
         _say(f"sgdwalk: {session.name} is still running; `sgdwalk watch {session.name}` reattaches")
     else:
         _say(f"sgdwalk: {session.name}: {status}")

@@ -27,9 +27,11 @@ MAX_FPS = 50.0
 def facts_of(name: str, info: dict, config: dict | None = None) -> RunFacts:
     epochs = (config or {}).get("epochs")
     total = info.get("total_steps")
+    batch = info.get("batch_size")
     return RunFacts(session=name, device=str(info.get("device", "")),
                     total_steps=int(total) if total else None,
-                    epochs=int(epochs) if epochs else None)  # fmt: skip
+                    epochs=int(epochs) if epochs else None,
+                    batch_size=int(batch) if batch else None)  # fmt: skip
 
 
 class LiveScreen(DashboardScreen):
@@ -106,9 +108,10 @@ class LiveScreen(DashboardScreen):
 class WatchScreen(DashboardScreen):
     """``sgdwalk watch``: follows a session that another process writes."""
 
-    BINDINGS = [Binding("s", "stop", "stop run")]
+    BINDINGS = [Binding("p", "pause", "pause/resume"), Binding("s", "stop", "stop run")]
     KEYS_HELP = [
-        ("s", "ask the writing process to stop cleanly (runs started with --detach)"),
+        ("p", "pause / resume training (runs this dashboard started)"),
+        ("s", "ask the training process to stop cleanly (runs this dashboard started)"),
         *DashboardScreen.KEYS_HELP,
     ]
     TITLE = "sgdwalk watch"
@@ -132,13 +135,24 @@ class WatchScreen(DashboardScreen):
         status = src.status
         if status != RUNNING:
             mark = STATE_MARKS.get(status, "■")
-            dead = src.done.is_set() and src.message == "" and status == "interrupted"
+            dead = src.stored_status == RUNNING  # the writer never recorded an ending
             return f"{mark} {status}" + (" (writer stopped: no heartbeat)" if dead else "")
         age = src.heartbeat_age
         return f"● live, writer silent {age:.0f}s" if age > SILENT_AFTER else "● live"
 
     def state_text(self) -> str:
+        if self.source.paused and self.source.writer_alive:
+            return "⏸ paused"
         return self._liveness or "● following"
+
+    def action_pause(self) -> None:
+        src = self.source
+        if not src.can_pause:
+            self.set_note("cannot pause it from here: this dashboard did not start the run")
+        elif src.resume() if src.paused else src.pause():
+            self.buffers.dirty.add("status")
+        else:
+            self.set_note("the run is not running")
 
     def action_stop(self) -> None:
         if self.source.stop_writer():
@@ -149,6 +163,11 @@ class WatchScreen(DashboardScreen):
     def action_quit_dashboard(self) -> None:
         if not self.source.writer_alive:
             self.app.exit()
+            return
+        if self.source.owned:
+            text = ("Quitting stops this run (saved as interrupted, everything committed). Start "
+                    "it with `sgdwalk run --detach` to leave a run going after you quit.")  # fmt: skip
+            self.app.push_screen(QuitScreen(text, can_leave=False), self._chosen)
             return
         text = (f"The run goes on in its own process; `sgdwalk watch {self.source.name}` "
                 "reattaches later.")  # fmt: skip

@@ -16,6 +16,7 @@ import threading
 from typing import Any
 
 from engine.records import RUNNING, Record
+from engine.runner import PAUSE_SIGNAL, RESUME_SIGNAL
 from engine.session import Session
 
 QUEUE_MAX = 5_000
@@ -112,13 +113,18 @@ class FollowSource(Source):
 
     kind = "watch"
 
-    def __init__(self, session: Session, pid: int | None = None, detached: bool = False) -> None:
+    def __init__(
+        self, session: Session, pid: int | None = None, detached: bool = False, owned: bool = False
+    ) -> None:
         super().__init__()
         self.session = session
         self.name = session.name
         self.info = session.info
-        self.pid = pid
+        self.pid = pid  # the writer's process, when this dashboard started it
         self.detached = detached
+        self.owned = owned  # started by this dashboard without --detach: quitting stops it
+        self.paused = False
+        self.can_pause = pid is not None
         self._reader = Session(session.db)  # the worker thread owns `session`, the UI this one
 
     def work(self) -> int:
@@ -161,6 +167,10 @@ class FollowSource(Source):
         return self._reader.status
 
     @property
+    def stored_status(self) -> str:
+        return self._reader.stored_status
+
+    @property
     def heartbeat_age(self) -> float:
         return self._reader.heartbeat_age
 
@@ -168,15 +178,29 @@ class FollowSource(Source):
     def message(self) -> str:
         return self._reader.message
 
-    def stop_writer(self) -> bool:
-        """Ask the writing process to stop cleanly (SIGTERM → status interrupted)."""
-        if self.pid is None or not self.writer_alive:
+    def _signal_writer(self, sig: int | None) -> bool:
+        if self.pid is None or sig is None or not self.writer_alive:
             return False
         try:
-            os.kill(self.pid, signal.SIGTERM)
+            os.kill(self.pid, sig)
         except ProcessLookupError:
             return False
         return True
+
+    def stop_writer(self) -> bool:
+        """Ask the writing process to stop cleanly (SIGTERM → status interrupted)."""
+        return self._signal_writer(signal.SIGTERM)
+
+    def pause(self) -> bool:
+        """Hold the writer's training between steps (its heartbeat goes on)."""
+        if self._signal_writer(PAUSE_SIGNAL):
+            self.paused = True
+        return self.paused
+
+    def resume(self) -> bool:
+        if self._signal_writer(RESUME_SIGNAL):
+            self.paused = False
+        return not self.paused
 
     def close(self) -> None:
         self._reader.close()

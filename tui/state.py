@@ -36,6 +36,7 @@ class RunFacts:
     device: str = ""
     total_steps: int | None = None
     epochs: int | None = None
+    batch_size: int | None = None  # the configured size (an epoch's last batch may be smaller)
 
 
 @dataclass

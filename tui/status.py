@@ -39,7 +39,7 @@ def run_fields(b: Buffers, width: int) -> list[str]:
         out.append(f"ETA {clock((f.total_steps - step) / rate)}")
     if last is not None:
         out.append(f"lr {last.lr:g}")
-        out.append(f"{'b' if narrow else 'batch '}{last.batch_size}")
+        out.append(f"{'b' if narrow else 'batch '}{f.batch_size or last.batch_size}")
     if b.phase:
         out.insert(0, b.phase)
     out += [f.device, f.session]
