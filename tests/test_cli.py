@@ -155,3 +155,15 @@ def test_bench_json_prints_the_ratios():
         assert isinstance(result["ratios"][key], float)
     for key in ("t_forward", "t_slice", "t_step", "t_step_recorded"):
         assert result["times"][key] > 0
+
+
+@pytest.mark.parametrize("command", ["replay", "watch", "export"])
+def test_a_corrupt_or_foreign_file_is_not_a_session(tmp_path: Path, command: str):
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database at all" * 64)
+    assert_one_line_error(sgdwalk(command, str(junk)), "not an sgdwalk session")
+    foreign = tmp_path / "foreign" / "session.sqlite"
+    foreign.parent.mkdir()
+    sqlite3.connect(foreign).execute("CREATE TABLE t (x)").connection.commit()
+    assert_one_line_error(sgdwalk(command, str(foreign.parent)), "foreign SQLite file")
+    assert_one_line_error(sgdwalk(command, str(tmp_path / "missing")), "no session")

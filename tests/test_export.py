@@ -155,6 +155,21 @@ def test_csv_round_trips_every_step_exactly(canned_session, tmp_path):
         assert row["barrier"] == str(r.barrier)
 
 
+def test_pandas_reads_csv_and_json_without_arguments(canned_session, tmp_path):
+    import pandas as pd
+
+    csv_out = export(tmp_path, canned_session, name="p.csv", steps="1:")
+    frame = pd.read_csv(csv_out)
+    with open_session(canned_session) as s:
+        steps = list(s.steps())
+    assert frame["step"].tolist() == [r.step for r in steps]
+    assert frame["L_10"].tolist() == [r.slice[10] for r in steps]
+    json_out = export(tmp_path, canned_session, name="p.json", steps="1:")
+    # pandas parses JSON floats with its fast (not round-trip) parser by default: equal to 1 ulp
+    alphas = pd.read_json(json_out)["floor_alpha"].tolist()
+    assert alphas == pytest.approx([r.floor_alpha for r in steps], rel=1e-15)
+
+
 def test_json_round_trips_and_is_strict(tmp_path):
     path = write_session(tmp_path / "n", curvature=False)
     w_rows = json.loads(export(tmp_path, path, name="c.json", figure="cosine").read_text())

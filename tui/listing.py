@@ -46,6 +46,8 @@ def print_sessions(sessions_dir: Path, as_json: bool) -> None:
         print(json.dumps(rows, indent=2))
         return
     console = Console(soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 200  # a pipe or a file gets whole names, not ellipses
     if not rows:
         console.print(f"no sessions in {sessions_dir}")
         return
