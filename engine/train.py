@@ -174,7 +174,7 @@ class Run:
             barriers = interior = measured = 0
             for idx in self._batches():
                 if should_stop():
-                    yield self._end(INTERRUPTED, step, epoch - 1, t0, "stopped by request")
+                    yield self._end(INTERRUPTED, step, epoch, t0, "stopped by request")
                     return
                 step += 1
                 rec = self._step(step, epoch, idx, trail, every, t0)
@@ -214,7 +214,7 @@ class Run:
         theta_next = flat_params(self.model)
         delta = theta_next - theta
         if measure_now:
-            rec = self._measure(step, epoch, idx, loss, grad, theta, theta_next, trail, t0)
+            rec = self._measure(step, epoch, idx, loss, grad, (theta, theta_next, delta), trail, t0)
         else:
             rec = StepMeasured(
                 step, epoch, self.cfg.lr, len(idx), loss.item(), time.perf_counter() - t0
@@ -228,14 +228,14 @@ class Run:
 
     def _measure(
         self, step: int, epoch: int, idx: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor,
-        theta: torch.Tensor, theta_next: torch.Tensor, trail: _Trail, t0: float,
+        move: tuple[torch.Tensor, torch.Tensor, torch.Tensor], trail: _Trail, t0: float,
     ) -> StepMeasured:  # fmt: skip
         """The slice and trajectory numbers of step t, synced to the host once."""
         fixed = self.probe_n is not None
         chunks = self.probe_chunks if fixed else self._batch_chunks(idx)
         first = trail.last_loss if fixed else None
+        theta, theta_next, delta = move  # θ_t, θ_{t+1} (loaded exactly at the ends), Δ_t
         losses = self.evaluator.slice(theta, theta_next, self.alphas, chunks, first)
-        delta = theta_next - theta
         stats = torch.stack([
             loss.detach().to(losses.dtype), grad.norm(), delta.norm(),
             (theta_next - trail.theta_init).norm(), _cos(trail.grad, grad), _cos(trail.delta, delta),

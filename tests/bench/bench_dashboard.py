@@ -181,7 +181,7 @@ def main() -> None:
         print(f"generated 100,000-step session in {time.perf_counter() - t:.1f} s")
         asyncio.run(replay_bench(path))
     if "digits" in what:
-        throughput_cli("digits mlp", 2, "--epochs", "5")
+        throughput_cli("digits mlp", 3, "--epochs", "5")
     if "cnn" in what:
         throughput_cli(
             "cnn synthetic-cifar10",
