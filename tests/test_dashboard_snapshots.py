@@ -34,9 +34,15 @@ def replay(path):
     return make_app(ReplayCursor(open_session(path)))
 
 
+async def _end_then_tick(pilot):
+    """A seek repaints slices and status at once and the other panels on the next timer tick."""
+    await pilot.press("end")
+    await pilot.pause(0.7)
+
+
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)])
 def test_dashboard_at_the_end_of_the_canned_run(snap_compare, snap_session, size):
-    assert snap_compare(replay(snap_session), press=["end"], terminal_size=size)
+    assert snap_compare(replay(snap_session), run_before=_end_then_tick, terminal_size=size)
 
 
 def test_dashboard_mid_run_with_cosines_in_the_compact_slot(snap_compare, snap_session):

@@ -11,7 +11,7 @@ import time
 from textual.binding import Binding
 
 from engine.records import FAILED, FINISHED, RUNNING
-from tui.dashboard import DashboardScreen
+from tui.dashboard import PANELS, DashboardScreen
 from tui.dialogs import QuitScreen, SeekScreen
 from tui.replay import MAX_SPEED, ReplayCursor, parse_target
 from tui.sources import FollowSource, LiveSource
@@ -242,9 +242,25 @@ class ReplayScreen(DashboardScreen):
             self._fast.pause()
 
     def seek(self, step: int) -> None:
+        """Jump: the slices and the status line repaint at once; the context panels take their
+        data now and repaint on the next timer tick, so a seek shows the new step fast."""
+        had_curvature = bool(self.buffers.curvature)
         self.cursor.seek(step, self.buffers)
-        self.apply_layout()
+        if bool(self.buffers.curvature) != had_curvature:
+            self.apply_layout()  # a layout pass repaints every panel: only when it changes
+        context = [self.chart(name) for name in PANELS if name != "slices"]
+        for chart in context:
+            chart.hold()
         self.redraw(self.buffers.take_dirty() | {"status", "events"})
+        self._held = context
+
+    _held: list = []
+
+    def tick(self) -> None:
+        for chart in self._held:
+            chart.release()
+        self._held = []
+        super().tick()
 
     def state_text(self) -> str:
         mark = "▶" if self.cursor.playing else "⏸"

@@ -37,8 +37,35 @@ class Chart(PlotextPlot, can_focus=True):
         self.border_title = self.name_
         self._redraw()
 
+    held = False  # a held chart takes new data but repaints only when released
+    stale = False
+
     def _redraw(self) -> None:
+        if self.held:
+            self.stale = True
+            return
         self.refresh()
+
+    def hold(self) -> None:
+        self.held = True
+
+    def release(self) -> None:
+        """Repaint with the data taken while held (each plotext repaint costs tens of ms)."""
+        self.held = False
+        if self._pending_title is not None:
+            self.border_title, self._pending_title = self._pending_title, None
+        if self.stale:
+            self.stale = False
+            self.refresh()
+
+    _pending_title: str | None = None
+
+    def _title(self, text: str) -> None:
+        """A new border title repaints the whole chart, so a held chart keeps it for later."""
+        if self.held:
+            self._pending_title = text
+        else:
+            self.border_title = text
 
     def render(self) -> RenderResult:
         # Draw afresh on every render: a plotext figure built at one size and then rebuilt at
@@ -68,7 +95,7 @@ class SlicesChart(Chart):
             self.window = window
         self.steps = deque(steps[-self.window :], maxlen=SLICE_WINDOW_MAX)
         barriers = sum(bool(s.barrier) for s in self.steps)
-        self.border_title = f"slices · last {self.window} steps · {barriers} barriers"
+        self._title(f"slices · last {self.window} steps · {barriers} barriers")
         self._redraw()
 
     def _draw(self, plt: object) -> bool:
@@ -91,7 +118,7 @@ class BarriersChart(Chart):
     def update(self, epochs: Sequence[EpochEnded], total: int, this_epoch: int) -> None:
         self.epochs = deque(epochs, maxlen=EPOCHS_MAX)
         self.total, self.this_epoch = total, this_epoch
-        self.border_title = f"barriers · {total} total · {this_epoch} this epoch"
+        self._title(f"barriers · {total} total · {this_epoch} this epoch")
         self._redraw()
 
     def _draw(self, plt: object) -> bool:
@@ -113,7 +140,7 @@ class AlignmentChart(Chart):
     def update(self, curvature: Sequence[CurvatureMeasured]) -> None:
         self.curvature = deque(curvature, maxlen=CURVATURE_MAX)
         self.set_class(not self.curvature, "-empty")
-        self.border_title = f"alignment · {len(self.curvature)} measurements"
+        self._title(f"alignment · {len(self.curvature)} measurements")
         self._redraw()
 
     def _draw(self, plt: object) -> bool:
@@ -157,7 +184,7 @@ class LossChart(Chart):
         self.epochs = deque(epochs, maxlen=EPOCHS_MAX)
         last = self.epochs[-1] if self.epochs else None
         acc = f" · val acc {last.val_acc:.1%}" if last else ""
-        self.border_title = f"loss{acc}"
+        self._title(f"loss{acc}")
         self._redraw()
 
     def _draw(self, plt: object) -> bool:
@@ -175,7 +202,8 @@ class StatusLine(Static):
 
     def update_text(self, text: str) -> None:
         self.text = text
-        self.update(text)
+        # one line of fixed height: no layout pass (that would repaint every chart, ~30 ms each)
+        self.update(text, layout=False)
 
     text = ""
 
