@@ -1,0 +1,46 @@
+"""CUDA smoke tests (marked ``gpu``; skipped on machines without CUDA)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from engine.config import build_config
+from engine.probe import Evaluator, flat_params, make_chunks
+from engine.records import CurvatureMeasured, StepMeasured
+from engine.train import prepare
+
+pytestmark = pytest.mark.gpu
+
+
+def test_a_short_run_on_cuda_measures_every_step():
+    cfg = build_config({"device": "cuda", "epochs": 1, "train_size": 256, "top_k": 3,
+                        "align_samples": 2, "align_batch_sizes": "32,full"})  # fmt: skip
+    run = prepare(cfg)
+    assert run.device.type == "cuda"
+    recs = list(run.records())
+    steps = [r for r in recs if isinstance(r, StepMeasured)]
+    assert len(steps) == 4 and all(len(r.slice) == 11 for r in steps)
+    assert all(math.isfinite(v) for r in steps for v in r.slice)
+    assert all(b.slice[0] == a.slice[-1] for a, b in zip(steps, steps[1:], strict=False))
+    curv = [r for r in recs if isinstance(r, CurvatureMeasured)]
+    assert len(curv) == 2 and all(len(c.eigenvalues) == 3 for c in curv)
+
+
+def test_cuda_slice_matches_cpu_in_float64():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3)
+    ).double()
+    x, y = torch.randn(64, 8, dtype=torch.float64), torch.randint(0, 3, (64,))
+    theta0 = flat_params(model)
+    theta1 = theta0 + 0.05 * torch.randn_like(theta0)
+    alphas = [j / 10 for j in range(11)]
+    cpu = Evaluator(model).slice(theta0, theta1, alphas, make_chunks(x, y, 16))
+    gpu_model = model.cuda()
+    chunks = make_chunks(x.cuda(), y.cuda(), 16)
+    gpu = Evaluator(gpu_model).slice(theta0.cuda(), theta1.cuda(), alphas, chunks)
+    assert gpu.cpu().tolist() == pytest.approx(cpu.tolist(), rel=1e-9)
