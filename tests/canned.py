@@ -101,3 +101,12 @@ def write_canned_session(directory: Path, status: str = FINISHED, **kw) -> Path:
         writer.write(rec)
     writer.close(status)
     return directory
+
+
+async def until(pilot, cond, tries: int = 200) -> None:
+    """Let the app run (Pilot pauses of 50 ms) until ``cond()`` holds; fail after ``tries``."""
+    for _ in range(tries):
+        if cond():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("condition not reached")

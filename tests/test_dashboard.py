@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from canned import CANNED_CONFIG, CANNED_INFO, canned_records
+from canned import CANNED_CONFIG, CANNED_INFO, canned_records, until
 from textual.worker import Worker, WorkerState
 
 from engine.records import FAILED, FINISHED, INTERRUPTED, RUNNING, EpochEnded, StepMeasured
@@ -70,14 +70,6 @@ def live_app(tmp_path: Path, **kw):
     writer = SessionWriter(tmp_path / "live", CANNED_CONFIG, CANNED_INFO)
     source = LiveSource(run, writer, "live", CANNED_INFO)
     return make_app(source), source, run
-
-
-async def until(pilot, cond, tries: int = 200) -> None:
-    for _ in range(tries):
-        if cond():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("condition not reached")
 
 
 @aio

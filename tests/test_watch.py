@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from canned import until
 
 from engine.records import FINISHED, INTERRUPTED
 from engine.session import SessionError, open_session
@@ -31,14 +32,6 @@ def aio(test):
 
 def status(app) -> str:
     return app.dashboard.query_one("#status").text
-
-
-async def until(pilot, cond, tries: int = 600) -> None:
-    for _ in range(tries):
-        if cond():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("condition not reached")
 
 
 def open_when_ready(path: Path, proc: subprocess.Popen, tries: int = 1200):
@@ -64,7 +57,7 @@ async def test_watch_follows_a_headless_run_in_another_process(tmp_path):
         source = FollowSource(session)
         app = make_app(source)
         async with app.run_test(size=(120, 40)) as pilot:
-            await until(pilot, source.done.is_set)
+            await until(pilot, source.done.is_set, tries=600)
             await pilot.pause(0.6)
             scr = app.dashboard
             assert scr.buffers.last.step == 5  # 320 examples / batch 64, 1 epoch
@@ -81,7 +74,7 @@ async def test_watch_a_finished_session_shows_it_all(canned_session):
     source = FollowSource(open_session(canned_session))
     app = make_app(source)
     async with app.run_test(size=(80, 24)) as pilot:
-        await until(pilot, source.done.is_set)
+        await until(pilot, source.done.is_set, tries=600)
         await pilot.pause(0.6)
         assert "step 96/96" in status(app) and FINISHED in status(app)
         await pilot.press("q")  # nothing is running: quits at once
@@ -101,7 +94,7 @@ async def test_watch_says_when_the_writer_died(tmp_path):
     source = FollowSource(open_session(tmp_path / "dead"))
     app = make_app(source)
     async with app.run_test(size=(80, 24)) as pilot:
-        await until(pilot, source.done.is_set)
+        await until(pilot, source.done.is_set, tries=600)
         await pilot.pause(0.6)
         assert INTERRUPTED in status(app) and "no heartbeat" in status(app)
         assert app.dashboard.buffers.last.step == 24

@@ -102,8 +102,8 @@ def run_headless(cfg: RunConfig, console: Console | None = None) -> int:
     console = console or Console(soft_wrap=True)
     check_new_session(cfg)
     run = prepare(cfg)
-    writer = open_writer(cfg, run.info)
     info = run.info
+    writer = open_writer(cfg, info)
     console.print(
         f"sgdwalk: session {writer.directory}  {cfg.model} on {cfg.dataset} "
         f"({info['n_train']} train, probe {info['probe_size'] or 'batch'})  "
