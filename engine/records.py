@@ -118,3 +118,7 @@ INTERRUPTED = "interrupted"
 DIVERGED = "diverged"
 FAILED = "failed"
 STATUSES = (RUNNING, FINISHED, INTERRUPTED, DIVERGED, FAILED)
+
+# Kinds of the events that acknowledge a pause (written once training really holds) and its end.
+PAUSED_EVENT = "paused"
+RESUMED_EVENT = "resumed"

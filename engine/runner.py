@@ -17,7 +17,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from engine.config import RunConfig
-from engine.records import FAILED, INTERRUPTED, EventLogged, Record
+from engine.records import (
+    FAILED,
+    INTERRUPTED,
+    PAUSED_EVENT,
+    RESUMED_EVENT,
+    EventLogged,
+    Record,
+)
 from engine.session import SessionError, SessionWriter, session_dir
 
 
@@ -89,11 +96,27 @@ class RunControls:
         return self.stop.is_set()
 
     def pausable(self, records: Iterator[Record]) -> Iterator[Record]:
-        """Pass records on; while paused, hold the (lazy) training generator between records."""
+        """Pass records on; while paused, hold the (lazy) training generator between records.
+
+        A pause is acknowledged with a ``paused`` event naming the last step taken (the writer
+        commits events at once, so whoever follows the session sees the pause only once training
+        really holds, with every step before it), and the end of one with a ``resumed`` event.
+        """
+        started = time.monotonic()
+        step = epoch = 0
         for rec in records:
+            step = getattr(rec, "step", step)
+            epoch = getattr(rec, "epoch", epoch)
             yield rec
+            if not self.paused.is_set() or self.stop.is_set():
+                continue
+            yield EventLogged(step, epoch, "info", PAUSED_EVENT,
+                              f"training held after step {step}", time.monotonic() - started)  # fmt: skip
             while self.paused.is_set() and not self.stop.is_set():
                 time.sleep(0.05)
+            if not self.stop.is_set():
+                yield EventLogged(step, epoch, "info", RESUMED_EVENT, "training goes on",
+                                  time.monotonic() - started)  # fmt: skip
 
 
 PAUSE_SIGNAL = getattr(signal, "SIGUSR1", None)  # what a dashboard sends a trainer to pause it

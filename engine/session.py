@@ -2,8 +2,9 @@
 
 Why this shape:
 - WAL lets a reader (``watch``, ``replay``) follow a session while the trainer writes it.
-- The writer buffers rows and commits at least once a second and at every epoch end, so a crash
-  loses at most the last uncommitted second, while a fast training loop pays a list append per step.
+- The writer buffers rows and commits at least once a second, at every epoch end and at every
+  event (a pause, a warning), so a crash loses at most the last uncommitted second, while a fast
+  training loop pays a list append per step.
 - A heartbeat thread stamps the database every second, so a reader can tell a live writer from a
   dead one even while the trainer is inside a long computation that yields no records.
 - Nothing is pickled: rows are numbers, JSON text and float64 blobs, so reading a session never runs
@@ -292,7 +293,7 @@ class SessionWriter:
     # -- appending
 
     def write(self, rec: object) -> None:
-        """Buffer one record; commit when a second has passed or an epoch ended."""
+        """Buffer one record; commit when a second has passed, an epoch ended or an event came."""
         if isinstance(rec, StepMeasured):
             self._steps.append(_step_row(rec))
         elif isinstance(rec, EpochEnded):
@@ -310,6 +311,8 @@ class SessionWriter:
         elif isinstance(rec, EventLogged):
             event = (rec.step, rec.epoch, rec.level, rec.kind, rec.message, rec.time)
             self._other.append(("events", event))
+            self.commit()  # rare, and a reader should see them (a pause, a warning) at once
+            return
         else:
             return  # transient records (progress) are not stored
         if time.monotonic() - self._last_commit >= self.commit_interval:

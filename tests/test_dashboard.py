@@ -16,7 +16,16 @@ import pytest
 from canned import CANNED_CONFIG, CANNED_INFO, canned_records, until
 from textual.worker import Worker, WorkerState
 
-from engine.records import FAILED, FINISHED, INTERRUPTED, RUNNING, EpochEnded, StepMeasured
+from engine.records import (
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    PAUSED_EVENT,
+    RESUMED_EVENT,
+    RUNNING,
+    EpochEnded,
+    StepMeasured,
+)
 from engine.session import SessionWriter, open_session
 from tui.app import make_app
 from tui.dialogs import QuitScreen
@@ -112,16 +121,28 @@ async def test_window_keys_widen_and_narrow_the_slices(tmp_path):
 async def test_pause_holds_training_and_resume_finishes(tmp_path):
     app, source, run = live_app(tmp_path, gate_after=10)
     async with app.run_test(size=(120, 40)) as pilot:
+        status = app.dashboard.query_one("#status")
         await until(pilot, lambda: run.yielded == 10)
-        await pilot.press("p")
-        assert source.paused
+        await pilot.press("p")  # the engine is inside a step (held at the gate): not paused yet
+        assert source.paused and "⏸ pausing" in status.text
         run.gate.set()
+        await until(pilot, lambda: "⏸ paused after step" in status.text)
+        held = run.yielded
+        assert held == 11  # the record in flight landed, then the generator waits
+        session = open_session(tmp_path / "live")
+        (event,) = [e for e in session.events() if e.kind == PAUSED_EVENT]
+        assert f"paused after step {event.step} " in status.text
+        assert event.step == session.last_step()  # every step before the pause is committed
         await pilot.pause(0.6)
-        assert run.yielded <= 11  # at most the record in flight: the generator waits
-        assert "paused" in app.dashboard.query_one("#status").text
+        assert run.yielded == held
         await pilot.press("p")
         await until(pilot, source.done.is_set)
-    assert open_session(tmp_path / "live").status == FINISHED
+    session = open_session(tmp_path / "live")
+    assert session.status == FINISHED
+    assert [e.kind for e in session.events() if e.kind in (PAUSED_EVENT, RESUMED_EVENT)] == [
+        PAUSED_EVENT,
+        RESUMED_EVENT,
+    ]
 
 
 @aio

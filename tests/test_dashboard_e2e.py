@@ -59,11 +59,10 @@ def test_run_in_tmux_shows_the_walk_and_obeys_pause_and_stop(tmp_path):
         wait_for(name, r"barriers · \d+ total")
         wait_for(name, r"step \d+/1200 · epoch \d+/50 · [\d.]+ steps/s")
         tmux("send-keys", "-t", name, "p")
-        wait_for(name, r"⏸ paused")
-        time.sleep(1.0)  # let a step that was in flight land
-        paused_at = wait_for(name, r"step (\d+)/1200").group(1)
+        held = wait_for(name, r"⏸ paused after step (\d+)").group(1)  # the trainer says it holds
+        wait_for(name, rf"step {held}/1200")
         time.sleep(1.5)
-        assert wait_for(name, r"step (\d+)/1200").group(1) == paused_at
+        assert wait_for(name, r"step (\d+)/1200").group(1) == held
         tmux("send-keys", "-t", name, "p")
         wait_for(name, r"● live")
         tmux("send-keys", "-t", name, "s")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from engine import open_session
-from engine.records import StepMeasured
+from engine.records import PAUSED_EVENT, RESUMED_EVENT, StepMeasured
 
 SGDWALK = str(Path(sys.executable).with_name("sgdwalk"))
 
@@ -91,6 +91,36 @@ def test_signals_stop_cleanly_as_interrupted(tmp_path: Path, sig: signal.Signals
         events = [e for e in s.events() if e.kind == "interrupted"]
         assert len(events) == 1
         assert s.last_step() == events[0].step  # everything up to the stop was committed
+
+
+def wait_for_event(session_dir: Path, kind: str, proc: subprocess.Popen, timeout: float = 60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        with open_session(session_dir) as s:
+            events = [e for e in s.events() if e.kind == kind]
+            if events:
+                return events[-1], s.last_step()
+        time.sleep(0.1)
+    raise AssertionError(f"no {kind!r} event in time")
+
+
+@pytest.mark.slow
+def test_pause_and_resume_signals_are_acknowledged_in_the_session(tmp_path: Path):
+    proc = start(tmp_path, "held")
+    wait_for_steps(tmp_path / "held" / "session.sqlite", 5, proc)
+    proc.send_signal(signal.SIGUSR1)
+    paused, last = wait_for_event(tmp_path / "held", PAUSED_EVENT, proc)
+    assert last == paused.step  # the event lands with every step before it committed
+    time.sleep(1.5)  # the heartbeat goes on, training does not
+    with open_session(tmp_path / "held") as s:
+        assert s.last_step() == paused.step and s.alive
+    proc.send_signal(signal.SIGUSR2)
+    resumed, _ = wait_for_event(tmp_path / "held", RESUMED_EVENT, proc)
+    assert resumed.step == paused.step
+    wait_for_steps(tmp_path / "held" / "session.sqlite", paused.step + 3, proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 130
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from textual.containers import Container, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from engine.records import PAUSED_EVENT, RESUMED_EVENT, EventLogged
 from tui.dialogs import HelpScreen
 from tui.state import Buffers, RunFacts
 from tui.status import join, run_fields
@@ -74,6 +75,7 @@ class DashboardScreen(Screen[None]):
         self.swap = "loss"
         self.pending: set[str] = set(PANELS) | {"status", "events"}
         self.note = ""  # a transient message for the status line (errors, hints)
+        self.held_at: int | None = None  # the step after which the trainer said it holds (paused)
 
     # ------------------------------------------------------------ layout
 
@@ -137,6 +139,9 @@ class DashboardScreen(Screen[None]):
         had_curvature = bool(self.buffers.curvature)
         for rec in records:
             self.buffers.add(rec)
+            if isinstance(rec, EventLogged) and rec.kind in (PAUSED_EVENT, RESUMED_EVENT):
+                self.held_at = rec.step if rec.kind == PAUSED_EVENT else None
+                self.buffers.dirty.add("status")
         if not had_curvature and self.buffers.curvature:
             self.apply_layout()
 

@@ -10,7 +10,7 @@ import time
 
 from textual.binding import Binding
 
-from engine.records import FAILED, FINISHED, RUNNING
+from engine.records import FAILED, FINISHED, RESUMED_EVENT, RUNNING, EventLogged
 from tui.dashboard import PANELS, DashboardScreen
 from tui.dialogs import QuitScreen, SeekScreen
 from tui.replay import MAX_SPEED, ReplayCursor, parse_target
@@ -61,7 +61,9 @@ class LiveScreen(DashboardScreen):
             return f"{STATE_MARKS.get(self.outcome.split(':')[0], '■')} {self.outcome}"
         if self.source.stop_event.is_set():
             return "■ stopping"
-        return "⏸ paused" if self.source.paused else "▶ running"
+        if self.held_at is not None:  # the trainer said it holds
+            return f"⏸ paused after step {self.held_at}" if self.source.paused else "▶ resuming"
+        return "⏸ pausing" if self.source.paused else "▶ running"
 
     def action_pause(self) -> None:
         if self.source.done.is_set():
@@ -121,9 +123,13 @@ class WatchScreen(DashboardScreen):
         self.source = source
         self._checked = 0.0
         self._liveness = ""
+        self._resuming = False
 
     def feed(self) -> None:
-        self.add_records(self.source.drain())
+        records = self.source.drain()
+        if any(isinstance(r, EventLogged) and r.kind == RESUMED_EVENT for r in records):
+            self._resuming = False
+        self.add_records(records)
         now = time.monotonic()
         if now - self._checked >= 1.0:
             self._checked = now
@@ -141,15 +147,22 @@ class WatchScreen(DashboardScreen):
         return f"● live, writer silent {age:.0f}s" if age > SILENT_AFTER else "● live"
 
     def state_text(self) -> str:
-        if self.source.paused and self.source.writer_alive:
-            return "⏸ paused"
+        """Paused only once the trainer says it holds (its ``paused`` event), not when asked."""
+        if self.source.writer_alive:
+            if self.held_at is not None:
+                return "▶ resuming" if self._resuming else f"⏸ paused after step {self.held_at}"
+            if self.source.paused:
+                return "⏸ pausing"
         return self._liveness or "● following"
 
     def action_pause(self) -> None:
         src = self.source
         if not src.can_pause:
             self.set_note("cannot pause it from here: this dashboard did not start the run")
-        elif src.resume() if src.paused else src.pause():
+            return
+        held = src.paused or self.held_at is not None
+        if src.resume() if held else src.pause():
+            self._resuming = held
             self.buffers.dirty.add("status")
         else:
             self.set_note("the run is not running")

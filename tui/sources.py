@@ -3,8 +3,8 @@
 Each source has a ``work()`` that a Textual thread worker runs, and a ``queue`` the screen drains on
 its redraw timer. The queue is bounded and ``put`` blocks, so a producer that outruns the screen
 waits (backpressure) instead of growing memory; metric records are never dropped. Training is
-paused by blocking in ``on_record``: ``Run.records`` is a lazy generator, so nothing trains while
-the consumer is not asking for the next record.
+paused by holding the lazy ``Run.records`` generator between records (``RunControls.pausable``, in
+this process or, by signal, in a trainer child), which writes a ``paused`` event once it holds.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import signal
 import threading
 from typing import Any
 
-from engine.records import RUNNING, Record
-from engine.runner import PAUSE_SIGNAL, RESUME_SIGNAL
+from engine.records import RUNNING
+from engine.runner import PAUSE_SIGNAL, RESUME_SIGNAL, RunControls
 from engine.session import Session
 
 QUEUE_MAX = 5_000
@@ -69,43 +69,32 @@ class LiveSource(Source):
     def __init__(self, run: Any, writer: Any, name: str, info: dict[str, Any]) -> None:
         super().__init__()
         self.run, self.writer, self.name, self.info = run, writer, name, info
-        self.resume_event = threading.Event()
-        self.resume_event.set()
+        self.controls = RunControls()  # the same pause/stop a signalled headless trainer obeys
         self.status = RUNNING
 
     @property
     def paused(self) -> bool:
-        return not self.resume_event.is_set()
+        return self.controls.paused.is_set()
 
     def work(self) -> str:
         from engine.runner import drive
 
         try:
-            self.status = drive(
-                self.run.records(self.stop_event.is_set),
-                self.writer,
-                lambda: self.run.status,
-                self._on_record,
-            )
+            records = self.controls.pausable(self.run.records(self.controls.should_stop))
+            self.status = drive(records, self.writer, lambda: self.run.status, self.put)
             return self.status
         finally:
             self.done.set()
 
-    def _on_record(self, rec: Record) -> None:
-        self.put(rec)
-        while not self.resume_event.wait(0.2):  # paused: the generator waits here
-            if self.stop_event.is_set():
-                return
-
     def pause(self) -> None:
-        self.resume_event.clear()
+        self.controls.paused.set()
 
     def resume(self) -> None:
-        self.resume_event.set()
+        self.controls.paused.clear()
 
     def stop(self) -> None:
         self.stop_event.set()
-        self.resume_event.set()
+        self.controls.stop.set()
 
 
 class FollowSource(Source):
