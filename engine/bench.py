@@ -6,6 +6,8 @@ two step timings are interleaved so drift hits both alike.
 
 - t_forward: one no-grad forward pass of the probe set (what a slice point ideally costs).
 - t_slice: one step's slice in steady state (L_0 reused, so K passes): slice_ratio = t_slice/(K t_forward).
+  Both ways of evaluating it are timed (t_slice_loop: K passes; t_slice_vmap: the K points batched
+  with torch.func); t_slice and slice_ratio are those of the mode the run would use.
 - t_step: one training step with measurements off, records discarded.
 - t_step_recorded: the same step with the session writer on: record_overhead = t_step_recorded/t_step − 1.
 """
@@ -81,10 +83,21 @@ def slice_costs(run: Run, repeats: int) -> dict[str, float]:
         ev.slice(theta0, theta1, run.alphas, chunks, first).tolist()  # sync point: as in training
 
     forward()  # warm-up (allocator, kernels)
-    one_slice()
     t_forward = _median_time(forward, repeats, run.device)
-    t_slice = _median_time(one_slice, repeats, run.device)
-    return {"t_forward": t_forward, "t_slice": t_slice, "slice_ratio": t_slice / (k * t_forward)}
+    out = {"t_forward": t_forward}
+    used = ev.batch_alphas
+    try:
+        for mode in ("loop", "vmap"):
+            ev.batch_alphas = mode == "vmap"
+            one_slice()  # warm-up
+            out[f"t_slice_{mode}"] = _median_time(one_slice, repeats, run.device)
+    finally:
+        ev.batch_alphas = used
+    for mode in ("loop", "vmap"):
+        out[f"slice_ratio_{mode}"] = out[f"t_slice_{mode}"] / (k * t_forward)
+    out["t_slice"] = out[f"t_slice_{run.slice_mode}"]
+    out["slice_ratio"] = out[f"slice_ratio_{run.slice_mode}"]
+    return out
 
 
 def step_costs(run: Run, repeats: int) -> dict[str, float]:
@@ -114,8 +127,14 @@ def run_bench(cfg: RunConfig, repeats: int = 7) -> dict[str, Any]:
         "probe_size": run.probe_n,
         "points": cfg.points,
         "batch_size": run.batch_size,
+        "slice_mode": run.slice_mode,
         "times": {k: v for k, v in (s | t).items() if k.startswith("t_")},
-        "ratios": {"slice_ratio": s["slice_ratio"], "record_overhead": t["record_overhead"]},
+        "ratios": {
+            "slice_ratio": s["slice_ratio"],
+            "slice_ratio_loop": s["slice_ratio_loop"],
+            "slice_ratio_vmap": s["slice_ratio_vmap"],
+            "record_overhead": t["record_overhead"],
+        },
         "counts": {},
         "targets": dict(TARGETS),
     }

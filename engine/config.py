@@ -43,6 +43,7 @@ class RunConfig:
     probe: str | None = None  # None: min(2048, train size); "full", "batch", or a number N
     probe_chunk: int | None = None  # default: the training batch size
     measure_every: int = 1
+    slice_mode: str = "auto"  # "loop" (K passes), "vmap" (batched α points) or "auto"
     hessian_every: str = "1"  # epochs ("2"), steps ("500s") or "off"
     hessian_probe: int | None = None
     top_k: int = 10
@@ -169,6 +170,20 @@ def _fail(flag: str, why: str) -> None:
     raise ConfigError(f"--{flag}: {why}")
 
 
+SLICE_MODES = ("auto", "loop", "vmap")
+
+
+def batch_alphas(slice_mode: str, device_type: str, convolutional: bool) -> bool:
+    """Whether the slice evaluates its α points in one vmapped pass (``slice_mode`` auto rule).
+
+    ``auto``: on CUDA always; on a CPU only without convolutions (vmapped convolutions run as
+    grouped convolutions, slower there: see ``engine/probe.py``).
+    """
+    if slice_mode != "auto":
+        return slice_mode == "vmap"
+    return device_type == "cuda" or not convolutional
+
+
 def validate(c: RunConfig) -> None:
     if c.model not in MODELS:
         _fail("model", f"unknown model {c.model!r}; choose from {', '.join(MODELS)}")
@@ -200,6 +215,8 @@ def validate(c: RunConfig) -> None:
             _fail(flag, f"must be a positive integer, got {value}")
     if c.measure_every < 1:
         _fail("measure-every", f"must be at least 1, got {c.measure_every}")
+    if c.slice_mode not in SLICE_MODES:
+        _fail("slice-mode", f"unknown mode {c.slice_mode!r}; choose from {', '.join(SLICE_MODES)}")
     parse_hessian_every(c.hessian_every)
     if c.top_k < 1:
         _fail("top-k", f"must be at least 1, got {c.top_k}")

@@ -25,6 +25,7 @@ from torch import nn
 from engine.config import (
     ConfigError,
     RunConfig,
+    batch_alphas,
     check_against_data,
     parse_hessian_every,
     probe_size,
@@ -32,7 +33,14 @@ from engine.config import (
 from engine.data import Data, load_data
 from engine.landscape import analyze_slice
 from engine.models import build_model, count_params
-from engine.probe import Evaluator, flat_grads, flat_params, has_batchnorm, make_chunks
+from engine.probe import (
+    Evaluator,
+    flat_grads,
+    flat_params,
+    has_batchnorm,
+    has_convolutions,
+    make_chunks,
+)
 from engine.records import (
     DIVERGED,
     FINISHED,
@@ -109,7 +117,9 @@ class Run:
             (GD_CHUNK if cfg.full_batch else self.batch_size) if bn else NO_BN_PROBE_CHUNK
         )
         self.chunk = cfg.probe_chunk or default_chunk
-        self.evaluator = Evaluator(model)
+        self.slice_mode = "vmap" if batch_alphas(cfg.slice_mode, device.type,
+                                                 has_convolutions(model)) else "loop"  # fmt: skip
+        self.evaluator = Evaluator(model, batch_alphas=self.slice_mode == "vmap")
         self.probe_n = probe_size(cfg, data.n_train)
         probe_idx = self._probe_indices(self.probe_n or min(2048, data.n_train))
         self.probe_idx = probe_idx
@@ -146,6 +156,7 @@ class Run:
             "steps_per_epoch": self.steps_per_epoch,
             "total_steps": self.steps_per_epoch * self.cfg.epochs,
             "points": self.cfg.points,
+            "slice_mode": self.slice_mode,
             "versions": {
                 "python": platform.python_version(),
                 "torch": torch.__version__,

@@ -43,6 +43,7 @@ FAST_BAD = [
     (["--model", "nope"], "unknown model"),
     (["--dataset", "nope"], "unknown dataset"),
     (["--points", "1"], "--points"),
+    (["--slice-mode", "fast"], "--slice-mode"),
     (["--batch-size", "0"], "--batch-size"),
     (["--probe", "-3"], "--probe"),
     (["--momentum", "1.5"], "--momentum"),

@@ -201,18 +201,19 @@ async def test_engine_error_shows_in_the_dashboard_and_fails_the_session(tmp_pat
 
 @aio
 async def test_redraws_are_throttled_however_fast_records_come(tmp_path, monkeypatch):
-    from tui import widgets
+    from tui import dashboard, widgets
 
-    draws = []
-    original = widgets.SlicesChart._redraw
-    monkeypatch.setattr(
-        widgets.SlicesChart, "_redraw", lambda self: (draws.append(1), original(self))
-    )
+    draws, ticks = [], []
+    redraw, tick = widgets.SlicesChart._redraw, dashboard.DashboardScreen.tick
+    monkeypatch.setattr(widgets.SlicesChart, "_redraw", lambda s: (draws.append(1), redraw(s)))
+    monkeypatch.setattr(dashboard.DashboardScreen, "tick", lambda s: (ticks.append(1), tick(s)))
     app, source, _ = live_app(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, source.done.is_set)
         await pilot.pause(0.6)
-    assert len(draws) <= 6  # 96 steps, a handful of timer ticks: never one redraw per step
+    # 96 steps arrive within a few timer ticks (more on a loaded machine): at most one redraw a
+    # tick, plus the first paint, never one per step
+    assert len(draws) <= len(ticks) + 1 and len(draws) < STEPS // 4
 
 
 @pytest.mark.parametrize(("size", "shown", "hidden"), [

@@ -44,3 +44,23 @@ def test_cuda_slice_matches_cpu_in_float64():
     chunks = make_chunks(x.cuda(), y.cuda(), 16)
     gpu = Evaluator(gpu_model).slice(theta0.cuda(), theta1.cuda(), alphas, chunks)
     assert gpu.cpu().tolist() == pytest.approx(cpu.tolist(), rel=1e-9)
+
+
+def test_cuda_vmapped_slice_matches_the_loop_and_is_the_default():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+        nn.Linear(8 * 8 * 8, 10),
+    ).double().cuda()  # fmt: skip
+    x = torch.randn(64, 3, 8, 8, dtype=torch.float64, device="cuda")
+    y = torch.randint(0, 10, (64,), device="cuda")
+    chunks = make_chunks(x, y, 16)
+    theta0 = flat_params(model)
+    theta1 = theta0 + 0.05 * torch.randn_like(theta0)
+    alphas = [j / 10 for j in range(11)]
+    looped = Evaluator(model).slice(theta0, theta1, alphas, chunks)
+    batched = Evaluator(model, batch_alphas=True).slice(theta0, theta1, alphas, chunks)
+    assert batched.cpu().tolist() == pytest.approx(looped.cpu().tolist(), rel=1e-9)
+    run = prepare(build_config({"device": "cuda", "model": "cnn", "epochs": 1, "train_size": 256,
+                                "hessian_every": "off"}))  # fmt: skip
+    assert run.slice_mode == "vmap" and run.info["slice_mode"] == "vmap"

@@ -63,10 +63,12 @@ def _walk(run, n_steps):
     return steps, thetas
 
 
+@pytest.mark.parametrize("slice_mode", ["loop", "vmap"])
 @pytest.mark.parametrize("batchnorm", [True, False])
-def test_slices_and_trajectory_match_a_plain_reference(float64, batchnorm):
-    run = _tiny_run(batchnorm=batchnorm)
+def test_slices_and_trajectory_match_a_plain_reference(float64, batchnorm, slice_mode):
+    run = _tiny_run(batchnorm=batchnorm, slice_mode=slice_mode)
     assert run.evaluator.flat.dtype == torch.float64
+    assert run.evaluator.batch_alphas == (slice_mode == "vmap")
     steps, thetas = _walk(run, 9)  # crosses the epoch boundary (8 steps per epoch)
     chunks = run.probe_chunks
     for t, rec in enumerate(steps):
@@ -92,13 +94,77 @@ def test_slices_and_trajectory_match_a_plain_reference(float64, batchnorm):
 
 
 def test_endpoint_reuse_is_exact(float64):
-    run = _tiny_run()
+    run = _tiny_run(slice_mode="loop")
     steps, thetas = _walk(run, 5)
     for prev, rec in zip(steps, steps[1:], strict=False):
         assert rec.slice[0] == prev.slice[-1]  # L_0 of step t is L_K of step t−1, reused
     fresh = Evaluator(run.model)
     fresh.load(thetas[3])
     assert fresh.loss(run.probe_chunks).item() == steps[3].slice[0]
+
+
+def test_vmapped_slice_reuses_its_endpoint_and_matches_the_loop(float64):
+    run = _tiny_run(slice_mode="vmap", batchnorm=True)
+    steps, thetas = _walk(run, 5)
+    for prev, rec in zip(steps, steps[1:], strict=False):
+        assert rec.slice[0] == prev.slice[-1]
+    looped = Evaluator(run.model)
+    for t in (0, 3):
+        expect = looped.slice(thetas[t], thetas[t + 1], run.alphas, run.probe_chunks)
+        assert steps[t].slice == pytest.approx(expect.tolist(), rel=1e-12, abs=1e-14)
+
+
+@pytest.mark.parametrize("batchnorm", [True, False])
+def test_vmapped_slice_of_a_convolutional_net_matches_the_reference(float64, batchnorm):
+    """Convolutions and BatchNorm2d under vmap: each α point its own batch statistics."""
+    g = torch.Generator().manual_seed(3)
+    layers = [nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+              nn.Linear(4 * 6 * 6, 3)]  # fmt: skip
+    model = nn.Sequential(*(m for m in layers if batchnorm or not isinstance(m, nn.BatchNorm2d)))
+    x, y = torch.randn(20, 2, 6, 6, generator=g), torch.randint(0, 3, (20,), generator=g)
+    chunks = make_chunks(x, y, 8)  # uneven: 8, 8, 4
+    theta0 = flat_params(model)
+    theta1 = theta0 + 0.2 * torch.randn(theta0.shape, generator=g)
+    alphas = [j / 6 for j in range(7)]
+    got = Evaluator(model, batch_alphas=True).slice(theta0, theta1, alphas, chunks)
+    ref = [reference_loss(model, theta0 + a * (theta1 - theta0), chunks) for a in alphas]
+    ref[-1] = reference_loss(model, theta1, chunks)
+    assert got.tolist() == pytest.approx(ref, rel=TOL)
+
+
+def test_vmapped_slice_splits_points_that_would_not_fit(float64, monkeypatch):
+    from engine import probe
+
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 2))
+    g = torch.Generator().manual_seed(4)
+    chunks = make_chunks(
+        torch.randn(12, 5, generator=g), torch.randint(0, 2, (12,), generator=g), 5
+    )
+    theta0 = flat_params(model)
+    theta1 = theta0 + 0.3 * torch.randn(theta0.shape, generator=g)
+    alphas = [j / 8 for j in range(9)]
+    whole = Evaluator(model, batch_alphas=True).slice(theta0, theta1, alphas, chunks)
+    calls = []
+    original = probe.Evaluator.losses_at
+    monkeypatch.setattr(probe, "VMAP_PARAM_BYTES", 3 * theta0.numel() * 8)  # 3 points a pass
+    monkeypatch.setattr(
+        probe.Evaluator,
+        "losses_at",
+        lambda self, th, c: (calls.append(len(th)), original(self, th, c))[1],
+    )
+    split = Evaluator(model, batch_alphas=True).slice(theta0, theta1, alphas, chunks)
+    assert calls == [3, 3, 3]
+    assert split.tolist() == pytest.approx(whole.tolist(), rel=1e-12)
+
+
+@pytest.mark.parametrize(("mode", "device", "conv", "batched"), [
+    ("auto", "cuda", True, True), ("auto", "cpu", False, True), ("auto", "cpu", True, False),
+    ("loop", "cuda", False, False), ("vmap", "cpu", True, True),
+])  # fmt: skip
+def test_slice_mode_auto_rule(mode, device, conv, batched):
+    from engine.config import batch_alphas
+
+    assert batch_alphas(mode, device, conv) is batched
 
 
 def test_measure_every_keeps_training_fields_only_on_unmeasured_steps(float64):
@@ -150,7 +216,8 @@ def test_epoch_summary_counts_barriers_and_interior_minima(float64):
     assert 0.0 <= epoch.train_acc <= 1.0 and 0.0 <= epoch.val_acc <= 1.0
 
 
-def test_measuring_leaves_the_model_exactly_as_it_was():
+@pytest.mark.parametrize("batch_alphas", [False, True])
+def test_measuring_leaves_the_model_exactly_as_it_was(batch_alphas):
     model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.5),
                           nn.Linear(8, 3))  # fmt: skip
     model.train()
@@ -164,7 +231,7 @@ def test_measuring_leaves_the_model_exactly_as_it_was():
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(32, 6, generator=g), torch.randint(0, 3, (32,), generator=g)
     chunks = make_chunks(x, y, 8)
-    ev = Evaluator(model)
+    ev = Evaluator(model, batch_alphas=batch_alphas)
     theta = flat_params(model)
     ev.slice(theta, theta + 0.1, [0, 0.25, 0.5, 0.75, 1.0], chunks)
     ev.sync_buffers(model)

@@ -94,6 +94,13 @@ def run(
         Opt(help="examples per probe forward pass [default: the batch size with BatchNorm]"),
     ] = None,
     measure_every: Annotated[int | None, Opt(help="measure every N-th step [default: 1]")] = None,
+    slice_mode: Annotated[
+        str | None,
+        Opt(
+            help="how the K slice points are evaluated: 'loop' (K passes), 'vmap' (one batched "
+            "pass) or 'auto' (vmap on CUDA and for models without convolutions) [default: auto]"
+        ),  # fmt: skip
+    ] = None,
     hessian_every: Annotated[
         str | None,
         Opt(
@@ -297,6 +304,9 @@ def bench(
     device: Annotated[str, Opt(help="auto, cpu or cuda")] = "auto",
     batch_size: Annotated[str, Opt(help="training batch size")] = "64",
     points: Annotated[int, Opt(help="K, slice intervals")] = 10,
+    slice_mode: Annotated[
+        str, Opt(help="the slice mode the run would use: auto, loop or vmap (both are timed)")
+    ] = "auto",
     repeats: Annotated[int, Opt(help="timing repeats (median is reported)")] = 7,
     as_json: Annotated[bool, Opt("--json", help="print JSON for machines")] = False,
 ) -> None:
@@ -311,6 +321,7 @@ def bench(
             "device": device,
             "batch_size": batch_size,
             "points": points,
+            "slice_mode": slice_mode,
             "data_dir": os.environ.get("SGDWALK_DATA", "data"),
         }  # fmt: skip
     )

@@ -76,7 +76,8 @@ def print_sessions(sessions_dir: Path, as_json: bool) -> None:
 def print_bench(result: dict[str, Any]) -> None:
     console = Console(soft_wrap=True)
     table = Table(title=f"sgdwalk bench: {result['model']} on {result['dataset']}, "
-                        f"{result['device']}", title_justify="left")  # fmt: skip
+                        f"{result['device']}, slice {result['slice_mode']}",
+                  title_justify="left")  # fmt: skip
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_column("target", justify="right")
