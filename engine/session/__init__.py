@@ -1,0 +1,39 @@
+"""The session store: one SQLite database per run, in WAL mode (SPEC "Sessions", decided).
+
+Why this shape:
+- WAL lets a reader (``watch``, ``replay``) follow a session while the trainer writes it.
+- The writer buffers rows and commits at least once a second, at every epoch end and at every
+  event (a pause, a warning), so a crash loses at most the last uncommitted second, while a fast
+  training loop pays a list append per step.
+- A heartbeat thread stamps the database every second, so a reader can tell a live writer from a
+  dead one even while the trainer is inside a long computation that yields no records.
+- Nothing is pickled: rows are numbers, JSON text and float64 blobs, so reading a session never runs
+  code. Session names are plain names and cannot escape the sessions folder.
+"""
+
+from engine.session.reader import Session, list_sessions, open_session, resolve_session
+from engine.session.schema import (
+    APPLICATION_ID,
+    DB_NAME,
+    SCHEMA_VERSION,
+    SessionError,
+    check_session_name,
+    interpolation_alphas,
+    session_dir,
+)
+from engine.session.writer import SessionWriter
+
+__all__ = [
+    "APPLICATION_ID",
+    "DB_NAME",
+    "SCHEMA_VERSION",
+    "Session",
+    "SessionError",
+    "SessionWriter",
+    "check_session_name",
+    "interpolation_alphas",
+    "list_sessions",
+    "open_session",
+    "resolve_session",
+    "session_dir",
+]
