@@ -21,6 +21,7 @@ through that graph, H v = ∂(g_P·v)/∂θ, instead of forward + backward + bac
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -181,7 +182,9 @@ class HessianOperator:
                 logits = functional_call(ev.shadow, params, (x,))
                 return nn.functional.cross_entropy(logits, y, reduction="sum") / self.n
 
-            out += jvp(grad(loss), (theta,), (v,))[1]  # d/dε ∇L(θ + ε v) at ε = 0 = H v
+            with warnings.catch_warnings():  # torch's own forward-AD set-up scripts with jit
+                warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
+                out += jvp(grad(loss), (theta,), (v,))[1]  # d/dε ∇L(θ + ε v) at ε = 0 = H v
         return out
 
 
