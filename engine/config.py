@@ -35,6 +35,7 @@ class RunConfig:
     epochs: int = 10
     lr: float = 0.1
     batch_size: str = "64"  # an integer, or "full" for full-batch gradient descent
+    drop_last: bool = False  # leave out each epoch's short last mini-batch
     momentum: float = 0.0
     weight_decay: float = 0.0
     seed: int = 0

@@ -125,7 +125,14 @@ class Run:
         self.probe_idx = probe_idx
         self.probe_chunks = make_chunks(data.inputs(probe_idx), data.y_train[probe_idx], self.chunk)
         self.val_chunks = make_chunks(data.inputs(slice(None), "val"), data.y_val, self.chunk)
-        self.steps_per_epoch = 1 if cfg.full_batch else math.ceil(data.n_train / self.batch_size)
+        per_epoch = data.n_train / self.batch_size
+        self.steps_per_epoch = (
+            1
+            if cfg.full_batch
+            else math.floor(per_epoch)
+            if cfg.drop_last
+            else math.ceil(per_epoch)
+        )
         self.hessian_every = parse_hessian_every(cfg.hessian_every)
         self.curvature_meter: CurvatureMeter | None = None  # built on the first pass
 
@@ -295,7 +302,8 @@ class Run:
             yield torch.arange(n, device=self.device)
             return
         perm = torch.randperm(n, generator=self.gen).to(self.device)
-        yield from torch.split(perm, self.batch_size)
+        batches = torch.split(perm, self.batch_size)
+        yield from batches[: self.steps_per_epoch]  # --drop-last leaves out a short last batch
 
     def _batch_chunks(self, idx: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``--probe batch``: the step's own mini-batch, un-augmented."""

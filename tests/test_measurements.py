@@ -182,6 +182,16 @@ def test_measure_every_keeps_training_fields_only_on_unmeasured_steps(float64):
     assert rec.update_cos == pytest.approx(cos, rel=TOL)
 
 
+@pytest.mark.parametrize(("drop_last", "sizes"), [(False, [16] * 7 + [8]), (True, [16] * 7)])
+def test_drop_last_leaves_out_the_short_batch(drop_last, sizes):
+    run = _tiny_run(drop_last=drop_last, measure_every=1000)  # 120 examples, batches of 16
+    assert run.steps_per_epoch == len(sizes) and run.info["total_steps"] == 2 * len(sizes)
+    recs = list(run.records())
+    steps = [r for r in recs if isinstance(r, StepMeasured)]
+    assert [r.batch_size for r in steps] == sizes * 2
+    assert [e.steps for e in recs if isinstance(e, EpochEnded)] == [len(sizes), 2 * len(sizes)]
+
+
 def test_probe_batch_uses_the_steps_own_batch(float64):
     run = _tiny_run(probe="batch", epochs=1)
     steps, _ = _walk(run, 3)

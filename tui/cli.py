@@ -73,6 +73,10 @@ def run(
     batch_size: Annotated[
         str | None, Opt(help="mini-batch size, or 'full' for full-batch GD [default: 64]")
     ] = None,
+    drop_last: Annotated[
+        bool | None,
+        Opt("--drop-last", help="leave out each epoch's short last mini-batch (a noisier step)"),
+    ] = None,
     momentum: Annotated[float | None, Opt(help="SGD momentum [default: 0]")] = None,
     weight_decay: Annotated[float | None, Opt(help="L2 weight decay [default: 0]")] = None,
     seed: Annotated[
