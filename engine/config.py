@@ -40,6 +40,7 @@ class RunConfig:
     weight_decay: float = 0.0
     seed: int = 0
     device: str = "auto"
+    threads: int | None = None  # torch's CPU threads for this run (None: torch's default)
     points: int = 10  # K: the slice has K+1 points α = 0, 1/K, .., 1
     probe: str | None = None  # None: min(2048, train size); "full", "batch", or a number N
     probe_chunk: int | None = None  # default: the training batch size
@@ -211,7 +212,7 @@ def validate(c: RunConfig) -> None:
     ):
         _fail("probe", f"must be 'full', 'batch' or a positive integer, got {c.probe!r}")
     for flag, value in (("probe-chunk", c.probe_chunk), ("hessian-probe", c.hessian_probe),
-                        ("train-size", c.train_size)):  # fmt: skip
+                        ("train-size", c.train_size), ("threads", c.threads)):  # fmt: skip
         if value is not None and value < 1:
             _fail(flag, f"must be a positive integer, got {value}")
     if c.measure_every < 1:

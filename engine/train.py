@@ -164,6 +164,7 @@ class Run:
             "total_steps": self.steps_per_epoch * self.cfg.epochs,
             "points": self.cfg.points,
             "slice_mode": self.slice_mode,
+            "threads": torch.get_num_threads(),
             "versions": {
                 "python": platform.python_version(),
                 "torch": torch.__version__,
@@ -348,6 +349,8 @@ class Run:
 def prepare(cfg: RunConfig) -> Run:
     """Load data and model and check the config against them; raises ConfigError / DataError."""
     device = choose_device(cfg.device)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     data = load_data(cfg.dataset, cfg.data_dir, device, cfg.download, cfg.augment, cfg.train_size)
     model = build_model(

@@ -110,3 +110,19 @@ async def until(pilot, cond, tries: int = 200) -> None:
             return
         await pilot.pause(0.05)
     raise AssertionError("condition not reached")
+
+
+async def drawn(pilot, app, tries: int = 200) -> None:
+    """Wait until the dashboard has taken every queued record and repainted everything pending."""
+    from tui.dashboard import PANELS
+
+    screen = app.dashboard
+    source = getattr(screen, "source", None)
+
+    def settled() -> bool:
+        queued = source is not None and not source.queue.empty()
+        shown = [n for n in screen.pending if n not in PANELS or screen.chart(n).display]
+        return not (queued or shown or screen.buffers.dirty)
+
+    await pilot.pause(0.6)  # at least one timer tick after the last record
+    await until(pilot, settled, tries)

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from canned import CANNED_CONFIG, CANNED_INFO, canned_records, until
+from canned import CANNED_CONFIG, CANNED_INFO, canned_records, drawn, until
 from textual.worker import Worker, WorkerState
 
 from engine.records import (
@@ -86,7 +86,7 @@ async def test_charts_hold_the_canned_run(tmp_path):
     app, source, _ = live_app(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, source.done.is_set)
-        await pilot.pause(0.6)  # one redraw tick after the last record
+        await drawn(pilot, app)
         scr = app.dashboard
         slices = scr.chart("slices")
         assert [s.step for s in slices.steps] == list(range(STEPS - 19, STEPS + 1))
@@ -133,7 +133,7 @@ async def test_pause_holds_training_and_resume_finishes(tmp_path):
         (event,) = [e for e in session.events() if e.kind == PAUSED_EVENT]
         assert f"paused after step {event.step} " in status.text
         assert event.step == session.last_step()  # every step before the pause is committed
-        await pilot.pause(0.6)
+        await drawn(pilot, app)
         assert run.yielded == held
         await pilot.press("p")
         await until(pilot, source.done.is_set)
@@ -153,7 +153,7 @@ async def test_stop_key_ends_the_run_as_interrupted(tmp_path):
         await pilot.press("s")
         run.gate.set()
         await until(pilot, source.done.is_set)
-        await pilot.pause(0.6)
+        await drawn(pilot, app)
         assert INTERRUPTED in app.dashboard.query_one("#status").text
     session = open_session(tmp_path / "live")
     assert session.status == INTERRUPTED
@@ -210,7 +210,7 @@ async def test_redraws_are_throttled_however_fast_records_come(tmp_path, monkeyp
     app, source, _ = live_app(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, source.done.is_set)
-        await pilot.pause(0.6)
+        await drawn(pilot, app)
     # 96 steps arrive within a few timer ticks (more on a loaded machine): at most one redraw a
     # tick, plus the first paint, never one per step
     assert len(draws) <= len(ticks) + 1 and len(draws) < STEPS // 4
@@ -225,7 +225,7 @@ async def test_layout_follows_the_terminal(tmp_path, size, shown, hidden):
     app, source, _ = live_app(tmp_path)
     async with app.run_test(size=size) as pilot:
         await until(pilot, source.done.is_set)
-        await pilot.pause(0.6)
+        await drawn(pilot, app)
         scr = app.dashboard
         assert {n for n in shown | hidden if scr.chart(n).display} == shown
 
@@ -243,7 +243,7 @@ async def test_too_small_then_resize_back(tmp_path):
         assert not scr.has_class("-tiny")
         await pilot.resize_terminal(130, 45)
         await until(pilot, source.done.is_set)
-        await pilot.pause(0.6)
+        await drawn(pilot, app)
         assert scr.wide and scr.chart("cosines").display
 
 
@@ -252,7 +252,7 @@ async def test_tab_moves_focus_and_brings_the_panel_into_the_compact_slot(tmp_pa
     app, source, _ = live_app(tmp_path)
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, source.done.is_set)
-        await pilot.pause(0.6)
+        await drawn(pilot, app)
         order = []
         for _ in range(5):
             await pilot.press("tab")
@@ -295,3 +295,42 @@ def test_buffers_stay_bounded_over_a_long_run():
             b.add(EpochEnded(i // 1000, i, 1.0, 0.5, 1.0, 0.5, 0, 0.0))
     assert len(b.trail) == TRAIL and len(b.measured) <= 200
     assert b.steps_per_second() == pytest.approx(100.0)
+
+
+@aio
+async def test_a_tick_repaints_the_slices_first_then_the_longest_waiting_charts(tmp_path):
+    from tui.dashboard import CHARTS_PER_TICK, PANELS
+
+    app, source, _ = live_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, source.done.is_set)
+        await drawn(pilot, app)
+        scr = app.dashboard
+        shown = [n for n in PANELS if scr.chart(n).display]
+        assert len(shown) > CHARTS_PER_TICK + 1
+        scr.drawn_at.update({n: float(i) for i, n in enumerate(reversed(shown))})  # slices oldest
+        scr.redraw(set(shown), charts=CHARTS_PER_TICK)
+        oldest_other = [n for n in reversed(shown) if n != "slices"][: CHARTS_PER_TICK - 1]
+        assert scr.pending == set(shown) - {"slices", *oldest_other}
+        scr.redraw(set(), charts=None)  # a key's redraw is not rationed
+        assert not scr.pending
+
+
+@aio
+async def test_a_new_title_reuses_the_figure_new_data_rebuilds_it(tmp_path):
+    app, source, _ = live_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, source.done.is_set)
+        await drawn(pilot, app)
+        chart = app.dashboard.chart("barriers")
+        builds = []
+        build = chart.plt.build
+        chart.plt.build = lambda: (builds.append(1), build())[1]
+        count = chart.this_epoch + 1
+        chart.update(list(chart.epochs), chart.total, count)  # title only
+        await pilot.pause(0.1)
+        assert f"{count} this epoch" in chart.border_title
+        assert builds == []
+        chart.update(list(chart.epochs)[:-1], chart.total, 0)  # different data
+        await pilot.pause(0.1)
+        assert builds == [1]

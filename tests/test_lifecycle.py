@@ -15,6 +15,7 @@ import pytest
 
 from engine import open_session
 from engine.records import PAUSED_EVENT, RESUMED_EVENT, StepMeasured
+from tui.detach import TRAINER_NICE
 
 SGDWALK = str(Path(sys.executable).with_name("sgdwalk"))
 
@@ -121,6 +122,35 @@ def test_pause_and_resume_signals_are_acknowledged_in_the_session(tmp_path: Path
     wait_for_steps(tmp_path / "held" / "session.sqlite", paused.step + 3, proc)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 130
+
+
+@pytest.mark.slow
+def test_detach_leaves_a_lower_priority_trainer_in_its_own_session(tmp_path: Path):
+    args = [SGDWALK, "run", "--detach", "--sessions-dir", str(tmp_path), "--session", "bg",
+            "--epochs", "200", "--train-size", "256", "--hessian-every", "off"]  # fmt: skip
+    out = subprocess.run(
+        args, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+    )
+    assert out.returncode == 0, out.stderr
+    pid = int(out.stdout.split("(pid ")[1].split(")")[0])
+    try:
+        assert os.getpriority(os.PRIO_PROCESS, pid) == min(
+            19, os.getpriority(os.PRIO_PROCESS, 0) + TRAINER_NICE
+        )
+        assert os.getsid(pid) != os.getsid(0)  # a hang-up of this terminal cannot reach it
+        with open_session(tmp_path / "bg") as s:
+            assert s.alive  # it trains on after the command returned
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        with open_session(tmp_path / "bg") as s:
+            if s.stored_status != "running":
+                break
+        time.sleep(0.2)
+    with open_session(tmp_path / "bg") as s:
+        assert s.stored_status == "interrupted"
+    assert "interrupted" in (tmp_path / "bg" / "run.log").read_text()
 
 
 @pytest.mark.slow

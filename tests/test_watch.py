@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from canned import until
+from canned import drawn, until
 
 from engine.records import FINISHED, INTERRUPTED
 from engine.session import SessionError, open_session
@@ -58,7 +58,7 @@ async def test_watch_follows_a_headless_run_in_another_process(tmp_path):
         app = make_app(source)
         async with app.run_test(size=(120, 40)) as pilot:
             await until(pilot, source.done.is_set, tries=600)
-            await pilot.pause(0.6)
+            await drawn(pilot, app)
             scr = app.dashboard
             assert scr.buffers.last.step == 5  # 320 examples / batch 64, 1 epoch
             assert [e.epoch for e in scr.chart("barriers").epochs] == [1]
@@ -75,7 +75,7 @@ async def test_watch_a_finished_session_shows_it_all(canned_session):
     app = make_app(source)
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, source.done.is_set, tries=600)
-        await pilot.pause(0.6)
+        await drawn(pilot, app)
         assert "step 96/96" in status(app) and FINISHED in status(app)
         await pilot.press("q")  # nothing is running: quits at once
     assert not app.is_running
@@ -95,7 +95,7 @@ async def test_watch_says_when_the_writer_died(tmp_path):
     app = make_app(source)
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, source.done.is_set, tries=600)
-        await pilot.pause(0.6)
+        await drawn(pilot, app)
         assert INTERRUPTED in status(app) and "no heartbeat" in status(app)
         assert app.dashboard.buffers.last.step == 24
 

@@ -83,6 +83,9 @@ def run(
         int | None, Opt(help="seed for init, data order and probe set [default: 0]")
     ] = None,
     device: Annotated[str | None, Opt(help="auto, cpu or cuda [default: auto]")] = None,
+    threads: Annotated[
+        int | None, Opt(help="CPU threads for torch [default: torch's, usually the cores]")
+    ] = None,
     points: Annotated[
         int | None, Opt(help="K: slice points α = 0, 1/K, .., 1 [default: 10]")
     ] = None,

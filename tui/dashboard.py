@@ -9,6 +9,8 @@ Subclasses (``tui.screens``) add the keys of their mode and say where records co
 
 from __future__ import annotations
 
+import time
+
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Container, Vertical
@@ -31,6 +33,7 @@ from tui.widgets import (
 )
 
 REDRAW_HZ = 2.0
+CHARTS_PER_TICK = 2  # charts the timer repaints at once (each a plotext build)
 MIN_SIZE = (80, 24)
 WIDE_SIZE = (110, 34)
 WINDOWS = (5, 10, 20, 40, 80, 160, 200)
@@ -76,6 +79,7 @@ class DashboardScreen(Screen[None]):
         self.pending: set[str] = set(PANELS) | {"status", "events"}
         self.note = ""  # a transient message for the status line (errors, hints)
         self.held_at: int | None = None  # the step after which the trainer said it holds (paused)
+        self.drawn_at: dict[str, float] = {}  # when each chart was last repainted
 
     # ------------------------------------------------------------ layout
 
@@ -128,9 +132,9 @@ class DashboardScreen(Screen[None]):
     # ------------------------------------------------------------ data flow
 
     def tick(self) -> None:
-        """Timer: take new records, then redraw what changed."""
+        """Timer: take new records, then redraw what changed, a few charts at a time."""
         self.feed()
-        self.redraw(self.buffers.take_dirty())
+        self.redraw(self.buffers.take_dirty(), charts=CHARTS_PER_TICK)
 
     def feed(self) -> None:
         """Subclasses move records into ``self.buffers``."""
@@ -145,16 +149,33 @@ class DashboardScreen(Screen[None]):
         if not had_curvature and self.buffers.curvature:
             self.apply_layout()
 
-    def redraw(self, dirty: set[str]) -> None:
+    def redraw(self, dirty: set[str], charts: int | None = None) -> None:
+        """Draw what is pending; with ``charts``, at most that many charts now, the rest later.
+
+        Each chart repaint is a plotext build of tens of milliseconds, and a key press waits for
+        the frame in progress; so the timer repaints the slices first, then the charts that
+        have waited longest, and leaves the others pending for the next tick.
+        """
         self.pending |= dirty
         if self.has_class("-tiny"):
             return
         with self.app.batch_update():
-            for name in list(self.pending):
-                if name in PANELS and not self.chart(name).display:
-                    continue  # hidden in the compact layout: draw when shown
+            for name in sorted(self.pending, key=self._urgency):
+                if name in PANELS:
+                    if not self.chart(name).display:
+                        continue  # hidden in the compact layout: draw when shown
+                    if charts is not None:
+                        if charts <= 0:
+                            continue
+                        charts -= 1
+                    self.drawn_at[name] = time.monotonic()
                 self.draw(name)
                 self.pending.discard(name)
+
+    def _urgency(self, name: str) -> tuple[int, float]:
+        if name not in PANELS:
+            return (0, 0.0)  # the status line and the event log are cheap
+        return (1 if name == "slices" else 2, self.drawn_at.get(name, 0.0))
 
     def draw(self, name: str) -> None:
         b = self.buffers

@@ -23,6 +23,11 @@ BOOL_PAIRS = {
     "augment": ("--augment", "--no-augment"),
 }
 START_TIMEOUT = 300.0  # data loading on a cold machine can take a while
+# The trainer runs a little below normal CPU priority, so the dashboard gets a core the moment it
+# has a frame to draw. Measured on 2 cores (digits, 4 rounds each): key press to changed screen
+# median 72 ms (p90 134) at +5 against 103 ms (p90 213) at 0; training steps/s 0.92 against 0.97
+# of headless, within this machine's noise. Only CPU scheduling changes: GPU work does not.
+TRAINER_NICE = 5
 LOG_NAME = "run.log"
 
 
@@ -61,9 +66,20 @@ def start_detached(
     with open(log_tmp, "wb") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=new_session, env=env)  # fmt: skip
+    _lower_priority(proc.pid)
     _wait_for_session(proc, sessions_dir / name, log_tmp)
     os.replace(log_tmp, sessions_dir / name / LOG_NAME)
     return proc
+
+
+def _lower_priority(pid: int) -> None:
+    if not hasattr(os, "setpriority"):
+        return  # not POSIX
+    try:
+        niceness = os.getpriority(os.PRIO_PROCESS, pid) + TRAINER_NICE
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, niceness))
+    except ProcessLookupError:
+        pass  # it already exited: _wait_for_session reports why
 
 
 class DetachError(Exception):

@@ -39,8 +39,11 @@ class Chart(PlotextPlot, can_focus=True):
 
     held = False  # a held chart takes new data but repaints only when released
     stale = False
+    _version = 0  # bumped whenever the plotted data changes
+    _cached: tuple[tuple[object, ...], RenderResult] | None = None
 
     def _redraw(self) -> None:
+        self._version += 1
         if self.held:
             self.stale = True
             return
@@ -68,12 +71,22 @@ class Chart(PlotextPlot, can_focus=True):
             self.border_title = text
 
     def render(self) -> RenderResult:
-        # Draw afresh on every render: a plotext figure built at one size and then rebuilt at
-        # another does not always match one built at the second size directly.
+        """The figure, rebuilt only when its data, size or theme changed.
+
+        A new border title, focus or a layout pass re-renders the widget too; those reuse the
+        last figure, since each plotext build costs tens of milliseconds. A rebuild starts from a
+        clear figure: one built at one size and rebuilt at another does not always match one
+        built at the second size directly.
+        """
+        key = (self.size, self._version, self.app.theme, self.theme)
+        if self._cached is not None and self._cached[0] == key:
+            return self._cached[1]
         plt = self.plt
         plt.clear_figure()
         plt.title("" if self._draw(plt) else self.empty_text)
-        return super().render()
+        result = super().render()
+        self._cached = (key, result)
+        return result
 
     def _draw(self, plt: object) -> bool:
         raise NotImplementedError
@@ -116,10 +129,11 @@ class BarriersChart(Chart):
         self.this_epoch = 0
 
     def update(self, epochs: Sequence[EpochEnded], total: int, this_epoch: int) -> None:
-        self.epochs = deque(epochs, maxlen=EPOCHS_MAX)
         self.total, self.this_epoch = total, this_epoch
         self._title(f"barriers · {total} total · {this_epoch} this epoch")
-        self._redraw()
+        if list(epochs) != list(self.epochs):  # mid-epoch only the title changes
+            self.epochs = deque(epochs, maxlen=EPOCHS_MAX)
+            self._redraw()
 
     def _draw(self, plt: object) -> bool:
         charts.draw_barriers(plt, list(self.epochs))

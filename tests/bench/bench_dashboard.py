@@ -115,18 +115,23 @@ def _run_in_tmux(args: list[str], name: str, keys: list[float] | None) -> None:
     _tmux("kill-session", "-t", name)
 
 
-def throughput_cli(label: str, rounds: int = 2, *flags: str) -> None:
+def throughput_cli(
+    label: str, rounds: int = 2, *flags: str, dashboard: tuple[str, ...] = ()
+) -> None:
     """``sgdwalk run`` (dashboard + child trainer) against ``run --headless``, both in tmux."""
     tmp = Path(tempfile.mkdtemp())
     ratios, keys = [], []
     for i in range(rounds):
         base = ["run", "--hessian-every", "off", "--sessions-dir", str(tmp), *flags]
         _run_in_tmux([*base, "--headless", "--session", f"h{i}"], f"h{i}", None)
-        _run_in_tmux([*base, "--session", f"d{i}"], f"d{i}", keys)
+        _run_in_tmux([*base, *dashboard, "--session", f"d{i}"], f"d{i}", None)
         h, d = _session_rate(tmp / f"h{i}"), _session_rate(tmp / f"d{i}")
         ratios.append(d / h)
         print(f"{label}: headless {h:7.1f} steps/s  dashboard {d:7.1f} steps/s  ratio {d / h:.2f}")
     print(f"{label}: median ratio {statistics.median(ratios):.2f}")
+    # keys in a round of their own: the polling that times them would load the machine
+    base = ["run", "--hessian-every", "off", "--sessions-dir", str(tmp), *flags]
+    _run_in_tmux([*base, *dashboard, "--session", "keys"], "keys", keys)
     if keys:
         ms = sorted(k * 1000 for k in keys)
         print(
@@ -182,6 +187,14 @@ def main() -> None:
         asyncio.run(replay_bench(path))
     if "digits" in what:
         throughput_cli("digits mlp", 3, "--epochs", "5")
+    if "digits-1" in what:
+        throughput_cli(
+            "digits mlp, dashboard's trainer 1 thread",
+            3,
+            "--epochs",
+            "5",
+            dashboard=("--threads", "1"),
+        )
     if "cnn" in what:
         throughput_cli(
             "cnn synthetic-cifar10",
