@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -81,12 +82,19 @@ def live_app(tmp_path: Path, **kw):
     return make_app(source), source, run
 
 
-@aio
-async def test_charts_hold_the_canned_run(tmp_path):
+@asynccontextmanager
+async def finished_app(tmp_path: Path, size: tuple[int, int]):
+    """The live app over the whole canned run, every record taken and drawn."""
     app, source, _ = live_app(tmp_path)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=size) as pilot:
         await until(pilot, source.done.is_set)
         await drawn(pilot, app)
+        yield app, pilot
+
+
+@aio
+async def test_charts_hold_the_canned_run(tmp_path):
+    async with finished_app(tmp_path, (120, 40)) as (app, pilot):
         scr = app.dashboard
         slices = scr.chart("slices")
         assert [s.step for s in slices.steps] == list(range(STEPS - 19, STEPS + 1))
@@ -207,10 +215,8 @@ async def test_redraws_are_throttled_however_fast_records_come(tmp_path, monkeyp
     redraw, tick = widgets.SlicesChart._redraw, dashboard.DashboardScreen.tick
     monkeypatch.setattr(widgets.SlicesChart, "_redraw", lambda s: (draws.append(1), redraw(s)))
     monkeypatch.setattr(dashboard.DashboardScreen, "tick", lambda s: (ticks.append(1), tick(s)))
-    app, source, _ = live_app(tmp_path)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, source.done.is_set)
-        await drawn(pilot, app)
+    async with finished_app(tmp_path, (120, 40)):
+        pass
     # 96 steps arrive within a few timer ticks (more on a loaded machine): at most one redraw a
     # tick, plus the first paint, never one per step
     assert len(draws) <= len(ticks) + 1 and len(draws) < STEPS // 4
@@ -222,10 +228,7 @@ async def test_redraws_are_throttled_however_fast_records_come(tmp_path, monkeyp
 ])  # fmt: skip
 @aio
 async def test_layout_follows_the_terminal(tmp_path, size, shown, hidden):
-    app, source, _ = live_app(tmp_path)
-    async with app.run_test(size=size) as pilot:
-        await until(pilot, source.done.is_set)
-        await drawn(pilot, app)
+    async with finished_app(tmp_path, size) as (app, pilot):
         scr = app.dashboard
         assert {n for n in shown | hidden if scr.chart(n).display} == shown
 
@@ -249,10 +252,7 @@ async def test_too_small_then_resize_back(tmp_path):
 
 @aio
 async def test_tab_moves_focus_and_brings_the_panel_into_the_compact_slot(tmp_path):
-    app, source, _ = live_app(tmp_path)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await until(pilot, source.done.is_set)
-        await drawn(pilot, app)
+    async with finished_app(tmp_path, (80, 24)) as (app, pilot):
         order = []
         for _ in range(5):
             await pilot.press("tab")
@@ -301,10 +301,7 @@ def test_buffers_stay_bounded_over_a_long_run():
 async def test_a_tick_repaints_the_slices_first_then_the_longest_waiting_charts(tmp_path):
     from tui.dashboard import CHARTS_PER_TICK, PANELS
 
-    app, source, _ = live_app(tmp_path)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, source.done.is_set)
-        await drawn(pilot, app)
+    async with finished_app(tmp_path, (120, 40)) as (app, pilot):
         scr = app.dashboard
         shown = [n for n in PANELS if scr.chart(n).display]
         assert len(shown) > CHARTS_PER_TICK + 1
@@ -318,10 +315,7 @@ async def test_a_tick_repaints_the_slices_first_then_the_longest_waiting_charts(
 
 @aio
 async def test_a_new_title_reuses_the_figure_new_data_rebuilds_it(tmp_path):
-    app, source, _ = live_app(tmp_path)
-    async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, source.done.is_set)
-        await drawn(pilot, app)
+    async with finished_app(tmp_path, (120, 40)) as (app, pilot):
         chart = app.dashboard.chart("barriers")
         builds = []
         build = chart.plt.build
