@@ -62,6 +62,30 @@ def make_chunks(
 
 
 VMAP_PARAM_BYTES = 1 << 30  # the stacked parameter vectors of one batched pass stay under this
+VMAP_ACTIVATION_BYTES = 1 << 30  # and its layer outputs (on CUDA: a quarter of the free memory)
+
+
+def activations_per_example(module: nn.Module, x: torch.Tensor) -> float:
+    """Elements all leaf modules output for one example (forward hooks on two examples, no grad).
+
+    An upper bound on what a forward pass holds at once, which frees each output once used.
+    """
+    count = [0]
+
+    def hook(_m: nn.Module, _i: object, out: object) -> None:
+        if isinstance(out, torch.Tensor):
+            count[0] += out.numel()
+
+    leaves = [m for m in module.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    few = x[:2]  # two examples: BatchNorm in train mode needs more than one value per channel
+    try:
+        with torch.no_grad():
+            module(few)
+    finally:
+        for h in handles:
+            h.remove()
+    return count[0] / few.shape[0]
 
 
 def has_convolutions(model: nn.Module) -> bool:
@@ -181,8 +205,10 @@ class Evaluator:
         thetas[-1] = theta1  # the end points exactly, as in the looped slice
         if first is None:
             thetas[0] = theta0
-        per_pass = max(1, VMAP_PARAM_BYTES // (self.numel * self.flat.element_size()))
-        parts = [self.losses_at(group, chunks) for group in torch.split(thetas, per_pass)]
+        parts = [
+            self.losses_at(group, chunks)
+            for group in torch.split(thetas, self._points_per_pass(chunks))
+        ]
         if first is not None:
             parts.insert(0, first.reshape(1))
         return torch.cat(parts)
@@ -215,6 +241,22 @@ class Evaluator:
             total += ce.view(n_points, -1).sum(1)
             count += y.shape[0]
         return total / count
+
+    def _points_per_pass(self, chunks: Chunks) -> int:
+        """How many slice points one vmapped pass takes: the stacked parameters and the layer
+        outputs of a chunk at every point must fit their budgets."""
+        size = self.flat.element_size()
+        by_params = VMAP_PARAM_BYTES // (self.numel * size)
+        if self._per_example is None:
+            self._per_example = activations_per_example(self.shadow, chunks[0][0])
+        budget = VMAP_ACTIVATION_BYTES
+        if self.flat.device.type == "cuda":
+            budget = max(budget, torch.cuda.mem_get_info(self.flat.device)[0] // 4)
+        rows = max(x.shape[0] for x, _ in chunks)
+        by_activations = budget // max(1.0, rows * self._per_example * size)
+        return max(1, int(min(by_params, by_activations)))
+
+    _per_example: float | None = None
 
     def _functional_model(self) -> nn.Module:
         """A copy of the shadow for ``functional_call``: BatchNorm without running buffers.

@@ -132,7 +132,8 @@ def test_vmapped_slice_of_a_convolutional_net_matches_the_reference(float64, bat
     assert got.tolist() == pytest.approx(ref, rel=TOL)
 
 
-def test_vmapped_slice_splits_points_that_would_not_fit(float64, monkeypatch):
+@pytest.mark.parametrize("budget", ["VMAP_PARAM_BYTES", "VMAP_ACTIVATION_BYTES"])
+def test_vmapped_slice_splits_points_that_would_not_fit(float64, monkeypatch, budget):
     from engine import probe
 
     model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 2))
@@ -146,7 +147,8 @@ def test_vmapped_slice_splits_points_that_would_not_fit(float64, monkeypatch):
     whole = Evaluator(model, batch_alphas=True).slice(theta0, theta1, alphas, chunks)
     calls = []
     original = probe.Evaluator.losses_at
-    monkeypatch.setattr(probe, "VMAP_PARAM_BYTES", 3 * theta0.numel() * 8)  # 3 points a pass
+    per_point = {"VMAP_PARAM_BYTES": theta0.numel(), "VMAP_ACTIVATION_BYTES": 5 * (7 + 7 + 2)}
+    monkeypatch.setattr(probe, budget, 3 * per_point[budget] * 8)  # 3 points a pass
     monkeypatch.setattr(
         probe.Evaluator,
         "losses_at",

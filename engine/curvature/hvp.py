@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from engine.probe import Chunks, Evaluator
+from engine.probe import Chunks, Evaluator, activations_per_example
 
 METHODS = ("double_backward", "forward_over_reverse")
 DEFAULT_METHOD = "double_backward"
@@ -191,26 +191,10 @@ class HessianOperator:
 def graph_bytes(ev: Evaluator, chunks: Chunks) -> int:
     """Estimated bytes a cached first-order graph of all ``chunks`` holds.
 
-    Counts the elements every leaf module outputs on the first chunk (forward hooks, no grad),
+    Counts the elements every leaf module outputs per example (``activations_per_example``),
     scales by the probe size and by ``GRAPH_FACTOR`` saved tensors per element.
     """
-    x, _ = chunks[0]
-    count = [0]
-
-    def hook(_m: nn.Module, _i: object, out: object) -> None:
-        if isinstance(out, torch.Tensor):
-            count[0] += out.numel()
-
-    leaves = [m for m in ev.shadow.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    few = x[:2]  # two examples: BatchNorm in train mode needs > 1 value per channel
-    try:
-        with torch.no_grad():
-            ev.shadow(few)
-    finally:
-        for h in handles:
-            h.remove()
-    per_example = count[0] / few.shape[0]
+    per_example = activations_per_example(ev.shadow, chunks[0][0])
     return int(per_example * examples(chunks) * GRAPH_FACTOR * ev.flat.element_size())
 
 
