@@ -34,10 +34,12 @@ def _reap():
 STARTED: list[subprocess.Popen] = []
 
 
-def start(tmp_path: Path, name: str, *extra: str) -> subprocess.Popen:
+def start(
+    tmp_path: Path, name: str, *extra: str, stdout: int = subprocess.DEVNULL
+) -> subprocess.Popen:
     args = [SGDWALK, "run", "--headless", "--sessions-dir", str(tmp_path), "--session", name,
             "--epochs", "200", "--hessian-every", "off", *extra]  # fmt: skip
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(args, stdout=stdout, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, env=os.environ | {"NO_COLOR": "1"})  # fmt: skip
     STARTED.append(proc)
     return proc
@@ -108,7 +110,7 @@ def wait_for_event(session_dir: Path, kind: str, proc: subprocess.Popen, timeout
 
 @pytest.mark.slow
 def test_pause_and_resume_signals_are_acknowledged_in_the_session(tmp_path: Path):
-    proc = start(tmp_path, "held")
+    proc = start(tmp_path, "held", stdout=subprocess.PIPE)
     wait_for_steps(tmp_path / "held" / "session.sqlite", 5, proc)
     proc.send_signal(signal.SIGUSR1)
     paused, last = wait_for_event(tmp_path / "held", PAUSED_EVENT, proc)
@@ -122,6 +124,8 @@ def test_pause_and_resume_signals_are_acknowledged_in_the_session(tmp_path: Path
     wait_for_steps(tmp_path / "held" / "session.sqlite", paused.step + 3, proc)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 130
+    out = proc.stdout.read().decode()
+    assert f"paused at step {paused.step}" in out and f"resumed at step {paused.step}" in out
 
 
 @pytest.mark.slow

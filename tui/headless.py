@@ -25,6 +25,8 @@ from engine.records import (
     DIVERGED,
     FINISHED,
     INTERRUPTED,
+    PAUSED_EVENT,
+    RESUMED_EVENT,
     CurvatureMeasured,
     EpochEnded,
     EventLogged,
@@ -93,6 +95,8 @@ class HeadlessView:
             if rec.level != "info":
                 style = "red" if rec.level == "error" else "yellow"
                 self.console.print(f"[{rec.level}] {rec.message}", style=style, markup=False)
+            elif rec.kind in (PAUSED_EVENT, RESUMED_EVENT):  # a log should show a long gap's cause
+                self.console.print(f"{rec.kind} at step {rec.step}: {rec.message}", markup=False)
 
 
 def run_headless(cfg: RunConfig, console: Console | None = None) -> int:
