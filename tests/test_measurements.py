@@ -266,3 +266,21 @@ def test_determinism_same_seed_same_records():
 
     a, b = records(), records()
     assert [strip(r) for r in a] == [strip(r) for r in b]
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "vgg11", "resnet56", "wrn"])
+def test_every_model_takes_the_vmapped_slice(name):
+    """What CUDA runs by default (``auto``), checked here on a CPU against the looped slice."""
+    from engine.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(name, (3, 32, 32), 10, batchnorm=True, wrn_depth=10, wrn_width=1).double()
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 3, 32, 32, generator=g, dtype=torch.float64)
+    chunks = make_chunks(x, torch.randint(0, 10, (6,), generator=g), 3)
+    theta0 = flat_params(model)
+    theta1 = theta0 + 1e-2 * torch.randn(theta0.shape, generator=g, dtype=torch.float64)
+    alphas = [0.0, 0.5, 1.0]
+    looped = Evaluator(model).slice(theta0, theta1, alphas, chunks)
+    batched = Evaluator(model, batch_alphas=True).slice(theta0, theta1, alphas, chunks)
+    assert batched.tolist() == pytest.approx(looped.tolist(), rel=1e-9)
