@@ -140,6 +140,7 @@ async def test_pause_holds_training_and_resume_finishes(tmp_path):
         session = open_session(tmp_path / "live")
         (event,) = [e for e in session.events() if e.kind == PAUSED_EVENT]
         assert f"paused after step {event.step} " in status.text
+        assert "-- steps/s" in status.text and "ETA" not in status.text  # no rate while held
         assert event.step == session.last_step()  # every step before the pause is committed
         await drawn(pilot, app)
         assert run.yielded == held

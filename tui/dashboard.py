@@ -195,7 +195,8 @@ class DashboardScreen(Screen[None]):
             self.query_one(StatusLine).update_text(self.status_text())
 
     def status_text(self) -> str:
-        fields = [self.state_text(), *run_fields(self.buffers, self.size.width)]
+        held = self.held_at is not None
+        fields = [self.state_text(), *run_fields(self.buffers, self.size.width, held)]
         if self.note:
             fields.insert(1, self.note)
         return join([f for f in fields if f], self.size.width)

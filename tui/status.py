@@ -22,14 +22,14 @@ def _of(n: int, total: int | None) -> str:
     return f"{n}/{total}" if total else str(n)
 
 
-def run_fields(b: Buffers, width: int) -> list[str]:
-    """step, epoch, steps/s, ETA, lr, batch size, device, session."""
+def run_fields(b: Buffers, width: int, held: bool = False) -> list[str]:
+    """step, epoch, steps/s, ETA, lr, batch size, device, session (no rate or ETA while held)."""
     narrow = width < WIDE
     f = b.facts
     last = b.last
     step = last.step if last else 0
     epoch = last.epoch if last else 0
-    rate = b.steps_per_second()
+    rate = None if held else b.steps_per_second()
     out = [
         f"step {_of(step, f.total_steps)}",
         f"{'ep' if narrow else 'epoch'} {_of(epoch, f.epochs)}",
