@@ -101,6 +101,7 @@ class Evaluator:
     def __init__(self, model: nn.Module, batch_alphas: bool = False):
         self.batch_alphas = batch_alphas
         self._functional: nn.Module | None = None  # built on the first batched pass
+        self._per_pass: dict[int, int] = {}  # points per vmapped pass, by probe chunk rows
         self.shadow = copy.deepcopy(model)
         params = list(self.shadow.parameters())
         ref = params[0]
@@ -244,19 +245,19 @@ class Evaluator:
 
     def _points_per_pass(self, chunks: Chunks) -> int:
         """How many slice points one vmapped pass takes: the stacked parameters and the layer
-        outputs of a chunk at every point must fit their budgets."""
-        size = self.flat.element_size()
-        by_params = VMAP_PARAM_BYTES // (self.numel * size)
-        if self._per_example is None:
-            self._per_example = activations_per_example(self.shadow, chunks[0][0])
-        budget = VMAP_ACTIVATION_BYTES
-        if self.flat.device.type == "cuda":
-            budget = max(budget, torch.cuda.mem_get_info(self.flat.device)[0] // 4)
+        outputs of a chunk at every point must fit their budgets. Worked out once per chunk size
+        (one forward on two examples, and on CUDA one free-memory query), not every step."""
         rows = max(x.shape[0] for x, _ in chunks)
-        by_activations = budget // max(1.0, rows * self._per_example * size)
-        return max(1, int(min(by_params, by_activations)))
-
-    _per_example: float | None = None
+        if rows not in self._per_pass:
+            size = self.flat.element_size()
+            by_params = VMAP_PARAM_BYTES // (self.numel * size)
+            per_example = activations_per_example(self.shadow, chunks[0][0])
+            budget = VMAP_ACTIVATION_BYTES
+            if self.flat.device.type == "cuda":
+                budget = max(budget, torch.cuda.mem_get_info(self.flat.device)[0] // 4)
+            by_activations = budget // max(1.0, rows * per_example * size)
+            self._per_pass[rows] = max(1, int(min(by_params, by_activations)))
+        return self._per_pass[rows]
 
     def _functional_model(self) -> nn.Module:
         """A copy of the shadow for ``functional_call``: BatchNorm without running buffers.

@@ -125,14 +125,8 @@ class Run:
         self.probe_idx = probe_idx
         self.probe_chunks = make_chunks(data.inputs(probe_idx), data.y_train[probe_idx], self.chunk)
         self.val_chunks = make_chunks(data.inputs(slice(None), "val"), data.y_val, self.chunk)
-        per_epoch = data.n_train / self.batch_size
-        self.steps_per_epoch = (
-            1
-            if cfg.full_batch
-            else math.floor(per_epoch)
-            if cfg.drop_last
-            else math.ceil(per_epoch)
-        )
+        per_epoch = (math.floor if cfg.drop_last else math.ceil)(data.n_train / self.batch_size)
+        self.steps_per_epoch = 1 if cfg.full_batch else per_epoch
         self.hessian_every = parse_hessian_every(cfg.hessian_every)
         self.curvature_meter: CurvatureMeter | None = None  # built on the first pass
 
