@@ -16,6 +16,7 @@ test:
 check:
 	$(VENV)/bin/ruff check engine tui tests
 	$(VENV)/bin/ruff format --check engine tui tests
+	mkdir -p build/typecheck && ln -sfn ../../engine build/typecheck/sgdwalk
 	$(VENV)/bin/mypy
 
 fmt:

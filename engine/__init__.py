@@ -1,11 +1,11 @@
 """sgdwalk's engine: training, landscape measurements and the session store.
 
 Importing ``engine`` is cheap and pulls in neither torch nor any UI library: the records and the
-session reader are plain Python (``from engine import open_session``); the training pieces load
+session reader are plain Python (``from sgdwalk import open_session``); the training pieces load
 torch on first use.
 """
 
-from engine.records import (
+from sgdwalk.records import (
     Alignment,
     CurvatureMeasured,
     EpochEnded,
@@ -13,7 +13,7 @@ from engine.records import (
     PhaseProgressed,
     StepMeasured,
 )
-from engine.session import Session, SessionError, list_sessions, open_session
+from sgdwalk.session import Session, SessionError, list_sessions, open_session
 
 __all__ = [
     "Alignment",
@@ -32,7 +32,7 @@ __all__ = [
 
 def __getattr__(name: str):
     if name == "prepare":
-        from engine.train import prepare
+        from sgdwalk.train import prepare
 
         return prepare
     raise AttributeError(name)

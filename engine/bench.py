@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from engine.config import RunConfig
-from engine.probe import flat_params
-from engine.records import StepMeasured
-from engine.session import SessionWriter
-from engine.train import Run, prepare
+from sgdwalk.config import RunConfig
+from sgdwalk.probe import flat_params
+from sgdwalk.records import StepMeasured
+from sgdwalk.session import SessionWriter
+from sgdwalk.train import Run, prepare
 
 TARGETS = {"slice_ratio": "<= 1.10", "record_overhead": "<= 0.05"}
 STEPS_PER_TRIAL = 100
@@ -138,7 +137,7 @@ def run_bench(cfg: RunConfig, repeats: int = 7) -> dict[str, Any]:
         "counts": {},
         "targets": dict(TARGETS),
     }
-    from engine.curvature.bench import curvature_costs  # last: it trains the run one more epoch
+    from sgdwalk.curvature.bench import curvature_costs  # last: it trains the run one more epoch
 
     for key, part in curvature_costs(run, repeats).items():
         result[key] |= part

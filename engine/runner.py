@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from engine.config import RunConfig
-from engine.records import (
+from sgdwalk.config import RunConfig
+from sgdwalk.records import (
     FAILED,
     INTERRUPTED,
     PAUSED_EVENT,
@@ -25,7 +25,7 @@ from engine.records import (
     EventLogged,
     Record,
 )
-from engine.session import SessionError, SessionWriter, session_dir
+from sgdwalk.session import SessionError, SessionWriter, session_dir
 
 
 def default_session_name(cfg: RunConfig, sessions_dir: Path) -> str:

@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
-
-from engine.config import (
+from sgdwalk.config import (
     ConfigError,
     RunConfig,
     batch_alphas,
@@ -30,10 +28,10 @@ from engine.config import (
     parse_hessian_every,
     probe_size,
 )
-from engine.data import Data, load_data
-from engine.landscape import analyze_slice
-from engine.models import build_model, count_params
-from engine.probe import (
+from sgdwalk.data import Data, load_data
+from sgdwalk.landscape import analyze_slice
+from sgdwalk.models import build_model, count_params
+from sgdwalk.probe import (
     Evaluator,
     flat_grads,
     flat_params,
@@ -41,7 +39,7 @@ from engine.probe import (
     has_convolutions,
     make_chunks,
 )
-from engine.records import (
+from sgdwalk.records import (
     DIVERGED,
     FINISHED,
     INTERRUPTED,
@@ -51,10 +49,11 @@ from engine.records import (
     Record,
     StepMeasured,
 )
-from engine.session import interpolation_alphas
+from sgdwalk.session import interpolation_alphas
+from torch import nn
 
 if TYPE_CHECKING:
-    from engine.curvature import CurvatureMeter
+    from sgdwalk.curvature import CurvatureMeter
 
 GD_CHUNK = 1000  # examples per chunk when accumulating a full-batch gradient
 NO_BN_PROBE_CHUNK = 1024  # without BatchNorm the chunk size changes nothing but speed
@@ -266,7 +265,7 @@ class Run:
         if self.hessian_every is None:
             return
         if self.curvature_meter is None:
-            from engine.curvature import CurvatureMeter
+            from sgdwalk.curvature import CurvatureMeter
 
             self.curvature_meter = CurvatureMeter.for_run(self)
         self.evaluator.load(flat_params(self.model))

@@ -10,8 +10,8 @@ import math
 import random
 from pathlib import Path
 
-from engine.landscape import analyze_slice
-from engine.records import (
+from sgdwalk.landscape import analyze_slice
+from sgdwalk.records import (
     FINISHED,
     Alignment,
     CurvatureMeasured,
@@ -19,7 +19,7 @@ from engine.records import (
     EventLogged,
     StepMeasured,
 )
-from engine.session import SessionWriter, interpolation_alphas
+from sgdwalk.session import SessionWriter, interpolation_alphas
 
 CANNED_CONFIG = {
     "model": "mlp", "dataset": "digits", "lr": 0.1, "batch_size": "64", "epochs": 4,
@@ -114,7 +114,7 @@ async def until(pilot, cond, tries: int = 200) -> None:
 
 async def drawn(pilot, app, tries: int = 200) -> None:
     """Wait until the dashboard has taken every queued record and repainted everything pending."""
-    from tui.dashboard import PANELS
+    from sgdwalk.tui.dashboard import PANELS
 
     screen = app.dashboard
     source = getattr(screen, "source", None)

@@ -7,12 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from sgdwalk.curvature.alignment import alignment_values, draw_batches, summarize
+from sgdwalk.curvature.measure import CurvatureMeter, hessian_indices
+from sgdwalk.probe import Evaluator, make_chunks
+from sgdwalk.records import CurvatureMeasured, PhaseProgressed
 from torch import nn
-
-from engine.curvature.alignment import alignment_values, draw_batches, summarize
-from engine.curvature.measure import CurvatureMeter, hessian_indices
-from engine.probe import Evaluator, make_chunks
-from engine.records import CurvatureMeasured, PhaseProgressed
 
 
 @pytest.fixture(autouse=True)

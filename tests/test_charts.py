@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from engine.records import StepMeasured
-from engine.session import open_session
-from tui import charts
+from sgdwalk.records import StepMeasured
+from sgdwalk.session import open_session
+from sgdwalk.tui import charts
 
 
 @pytest.fixture

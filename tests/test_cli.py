@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 from canned import write_canned_session
-
-from engine import open_session
+from sgdwalk import open_session
 
 SGDWALK = str(Path(sys.executable).with_name("sgdwalk"))
 

@@ -11,12 +11,11 @@ import copy
 
 import pytest
 import torch
+from sgdwalk.curvature.hvp import METHODS, flat_gradient, graph_bytes, hessian_operator
+from sgdwalk.curvature.lanczos import lanczos
+from sgdwalk.probe import Evaluator, flat_params, make_chunks, set_probe_mode
 from torch import nn
 from torch.func import functional_call
-
-from engine.curvature.hvp import METHODS, flat_gradient, graph_bytes, hessian_operator
-from engine.curvature.lanczos import lanczos
-from engine.probe import Evaluator, flat_params, make_chunks, set_probe_mode
 
 
 @pytest.fixture(autouse=True)

@@ -8,13 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from engine import open_session
-from engine.config import build_config
-from engine.records import CurvatureMeasured, EpochEnded, PhaseProgressed
+from sgdwalk import open_session
+from sgdwalk.config import build_config
+from sgdwalk.records import CurvatureMeasured, EpochEnded, PhaseProgressed
 
 SMALL = {"train_size": 300, "top_k": 3, "align_samples": 2, "points": 2, "batch_size": "100"}
-CLI = [sys.executable, "-c", "from tui.cli import main; main()", "run", "--headless"]
+CLI = [sys.executable, "-c", "from sgdwalk.tui.cli import main; main()", "run", "--headless"]
 
 
 def _env() -> dict[str, str]:
@@ -23,8 +22,7 @@ def _env() -> dict[str, str]:
 
 def _records(**flags):
     import torch
-
-    from engine.train import prepare
+    from sgdwalk.train import prepare
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)

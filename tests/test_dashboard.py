@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 from canned import CANNED_CONFIG, CANNED_INFO, canned_records, drawn, until
-from textual.worker import Worker, WorkerState
-
-from engine.records import (
+from sgdwalk.records import (
     FAILED,
     FINISHED,
     INTERRUPTED,
@@ -27,11 +25,12 @@ from engine.records import (
     EpochEnded,
     StepMeasured,
 )
-from engine.session import SessionWriter, open_session
-from tui.app import make_app
-from tui.dialogs import QuitScreen
-from tui.sources import LiveSource
-from tui.state import TRAIL, Buffers
+from sgdwalk.session import SessionWriter, open_session
+from sgdwalk.tui.app import make_app
+from sgdwalk.tui.dialogs import QuitScreen
+from sgdwalk.tui.sources import LiveSource
+from sgdwalk.tui.state import TRAIL, Buffers
+from textual.worker import Worker, WorkerState
 
 STEPS = 96
 
@@ -210,7 +209,7 @@ async def test_engine_error_shows_in_the_dashboard_and_fails_the_session(tmp_pat
 
 @aio
 async def test_redraws_are_throttled_however_fast_records_come(tmp_path, monkeypatch):
-    from tui import dashboard, widgets
+    from sgdwalk.tui import dashboard, widgets
 
     draws, ticks = [], []
     redraw, tick = widgets.SlicesChart._redraw, dashboard.DashboardScreen.tick
@@ -300,7 +299,7 @@ def test_buffers_stay_bounded_over_a_long_run():
 
 @aio
 async def test_a_tick_repaints_the_slices_first_then_the_longest_waiting_charts(tmp_path):
-    from tui.dashboard import CHARTS_PER_TICK, PANELS
+    from sgdwalk.tui.dashboard import CHARTS_PER_TICK, PANELS
 
     async with finished_app(tmp_path, (120, 40)) as (app, pilot):
         scr = app.dashboard

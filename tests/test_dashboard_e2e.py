@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from engine.session import open_session
+from sgdwalk.session import open_session
 
 ROOT = Path(__file__).parent.parent
 SGDWALK = ROOT / ".venv" / "bin" / "sgdwalk"

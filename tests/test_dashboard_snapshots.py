@@ -12,11 +12,10 @@ import dataclasses
 
 import pytest
 from canned import CANNED_CONFIG, CANNED_INFO, canned_records
-
-from engine.records import FINISHED, CurvatureMeasured
-from engine.session import SessionWriter, open_session
-from tui.app import make_app
-from tui.replay import ReplayCursor
+from sgdwalk.records import FINISHED, CurvatureMeasured
+from sgdwalk.session import SessionWriter, open_session
+from sgdwalk.tui.app import make_app
+from sgdwalk.tui.replay import ReplayCursor
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from engine.data import DataError, crop_flip, load_data
+from sgdwalk.data import DataError, crop_flip, load_data
 
 CPU = torch.device("cpu")
 

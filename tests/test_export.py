@@ -19,12 +19,11 @@ from pathlib import Path
 
 import pytest
 from canned import CANNED_CONFIG, CANNED_INFO, canned_records
-
-from engine.records import FINISHED
-from engine.session import SessionWriter, open_session
-from tui import export_mpl
-from tui.cli import UserError
-from tui.export import ExportRequest, FigureData, collect, run_export
+from sgdwalk.records import FINISHED
+from sgdwalk.session import SessionWriter, open_session
+from sgdwalk.tui import export_mpl
+from sgdwalk.tui.cli import UserError
+from sgdwalk.tui.export import ExportRequest, FigureData, collect, run_export
 
 GOLDEN = Path(__file__).parent / "golden"
 SGDWALK = Path(sys.executable).parent / "sgdwalk"
@@ -180,7 +179,7 @@ def test_json_round_trips_and_is_strict(tmp_path):
 
 
 def test_json_writes_nan_as_null_and_csv_as_nan(tmp_path):
-    from tui.export_data import write_csv, write_json
+    from sgdwalk.tui.export_data import write_csv, write_json
 
     rows = [{"a": math.nan, "b": 0.1 + 0.2, "c": None}]
     assert json.loads(write_json(rows)) == [{"a": None, "b": 0.30000000000000004, "c": None}]

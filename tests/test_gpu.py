@@ -6,12 +6,11 @@ import math
 
 import pytest
 import torch
+from sgdwalk.config import build_config
+from sgdwalk.probe import Evaluator, flat_params, make_chunks
+from sgdwalk.records import CurvatureMeasured, StepMeasured
+from sgdwalk.train import prepare
 from torch import nn
-
-from engine.config import build_config
-from engine.probe import Evaluator, flat_params, make_chunks
-from engine.records import CurvatureMeasured, StepMeasured
-from engine.train import prepare
 
 pytestmark = pytest.mark.gpu
 

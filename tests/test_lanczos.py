@@ -7,8 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-
-from engine.curvature.lanczos import LanczosResult, lanczos, lanczos_steps
+from sgdwalk.curvature.lanczos import LanczosResult, lanczos, lanczos_steps
 
 N = 120
 

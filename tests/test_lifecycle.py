@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-
-from engine import open_session
-from engine.records import PAUSED_EVENT, RESUMED_EVENT, StepMeasured
-from tui.detach import TRAINER_NICE
+from sgdwalk import open_session
+from sgdwalk.records import PAUSED_EVENT, RESUMED_EVENT, StepMeasured
+from sgdwalk.tui.detach import TRAINER_NICE
 
 SGDWALK = str(Path(sys.executable).with_name("sgdwalk"))
 

@@ -12,14 +12,13 @@ import math
 
 import pytest
 import torch
+from sgdwalk.config import build_config
+from sgdwalk.landscape import analyze_slice
+from sgdwalk.probe import Evaluator, flat_params, make_chunks, set_probe_mode
+from sgdwalk.records import EpochEnded, StepMeasured
+from sgdwalk.train import prepare
 from torch import nn
 from torch.nn.utils import vector_to_parameters
-
-from engine.config import build_config
-from engine.landscape import analyze_slice
-from engine.probe import Evaluator, flat_params, make_chunks, set_probe_mode
-from engine.records import EpochEnded, StepMeasured
-from engine.train import prepare
 
 TOL = 1e-6
 
@@ -134,7 +133,7 @@ def test_vmapped_slice_of_a_convolutional_net_matches_the_reference(float64, bat
 
 @pytest.mark.parametrize("budget", ["VMAP_PARAM_BYTES", "VMAP_ACTIVATION_BYTES"])
 def test_vmapped_slice_splits_points_that_would_not_fit(float64, monkeypatch, budget):
-    from engine import probe
+    from sgdwalk import probe
 
     model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 2))
     g = torch.Generator().manual_seed(4)
@@ -164,7 +163,7 @@ def test_vmapped_slice_splits_points_that_would_not_fit(float64, monkeypatch, bu
     ("loop", "cuda", False, False), ("vmap", "cpu", True, True),
 ])  # fmt: skip
 def test_slice_mode_auto_rule(mode, device, conv, batched):
-    from engine.config import batch_alphas
+    from sgdwalk.config import batch_alphas
 
     assert batch_alphas(mode, device, conv) is batched
 
@@ -271,7 +270,7 @@ def test_determinism_same_seed_same_records():
 @pytest.mark.parametrize("name", ["mlp", "cnn", "vgg11", "resnet56", "wrn"])
 def test_every_model_takes_the_vmapped_slice(name):
     """What CUDA runs by default (``auto``), checked here on a CPU against the looped slice."""
-    from engine.models import build_model
+    from sgdwalk.models import build_model
 
     torch.manual_seed(0)
     model = build_model(name, (3, 32, 32), 10, batchnorm=True, wrn_depth=10, wrn_width=1).double()

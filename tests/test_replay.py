@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 from canned import write_canned_session
-
-from engine.records import DIVERGED, FAILED, INTERRUPTED
-from engine.session import open_session
-from tui.app import make_app
-from tui.dialogs import SeekScreen
-from tui.replay import ReplayCursor, parse_target
-from tui.state import Buffers
+from sgdwalk.records import DIVERGED, FAILED, INTERRUPTED
+from sgdwalk.session import open_session
+from sgdwalk.tui.app import make_app
+from sgdwalk.tui.dialogs import SeekScreen
+from sgdwalk.tui.replay import ReplayCursor, parse_target
+from sgdwalk.tui.state import Buffers
 
 BARRIER_STEPS = [s for s in range(1, 97) if s % 7 == 0]
 
@@ -152,7 +151,7 @@ async def test_replay_opens_sessions_that_did_not_finish(tmp_path, ending):
 def test_replay_opens_a_session_whose_writer_was_killed(tmp_path):
     code = (
         "import sys, os; sys.path.insert(0, 'tests'); from canned import *; "
-        "from engine.session import SessionWriter; from pathlib import Path; "
+        "from sgdwalk.session import SessionWriter; from pathlib import Path; "
         f"w = SessionWriter(Path({str(tmp_path / 'killed')!r}), CANNED_CONFIG, CANNED_INFO); "
         "[w.write(r) for r in canned_records(epochs=1)]; w.commit(); os._exit(9)"
     )

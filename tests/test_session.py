@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 from canned import canned_records, write_canned_session
-
-from engine import open_session
-from engine.records import (
+from sgdwalk import open_session
+from sgdwalk.records import (
     FINISHED,
     INTERRUPTED,
     CurvatureMeasured,
@@ -22,7 +21,7 @@ from engine.records import (
     EventLogged,
     StepMeasured,
 )
-from engine.session import SessionError, SessionWriter, check_session_name, list_sessions
+from sgdwalk.session import SessionError, SessionWriter, check_session_name, list_sessions
 
 
 def test_records_round_trip_exactly(canned_session: Path):
@@ -127,8 +126,8 @@ def test_follow_reads_a_session_another_process_writes(tmp_path: Path):
     target = tmp_path / "live"
     script = textwrap.dedent(f"""
         import time
-        from engine.records import StepMeasured, EpochEnded
-        from engine.session import SessionWriter
+        from sgdwalk.records import StepMeasured, EpochEnded
+        from sgdwalk.session import SessionWriter
         w = SessionWriter({str(target)!r}, {{}}, {{}}, commit_interval=0.05)
         for t in range(1, 41):
             w.write(StepMeasured(t, 1 + (t - 1) // 20, 0.1, 4, 1.0 / t, t * 0.01))

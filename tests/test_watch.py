@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 from canned import drawn, until
-
-from engine.records import FINISHED, INTERRUPTED
-from engine.session import SessionError, open_session
-from tui.app import make_app
-from tui.detach import child_argv
-from tui.sources import FollowSource
+from sgdwalk.records import FINISHED, INTERRUPTED
+from sgdwalk.session import SessionError, open_session
+from sgdwalk.tui.app import make_app
+from sgdwalk.tui.detach import child_argv
+from sgdwalk.tui.sources import FollowSource
 
 ROOT = Path(__file__).parent.parent
 
@@ -48,7 +47,7 @@ def open_when_ready(path: Path, proc: subprocess.Popen, tries: int = 1200):
 @pytest.mark.slow
 @aio
 async def test_watch_follows_a_headless_run_in_another_process(tmp_path):
-    argv = [sys.executable, "-m", "tui.cli", "run", "--headless", "--epochs", "1",
+    argv = [sys.executable, "-m", "sgdwalk.tui.cli", "run", "--headless", "--epochs", "1",
             "--train-size", "320", "--hessian-every", "off", "--probe", "256",
             "--sessions-dir", str(tmp_path), "--session", "w"]  # fmt: skip
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -85,7 +84,7 @@ async def test_watch_a_finished_session_shows_it_all(canned_session):
 async def test_watch_says_when_the_writer_died(tmp_path):
     code = (
         "import os, sys; sys.path.insert(0, 'tests'); from canned import *; "
-        "from engine.session import SessionWriter; from pathlib import Path; "
+        "from sgdwalk.session import SessionWriter; from pathlib import Path; "
         f"w = SessionWriter(Path({str(tmp_path / 'dead')!r}), CANNED_CONFIG, CANNED_INFO); "
         "[w.write(r) for r in canned_records(epochs=1)]; w.commit(); os._exit(9)"
     )
@@ -104,6 +103,6 @@ def test_detach_passes_every_flag_and_the_session_name(tmp_path):
     flags = {"model": "mlp", "epochs": 2, "lr": None, "batchnorm": False, "download": True,
              "allow_divergence": None, "session": None, "sessions_dir": None}  # fmt: skip
     argv = child_argv(flags, None, "bg", tmp_path)
-    assert argv[1:5] == ["-m", "tui.cli", "run", "--headless"]
+    assert argv[1:5] == ["-m", "sgdwalk.tui.cli", "run", "--headless"]
     assert argv[5:] == ["--model", "mlp", "--epochs", "2", "--no-batchnorm", "--download",
                         "--session", "bg", "--sessions-dir", str(tmp_path.resolve())]  # fmt: skip

@@ -12,13 +12,12 @@ import asyncio
 import signal
 from typing import Any
 
+from sgdwalk.tui.replay import ReplayCursor
+from sgdwalk.tui.screens import LiveScreen, ReplayScreen, WatchScreen
+from sgdwalk.tui.sources import FollowSource, LiveSource
 from textual import on
 from textual.app import App
 from textual.worker import Worker, WorkerState
-
-from tui.replay import ReplayCursor
-from tui.screens import LiveScreen, ReplayScreen, WatchScreen
-from tui.sources import FollowSource, LiveSource
 
 ENGINE_WORKER = "engine"
 

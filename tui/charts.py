@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.records import Alignment, CurvatureMeasured, EpochEnded, StepMeasured
+from sgdwalk.records import Alignment, CurvatureMeasured, EpochEnded, StepMeasured
 
 ALIGN_METRICS = ("subspace", "eig_cos", "rayleigh", "full_cos")
 ALIGN_TITLES = {

@@ -169,7 +169,7 @@ def run(
     flags = {
         k: v for k, v in locals().items() if k not in ("config", "headless", "detach", "in_process")
     }
-    from engine.config import build_config
+    from sgdwalk.config import build_config
 
     if flags["sessions_dir"] is None and SESSIONS_ENV in os.environ:
         flags["sessions_dir"] = os.environ[SESSIONS_ENV]
@@ -177,22 +177,22 @@ def run(
     if detach:
         raise typer.Exit(_run_detached(cfg, flags, config))
     if headless or not sys.stdout.isatty():
-        from tui.headless import run_headless
+        from sgdwalk.tui.headless import run_headless
 
         raise typer.Exit(run_headless(cfg))
     if in_process:
-        from tui.launch import run_dashboard
+        from sgdwalk.tui.launch import run_dashboard
 
         raise typer.Exit(run_dashboard(cfg))
-    from tui.launch import run_dashboard_child
+    from sgdwalk.tui.launch import run_dashboard_child
 
     raise typer.Exit(run_dashboard_child(cfg, flags, config))
 
 
 def _run_detached(cfg: Any, flags: dict[str, Any], config: Path | None) -> int:
     """Start ``run --headless`` in the background, then watch it (SPEC: quitting leaves it running)."""
-    from engine.runner import check_new_session, default_session_name
-    from tui.detach import DetachError, child_argv, start_detached
+    from sgdwalk.runner import check_new_session, default_session_name
+    from sgdwalk.tui.detach import DetachError, child_argv, start_detached
 
     check_new_session(cfg)
     sessions = Path(cfg.sessions_dir)
@@ -205,7 +205,7 @@ def _run_detached(cfg: Any, flags: dict[str, Any], config: Path | None) -> int:
     typer.echo(f"sgdwalk: training in the background (pid {proc.pid}), session {sessions / name}")
     if not sys.stdout.isatty():
         return 0
-    from tui.launch import watch_dashboard
+    from sgdwalk.tui.launch import watch_dashboard
 
     return watch_dashboard(name, sessions, pid=proc.pid, detached=True)
 
@@ -219,7 +219,7 @@ def watch(
     sessions_dir: SessionsDirOpt = None,
 ) -> None:
     """Follow a session another process writes (live or finished) in the dashboard."""
-    from tui.launch import watch_dashboard
+    from sgdwalk.tui.launch import watch_dashboard
 
     raise typer.Exit(watch_dashboard(session, Path(sessions_dir or default_sessions_dir())))
 
@@ -230,7 +230,7 @@ def replay(
     sessions_dir: SessionsDirOpt = None,
 ) -> None:
     """Replay a saved session: play/pause, speed, step and epoch seek."""
-    from tui.launch import replay_dashboard
+    from sgdwalk.tui.launch import replay_dashboard
 
     raise typer.Exit(replay_dashboard(session, Path(sessions_dir or default_sessions_dir())))
 
@@ -244,7 +244,7 @@ def ls(
     as_json: Annotated[bool, Opt("--json", help="print JSON for scripts")] = False,
 ) -> None:
     """List sessions, newest first."""
-    from tui.listing import print_sessions
+    from sgdwalk.tui.listing import print_sessions
 
     print_sessions(Path(sessions_dir or default_sessions_dir()), as_json)
 
@@ -291,7 +291,7 @@ def export(
 ) -> None:
     """Static figures of the paper (txt, svg, html; png/pdf with the plots extra) and their
     numbers (csv, json). Several sessions are overlaid, labelled by what differs."""
-    from tui.export import ExportRequest, run_export
+    from sgdwalk.tui.export import ExportRequest, run_export
 
     req = ExportRequest(
         sessions=sessions, figure=figure, fmt=fmt, output=output, epochs=epoch or [],
@@ -318,8 +318,8 @@ def bench(
     as_json: Annotated[bool, Opt("--json", help="print JSON for machines")] = False,
 ) -> None:
     """Cost of each measurement relative to its ideal on this machine."""
-    from engine.bench import run_bench
-    from engine.config import build_config
+    from sgdwalk.bench import run_bench
+    from sgdwalk.config import build_config
 
     cfg = build_config(
         {
@@ -336,7 +336,7 @@ def bench(
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
-    from tui.listing import print_bench
+    from sgdwalk.tui.listing import print_bench
 
     print_bench(result)
 
@@ -346,12 +346,12 @@ def bench(
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean bad input, not a bug (imported lazily: engine.data needs torch)."""
-    from engine.config import ConfigError
-    from engine.session import SessionError
+    from sgdwalk.config import ConfigError
+    from sgdwalk.session import SessionError
 
     kinds: list[type[BaseException]] = [ConfigError, SessionError, UserError]
-    if "engine.data" in sys.modules:
-        kinds.append(sys.modules["engine.data"].DataError)
+    if "sgdwalk.data" in sys.modules:
+        kinds.append(sys.modules["sgdwalk.data"].DataError)
     return tuple(kinds)
 
 

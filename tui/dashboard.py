@@ -11,17 +11,11 @@ from __future__ import annotations
 
 import time
 
-from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Container, Vertical
-from textual.screen import Screen
-from textual.widgets import Footer, Static
-
-from engine.records import PAUSED_EVENT, RESUMED_EVENT, EventLogged
-from tui.dialogs import HelpScreen
-from tui.state import Buffers, RunFacts
-from tui.status import join, run_fields
-from tui.widgets import (
+from sgdwalk.records import PAUSED_EVENT, RESUMED_EVENT, EventLogged
+from sgdwalk.tui.dialogs import HelpScreen
+from sgdwalk.tui.state import Buffers, RunFacts
+from sgdwalk.tui.status import join, run_fields
+from sgdwalk.tui.widgets import (
     AlignmentChart,
     BarriersChart,
     Chart,
@@ -31,6 +25,11 @@ from tui.widgets import (
     SlicesChart,
     StatusLine,
 )
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Container, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Static
 
 REDRAW_HZ = 2.0
 CHARTS_PER_TICK = 2  # charts the timer repaints at once (each a plotext build)

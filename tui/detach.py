@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.session import DB_NAME, SessionError, open_session
+from sgdwalk.session import DB_NAME, SessionError, open_session
 
 BOOL_PAIRS = {
     "batchnorm": ("--batchnorm", "--no-batchnorm"),
@@ -35,7 +35,7 @@ def child_argv(
     flags: dict[str, Any], config: Path | None, name: str, sessions_dir: Path
 ) -> list[str]:
     """``python -m tui.cli run --headless`` with every flag the user gave, and the session name."""
-    argv = [sys.executable, "-m", "tui.cli", "run", "--headless"]
+    argv = [sys.executable, "-m", "sgdwalk.tui.cli", "run", "--headless"]
     for key, value in flags.items():
         if value is None or key in ("session", "sessions_dir"):
             continue

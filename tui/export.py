@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.records import CurvatureMeasured, EpochEnded, StepMeasured
-from engine.session import Session, open_session
-from tui import charts
-from tui.export_data import figure_rows, write_csv, write_json
+from sgdwalk.records import CurvatureMeasured, EpochEnded, StepMeasured
+from sgdwalk.session import Session, open_session
+from sgdwalk.tui import charts
+from sgdwalk.tui.export_data import figure_rows, write_csv, write_json
 
 FIGURES = ("slices", "barriers", "alignment", "cosine", "loss")
 FORMATS = ("txt", "svg", "html", "png", "pdf", "csv", "json")
@@ -33,7 +33,7 @@ _NOT_LABELS = {"session", "sessions_dir", "data_dir", "config"}
 
 
 def _user_error(msg: str) -> Exception:
-    from tui.cli import UserError
+    from sgdwalk.tui.cli import UserError
 
     return UserError(msg)
 
@@ -272,7 +272,7 @@ def render(figure: str, fmt: str, data: list[FigureData], req: ExportRequest) ->
     if fmt in ("svg", "html"):
         title = f"sgdwalk export {' '.join(d.name for d in data)} --figure {figure}"
         return rich_export(text_figure(figure, data, req, colored=True), fmt, title, req.width)
-    from tui.export_mpl import render_mpl
+    from sgdwalk.tui.export_mpl import render_mpl
 
     return render_mpl(figure, fmt, data, req.metric)
 
@@ -317,7 +317,7 @@ def run_export(req: ExportRequest, echo: Callable[[str], None] | None = None) ->
     figures = check_request(req)
     fmt = resolve_format(req)
     if fmt in ("png", "pdf"):
-        from tui.export_mpl import require_matplotlib
+        from sgdwalk.tui.export_mpl import require_matplotlib
 
         require_matplotlib()
     sessions = [open_session(s, Path(req.sessions_dir) if req.sessions_dir else None)

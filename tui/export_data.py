@@ -16,7 +16,7 @@ import math
 from dataclasses import asdict
 from typing import Any
 
-from engine.records import StepMeasured
+from sgdwalk.records import StepMeasured
 
 _STEP_FIELDS = [
     "step", "epoch", "lr", "batch_size", "batch_loss", "elapsed", "grad_norm", "barrier",

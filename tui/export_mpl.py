@@ -13,7 +13,7 @@ import io
 import math
 from typing import Any
 
-from tui import charts
+from sgdwalk.tui import charts
 
 INSTALL = "pip install 'sgdwalk[plots]'"
 FIGSIZE = (7.0, 3.6)
@@ -21,7 +21,7 @@ STEP_LINES_MAX = 200  # beyond this the gray step lines merge into a gray wash
 
 
 def require_matplotlib() -> None:
-    from tui.cli import UserError
+    from sgdwalk.tui.cli import UserError
 
     try:
         import matplotlib  # noqa: F401

@@ -19,9 +19,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.text import Text
-
-from engine.config import RunConfig
-from engine.records import (
+from sgdwalk.config import RunConfig
+from sgdwalk.records import (
     DIVERGED,
     FINISHED,
     INTERRUPTED,
@@ -100,8 +99,8 @@ class HeadlessView:
 
 
 def run_headless(cfg: RunConfig, console: Console | None = None) -> int:
-    from engine.runner import check_new_session, drive, open_writer, stop_on_signals
-    from engine.train import prepare
+    from sgdwalk.runner import check_new_session, drive, open_writer, stop_on_signals
+    from sgdwalk.train import prepare
 
     console = console or Console(soft_wrap=True)
     check_new_session(cfg)

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.config import RunConfig
-from engine.records import DIVERGED, FAILED, FINISHED, INTERRUPTED
-from engine.session import open_session
+from sgdwalk.config import RunConfig
+from sgdwalk.records import DIVERGED, FAILED, FINISHED, INTERRUPTED
+from sgdwalk.session import open_session
 
 EXIT_CODES = {FINISHED: 0, INTERRUPTED: 130, DIVERGED: 3, FAILED: 1}
 STOP_WAIT = 600.0  # seconds to wait for a stopped run to finish its current step
@@ -36,8 +36,8 @@ def run_dashboard_child(cfg: RunConfig, flags: dict[str, Any], config: Path | No
     and ``p`` pauses it (SIGUSR1/SIGUSR2) between steps. Bad input still fails before the
     dashboard starts: the child's one-line error is printed with its exit code.
     """
-    from engine.runner import check_new_session, default_session_name
-    from tui.detach import DetachError, child_argv, start_detached
+    from sgdwalk.runner import check_new_session, default_session_name
+    from sgdwalk.tui.detach import DetachError, child_argv, start_detached
 
     check_new_session(cfg)
     sessions = Path(cfg.sessions_dir)
@@ -63,10 +63,10 @@ def run_dashboard_child(cfg: RunConfig, flags: dict[str, Any], config: Path | No
 
 def run_dashboard(cfg: RunConfig) -> int:
     """``sgdwalk run --in-process``: train in a worker thread of the dashboard's own process."""
-    from engine.runner import check_new_session, open_writer
-    from engine.train import prepare
-    from tui.app import make_app
-    from tui.sources import LiveSource
+    from sgdwalk.runner import check_new_session, open_writer
+    from sgdwalk.train import prepare
+    from sgdwalk.tui.app import make_app
+    from sgdwalk.tui.sources import LiveSource
 
     check_new_session(cfg)
     run = prepare(cfg)
@@ -91,8 +91,8 @@ def watch_dashboard(
     spec: str, sessions_dir: Path, pid: int | None = None, detached: bool = False,
     owned: bool = False,
 ) -> int:  # fmt: skip
-    from tui.app import make_app
-    from tui.sources import FollowSource
+    from sgdwalk.tui.app import make_app
+    from sgdwalk.tui.sources import FollowSource
 
     session = open_session(spec, sessions_dir)
     source = FollowSource(session, pid=pid, detached=detached, owned=owned)
@@ -111,8 +111,8 @@ def watch_dashboard(
 
 
 def replay_dashboard(spec: str, sessions_dir: Path) -> int:
-    from tui.app import make_app
-    from tui.replay import ReplayCursor
+    from sgdwalk.tui.app import make_app
+    from sgdwalk.tui.replay import ReplayCursor
 
     session = open_session(spec, sessions_dir)
     if session.step_count() == 0:

@@ -8,8 +8,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-
-from engine.session import Session, list_sessions
+from sgdwalk.session import Session, list_sessions
 
 
 def session_summary(s: Session) -> dict[str, Any]:
@@ -33,7 +32,7 @@ def session_summary(s: Session) -> dict[str, Any]:
 
 
 def print_sessions(sessions_dir: Path, as_json: bool) -> None:
-    from tui.cli import UserError
+    from sgdwalk.tui.cli import UserError
 
     if not sessions_dir.is_dir():
         raise UserError(f"no sessions folder at {sessions_dir}")

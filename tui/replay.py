@@ -12,9 +12,9 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from engine.records import CurvatureMeasured, EpochEnded, EventLogged, StepMeasured
-from engine.session import Session
-from tui.state import TRAIL, Buffers, event_line
+from sgdwalk.records import CurvatureMeasured, EpochEnded, EventLogged, StepMeasured
+from sgdwalk.session import Session
+from sgdwalk.tui.state import TRAIL, Buffers, event_line
 
 SPEEDS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, float("inf"))
 MAX_SPEED = float("inf")  # every step drawn, frames back to back

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import time
 
+from sgdwalk.records import FAILED, FINISHED, RESUMED_EVENT, RUNNING, EventLogged
+from sgdwalk.tui.dashboard import PANELS, DashboardScreen
+from sgdwalk.tui.dialogs import QuitScreen, SeekScreen
+from sgdwalk.tui.replay import MAX_SPEED, ReplayCursor, parse_target
+from sgdwalk.tui.sources import FollowSource, LiveSource
+from sgdwalk.tui.state import RunFacts
+from sgdwalk.tui.status import join
 from textual.binding import Binding
-
-from engine.records import FAILED, FINISHED, RESUMED_EVENT, RUNNING, EventLogged
-from tui.dashboard import PANELS, DashboardScreen
-from tui.dialogs import QuitScreen, SeekScreen
-from tui.replay import MAX_SPEED, ReplayCursor, parse_target
-from tui.sources import FollowSource, LiveSource
-from tui.state import RunFacts
-from tui.status import join
 
 STATE_MARKS = {FINISHED: "✔", FAILED: "✖", RUNNING: "▶"}
 SILENT_AFTER = 3.0  # seconds without a heartbeat before the status line says so

@@ -15,9 +15,9 @@ import signal
 import threading
 from typing import Any
 
-from engine.records import RUNNING
-from engine.runner import PAUSE_SIGNAL, RESUME_SIGNAL, RunControls
-from engine.session import Session
+from sgdwalk.records import RUNNING
+from sgdwalk.runner import PAUSE_SIGNAL, RESUME_SIGNAL, RunControls
+from sgdwalk.session import Session
 
 QUEUE_MAX = 5_000
 
@@ -77,7 +77,7 @@ class LiveSource(Source):
         return self.controls.paused.is_set()
 
     def work(self) -> str:
-        from engine.runner import drive
+        from sgdwalk.runner import drive
 
         try:
             records = self.controls.pausable(self.run.records(self.controls.should_stop))

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from engine.records import (
+from sgdwalk.records import (
     CurvatureMeasured,
     EpochEnded,
     EventLogged,

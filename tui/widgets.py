@@ -12,13 +12,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 
+from sgdwalk.records import CurvatureMeasured, EpochEnded, StepMeasured
+from sgdwalk.tui import charts
+from sgdwalk.tui.state import CURVATURE_MAX, EPOCHS_MAX, SLICE_WINDOW_MAX, TRAIL
 from textual.app import RenderResult
 from textual.widgets import RichLog, Static
 from textual_plotext import PlotextPlot
-
-from engine.records import CurvatureMeasured, EpochEnded, StepMeasured
-from tui import charts
-from tui.state import CURVATURE_MAX, EPOCHS_MAX, SLICE_WINDOW_MAX, TRAIL
 
 
 class Chart(PlotextPlot, can_focus=True):

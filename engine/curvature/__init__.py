@@ -6,9 +6,9 @@ matrices), and the measurements built from them (``alignment``, ``measure``). Im
 loads torch; ``engine`` itself imports it only when a run has curvature switched on.
 """
 
-from engine.curvature.hvp import HessianOperator, flat_gradient, hessian_operator
-from engine.curvature.lanczos import LanczosResult, lanczos, lanczos_steps
-from engine.curvature.measure import CurvatureMeter
+from sgdwalk.curvature.hvp import HessianOperator, flat_gradient, hessian_operator
+from sgdwalk.curvature.lanczos import LanczosResult, lanczos, lanczos_steps
+from sgdwalk.curvature.measure import CurvatureMeter
 
 __all__ = [
     "CurvatureMeter",

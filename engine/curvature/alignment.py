@@ -18,8 +18,7 @@ Batches are drawn without replacement from the training split; b = the whole spl
 from __future__ import annotations
 
 import torch
-
-from engine.records import Alignment
+from sgdwalk.records import Alignment
 
 
 def draw_batches(n_train: int, b: int, samples: int, gen: torch.Generator) -> list[torch.Tensor]:

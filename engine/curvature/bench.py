@@ -23,12 +23,11 @@ from functools import partial
 from typing import Any
 
 import torch
-
-from engine.curvature.hvp import differentiable, flat_gradient, hessian_operator
-from engine.curvature.lanczos import lanczos
-from engine.curvature.measure import CurvatureMeter
-from engine.probe import flat_params
-from engine.records import CurvatureMeasured, EpochEnded
+from sgdwalk.curvature.hvp import differentiable, flat_gradient, hessian_operator
+from sgdwalk.curvature.lanczos import lanczos
+from sgdwalk.curvature.measure import CurvatureMeter
+from sgdwalk.probe import flat_params
+from sgdwalk.records import CurvatureMeasured, EpochEnded
 
 TARGETS = {"hvp_ratio": "<= 2.5", "lanczos_products": "<= 40"}
 

@@ -16,13 +16,12 @@ from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import torch
-
-from engine.config import clip_align_batch_sizes, parse_align_batch_sizes
-from engine.curvature.alignment import alignment_values, draw_batches, summarize
-from engine.curvature.hvp import DEFAULT_METHOD, HessianOperator, flat_gradient, hessian_operator
-from engine.curvature.lanczos import LanczosResult, lanczos_steps
-from engine.probe import Chunks, Evaluator, make_chunks
-from engine.records import CurvatureMeasured, PhaseProgressed
+from sgdwalk.config import clip_align_batch_sizes, parse_align_batch_sizes
+from sgdwalk.curvature.alignment import alignment_values, draw_batches, summarize
+from sgdwalk.curvature.hvp import DEFAULT_METHOD, HessianOperator, flat_gradient, hessian_operator
+from sgdwalk.curvature.lanczos import LanczosResult, lanczos_steps
+from sgdwalk.probe import Chunks, Evaluator, make_chunks
+from sgdwalk.records import CurvatureMeasured, PhaseProgressed
 
 PHASE = "curvature"
 

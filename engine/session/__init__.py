@@ -11,8 +11,8 @@ Why this shape:
   code. Session names are plain names and cannot escape the sessions folder.
 """
 
-from engine.session.reader import Session, list_sessions, open_session, resolve_session
-from engine.session.schema import (
+from sgdwalk.session.reader import Session, list_sessions, open_session, resolve_session
+from sgdwalk.session.schema import (
     APPLICATION_ID,
     DB_NAME,
     SCHEMA_VERSION,
@@ -21,7 +21,7 @@ from engine.session.schema import (
     interpolation_alphas,
     session_dir,
 )
-from engine.session.writer import SessionWriter
+from sgdwalk.session.writer import SessionWriter
 
 __all__ = [
     "APPLICATION_ID",

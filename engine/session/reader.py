@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from engine.records import (
+from sgdwalk.records import (
     INTERRUPTED,
     RUNNING,
     CurvatureMeasured,
@@ -19,7 +19,7 @@ from engine.records import (
     EventLogged,
     StepMeasured,
 )
-from engine.session.schema import (
+from sgdwalk.session.schema import (
     APPLICATION_ID,
     DB_NAME,
     HEARTBEAT_STALE,

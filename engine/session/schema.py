@@ -12,7 +12,7 @@ from array import array
 from pathlib import Path
 from typing import Any
 
-from engine.records import Alignment, CurvatureMeasured, EpochEnded, EventLogged, StepMeasured
+from sgdwalk.records import Alignment, CurvatureMeasured, EpochEnded, EventLogged, StepMeasured
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x53475741  # "SGWA": marks a file as an sgdwalk session

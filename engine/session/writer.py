@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from engine.records import (
+from sgdwalk.records import (
     FAILED,
     INTERRUPTED,
     RUNNING,
@@ -21,7 +21,7 @@ from engine.records import (
     EventLogged,
     StepMeasured,
 )
-from engine.session.schema import (
+from sgdwalk.session.schema import (
     APPLICATION_ID,
     DB_NAME,
     EPOCH_COLS,

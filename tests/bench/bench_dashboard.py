@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from engine.config import build_config  # noqa: E402
-from engine.runner import drive, open_writer  # noqa: E402
+from sgdwalk.config import build_config  # noqa: E402
+from sgdwalk.runner import drive, open_writer  # noqa: E402
 
 
 def config(tmp: Path, name: str, **flags):
@@ -30,7 +30,7 @@ def config(tmp: Path, name: str, **flags):
 
 
 def headless_rate(cfg) -> float:
-    from engine.train import prepare
+    from sgdwalk.train import prepare
 
     run = prepare(cfg)
     writer = open_writer(cfg, run.info)
@@ -41,9 +41,9 @@ def headless_rate(cfg) -> float:
 
 
 async def dashboard_rate(cfg, keys: list[float] | None = None) -> float:
-    from engine.train import prepare
-    from tui.app import make_app
-    from tui.sources import LiveSource
+    from sgdwalk.train import prepare
+    from sgdwalk.tui.app import make_app
+    from sgdwalk.tui.sources import LiveSource
 
     run = prepare(cfg)
     writer = open_writer(cfg, run.info)
@@ -86,7 +86,7 @@ def _tmux(*args: str) -> str:
 
 
 def _session_rate(path: Path) -> float:
-    from engine.session import open_session
+    from sgdwalk.session import open_session
 
     with open_session(path) as s:
         steps = list(s.steps())
@@ -149,9 +149,9 @@ def make_big_session(path: Path, steps: int = 100_000, per_epoch: int = 1000) ->
 async def replay_bench(path: Path) -> None:
     import random
 
-    from engine.session import open_session
-    from tui.app import make_app
-    from tui.replay import ReplayCursor
+    from sgdwalk.session import open_session
+    from sgdwalk.tui.app import make_app
+    from sgdwalk.tui.replay import ReplayCursor
 
     t0 = time.perf_counter()
     app = make_app(ReplayCursor(open_session(path)))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from engine.records import FINISHED, EpochEnded, StepMeasured
-from engine.session import SessionWriter, interpolation_alphas
+from sgdwalk.records import FINISHED, EpochEnded, StepMeasured
+from sgdwalk.session import SessionWriter, interpolation_alphas
 
 
 def write_big(path: Path, steps: int = 100_000, per_epoch: int = 1000, k: int = 10) -> None:
