@@ -1,36 +1,51 @@
-"""sgdwalk's engine: training, landscape measurements and the session store.
+"""sgdwalk: watch SGD walk the loss surface of your network.
 
-Importing ``engine`` is cheap and pulls in neither torch nor any UI library: the records and the
-session reader are plain Python (``from sgdwalk import open_session``); the training pieces load
-torch on first use.
+``import sgdwalk`` is cheap and pulls in neither torch nor any UI library: the records, the errors
+and the session reader are plain Python (``sgdwalk.open_session("NAME")``); the training pieces
+load torch on first use.
 """
 
+from sgdwalk.errors import (
+    ConfigError,
+    DataError,
+    SessionError,
+    SgdwalkError,
+    StorageError,
+    UsageError,
+)
 from sgdwalk.records import (
     Alignment,
     CurvatureMeasured,
     EpochEnded,
     EventLogged,
     PhaseProgressed,
+    Record,
     StepMeasured,
 )
-from sgdwalk.session import Session, SessionError, list_sessions, open_session
+from sgdwalk.session import Session, list_sessions, open_session
 
 __all__ = [
     "Alignment",
+    "ConfigError",
     "CurvatureMeasured",
+    "DataError",
     "EpochEnded",
     "EventLogged",
     "PhaseProgressed",
+    "Record",
     "Session",
     "SessionError",
+    "SgdwalkError",
     "StepMeasured",
+    "StorageError",
+    "UsageError",
     "list_sessions",
     "open_session",
     "prepare",
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str):  # noqa: ANN202
     if name == "prepare":
         from sgdwalk.train import prepare
 

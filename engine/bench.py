@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from sgdwalk.config import RunConfig
 from sgdwalk.probe import flat_params
 from sgdwalk.records import StepMeasured
@@ -84,14 +85,14 @@ def slice_costs(run: Run, repeats: int) -> dict[str, float]:
     forward()  # warm-up (allocator, kernels)
     t_forward = _median_time(forward, repeats, run.device)
     out = {"t_forward": t_forward}
-    used = ev.batch_alphas
+    used = ev.slice_mode
     try:
         for mode in ("loop", "vmap"):
-            ev.batch_alphas = mode == "vmap"
+            ev.slice_mode = mode
             one_slice()  # warm-up
             out[f"t_slice_{mode}"] = _median_time(one_slice, repeats, run.device)
     finally:
-        ev.batch_alphas = used
+        ev.slice_mode = used
     for mode in ("loop", "vmap"):
         out[f"slice_ratio_{mode}"] = out[f"t_slice_{mode}"] / (k * t_forward)
     out["t_slice"] = out[f"t_slice_{run.slice_mode}"]

@@ -16,14 +16,12 @@ from typing import Any
 
 import tomllib
 
+from sgdwalk.errors import ConfigError
+
 MODELS = ("mlp", "cnn", "vgg11", "resnet56", "wrn")
 DATASETS = ("digits", "mnist", "cifar10", "cifar100", "tiny-imagenet", "synthetic-cifar10")
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_PROBE = 2048
-
-
-class ConfigError(ValueError):
-    """A bad configuration value; ``str(e)`` is one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -175,15 +173,15 @@ def _fail(flag: str, why: str) -> None:
 SLICE_MODES = ("auto", "loop", "vmap")
 
 
-def batch_alphas(slice_mode: str, device_type: str, convolutional: bool) -> bool:
-    """Whether the slice evaluates its α points in one vmapped pass (``slice_mode`` auto rule).
+def choose_slice_mode(slice_mode: str, device_type: str, convolutional: bool) -> str:
+    """ "loop" or "vmap": how the slice evaluates its α points (``--slice-mode`` with ``auto``).
 
-    ``auto``: on CUDA always; on a CPU only without convolutions (vmapped convolutions run as
-    grouped convolutions, slower there: see ``engine/probe.py``).
+    ``auto``: vmap on CUDA always; on a CPU only without convolutions (vmapped convolutions run as
+    grouped convolutions, slower there: see ``sgdwalk.probe``).
     """
     if slice_mode != "auto":
-        return slice_mode == "vmap"
-    return device_type == "cuda" or not convolutional
+        return slice_mode
+    return "vmap" if device_type == "cuda" or not convolutional else "loop"
 
 
 def validate(c: RunConfig) -> None:

@@ -17,12 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sgdwalk.errors import DataError
+
 VAL_SIZE = 5000
 TINY_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
-
-
-class DataError(Exception):
-    """The dataset cannot be loaded; ``str(e)`` is one line for the user."""
 
 
 @dataclass

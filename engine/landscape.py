@@ -18,6 +18,13 @@ from dataclasses import dataclass
 BARRIER_RTOL = 1e-5  # float32 losses carry ~1e-7 relative rounding noise per evaluation
 
 
+def interpolation_alphas(k: int) -> list[float]:
+    """α_j = j/K for j = 0..K: the slice's points, θ_t + α_j Δ_t (K >= 1)."""
+    if k < 1:
+        raise ValueError(f"a slice needs K >= 1 intervals, got {k}")
+    return [j / k for j in range(k + 1)]
+
+
 @dataclass(frozen=True, slots=True)
 class SliceStats:
     barrier: bool

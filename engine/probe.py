@@ -7,12 +7,12 @@ fused ``add`` into that buffer, and a forward pass is an ordinary module call: n
 re-parametrisation overhead (``torch.func.functional_call`` costs tens of microseconds a call, which
 on a small MLP is as much as the forward pass itself). The trained model is never written to.
 
-The slice can also evaluate its K points in one batched pass (``batch_alphas``): the K parameter
+The slice can also evaluate its K points in one batched pass (``slice_mode="vmap"``): the K parameter
 vectors are stacked and ``torch.func.vmap`` runs ``functional_call`` over them, so each probe chunk
 is read once per step instead of K times and each layer becomes one batched kernel. On CUDA that
 beats K launches of small kernels; on a CPU it pays off for dense layers only (measured: an MLP's
 slice 1.45x faster, a small CNN's 1.5x slower, because vmapped convolutions run as grouped
-convolutions), hence ``slice_mode``'s ``auto`` rule in ``engine/config.py``.
+convolutions), hence ``--slice-mode``'s ``auto`` rule in ``sgdwalk.config``.
 
 Probe semantics (SPEC "Probe set"): no augmentation, dropout off, BatchNorm normalising with batch
 statistics over chunks of the training batch size, running buffers of the real model untouched.
@@ -95,11 +95,14 @@ def has_convolutions(model: nn.Module) -> bool:
 class Evaluator:
     """A private copy of ``model`` whose parameters live in the flat buffer ``self.flat``.
 
-    ``batch_alphas``: evaluate a slice's points in batched passes (see the module notes).
+    ``slice_mode``: "loop" (one pass per slice point) or "vmap" (the points in batched passes; see
+    the module notes).
     """
 
-    def __init__(self, model: nn.Module, batch_alphas: bool = False):
-        self.batch_alphas = batch_alphas
+    def __init__(self, model: nn.Module, slice_mode: str = "loop"):
+        if slice_mode not in ("loop", "vmap"):
+            raise ValueError(f"slice_mode must be 'loop' or 'vmap', got {slice_mode!r}")
+        self.slice_mode = slice_mode
         self._functional: nn.Module | None = None  # built on the first batched pass
         self._per_pass: dict[int, int] = {}  # points per vmapped pass, by probe chunk rows
         self.shadow = copy.deepcopy(model)
@@ -177,7 +180,7 @@ class Evaluator:
         reused value is bit-identical to a fresh evaluation at θ1 (in batched mode, to the same
         evaluation batched: equal to float rounding).
         """
-        if self.batch_alphas:
+        if self.slice_mode == "vmap":
             return self._slice_batched(theta0, theta1, alphas, chunks, first)
         losses = []
         if first is None:

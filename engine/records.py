@@ -1,14 +1,40 @@
-"""The records the engine speaks in.
+"""The records the engine speaks in, and the one list of their fields.
 
 Every consumer (session store, dashboard, headless progress, export, user scripts) sees these
-same frozen dataclasses, so their names and fields are a public contract (SPEC "Records").
+same frozen dataclasses, so their names and fields are a public contract. They are also the one
+schema: the session's SQL columns, its row encoders and decoders (``sgdwalk.session.schema``) and
+the csv/json columns of ``sgdwalk export`` are derived from ``dataclasses.fields`` of these
+classes, so a new measurement is a new field here and nowhere else. Field metadata says what the
+derivation cannot guess: ``stored: False`` (derived on reading from another field: the α grid
+from the slice length), ``NAN_WHEN_MEASURED`` (a measured step's float that SQLite stored as NULL was a NaN), and
+``columns`` (how a list spreads over csv/json columns).
+
 Steps count updates from 1; epochs count from 1. Values are plain Python floats/ints/lists so a
 record is cheap to build, compare and serialise, and holds no tensors (no device memory, no syncs).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Final, Literal, get_args
+
+from sgdwalk.landscape import interpolation_alphas
+
+# Field metadata (see the module notes).
+NAN_WHEN_MEASURED = {"nan_when_measured": True}
+
+
+def _alpha_grid(losses: list[float]) -> list[float]:
+    return interpolation_alphas(len(losses) - 1)
+
+
+ALPHAS_FROM_SLICE = {"stored": False, "from": ("slice", _alpha_grid)}
+
+
+def columns(pattern: str) -> dict[str, str]:
+    """Metadata: a list field's csv/json columns, ``pattern`` formatted with its index, 0-based
+    as ``j`` (``L_{j}``: L_0..L_K) or 1-based as ``i`` (``eig_cos_mean_{i}``: one per v_i)."""
+    return {"columns": pattern}
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,7 +42,7 @@ class StepMeasured:
     """One optimiser update θ_t → θ_{t+1}, with its landscape measurements.
 
     On a step that was not measured (``--measure-every N > 1``) only the training fields
-    (step, epoch, lr, batch_size, batch_loss, elapsed) are set; the others are empty lists or None.
+    (step, epoch, lr, batch_size, batch_loss, elapsed) are set; the others are None.
     """
 
     step: int
@@ -24,19 +50,19 @@ class StepMeasured:
     lr: float
     batch_size: int
     batch_loss: float
-    elapsed: float
-    grad_norm: float | None = None
-    alphas: list[float] | None = None
-    slice: list[float] | None = None
+    elapsed: float  # seconds since the run started
+    grad_norm: float | None = field(default=None, metadata=NAN_WHEN_MEASURED)
+    alphas: list[float] | None = field(default=None, metadata=ALPHAS_FROM_SLICE)  # α_j = j/K
+    slice: list[float] | None = field(default=None, metadata=columns("L_{j}"))  # L_0..L_K
     barrier: bool | None = None
-    barrier_height: float | None = None
-    floor_loss: float | None = None
-    floor_alpha: float | None = None
+    barrier_height: float | None = field(default=None, metadata=NAN_WHEN_MEASURED)
+    floor_loss: float | None = field(default=None, metadata=NAN_WHEN_MEASURED)
+    floor_alpha: float | None = field(default=None, metadata=NAN_WHEN_MEASURED)
     interior_min: bool | None = None
-    height_above_floor: float | None = None
-    step_norm: float | None = None
-    dist_from_init: float | None = None
-    grad_cos: float | None = None
+    height_above_floor: float | None = field(default=None, metadata=NAN_WHEN_MEASURED)
+    step_norm: float | None = field(default=None, metadata=NAN_WHEN_MEASURED)
+    dist_from_init: float | None = field(default=None, metadata=NAN_WHEN_MEASURED)
+    grad_cos: float | None = None  # None on the first measured step, or after a gap
     update_cos: float | None = None
 
     @property
@@ -64,8 +90,8 @@ class Alignment:
 
     batch_size: int
     samples: int
-    eig_cos_mean: list[float]
-    eig_cos_std: list[float]
+    eig_cos_mean: list[float] = field(metadata=columns("eig_cos_mean_{i}"))
+    eig_cos_std: list[float] = field(metadata=columns("eig_cos_std_{i}"))
     subspace_mean: float
     subspace_std: float
     rayleigh_mean: float
@@ -81,19 +107,25 @@ class CurvatureMeasured:
     step: int
     epoch: int
     eigenvalues: list[float]
-    residuals: list[float]
-    hvps: int
+    residuals: list[float]  # relative: ‖H v_i − λ_i v_i‖ / |λ_i|
+    hvps: int  # Hessian-vector products the pass used
     alignment: list[Alignment]
+
+
+Level = Literal["info", "warning", "error"]
+# Run outcomes are events of their own kind; the last one names the session's final status.
+EventKind = Literal["finished", "interrupted", "diverged", "failed", "paused", "resumed", "warning"]
+EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 
 
 @dataclass(frozen=True, slots=True)
 class EventLogged:
-    """Something the user should read: divergence, warnings, the run's end."""
+    """Something the user should read: a pause, a warning, the run's end."""
 
     step: int
     epoch: int
-    level: str  # "info" | "warning" | "error"
-    kind: str  # e.g. "started", "diverged", "interrupted", "finished", "failed"
+    level: Level
+    kind: EventKind
     message: str
     time: float  # seconds since the run started
 
@@ -111,14 +143,14 @@ class PhaseProgressed:
 
 Record = StepMeasured | EpochEnded | CurvatureMeasured | EventLogged | PhaseProgressed
 
-# Session statuses (SPEC "Sessions").
-RUNNING = "running"
-FINISHED = "finished"
-INTERRUPTED = "interrupted"
-DIVERGED = "diverged"
-FAILED = "failed"
+# Session statuses. Every one but "running" is also the kind of the event that ends a run.
+RUNNING: Final = "running"
+FINISHED: Final = "finished"
+INTERRUPTED: Final = "interrupted"
+DIVERGED: Final = "diverged"
+FAILED: Final = "failed"
 STATUSES = (RUNNING, FINISHED, INTERRUPTED, DIVERGED, FAILED)
+ENDINGS = (FINISHED, INTERRUPTED, DIVERGED, FAILED)
 
-# Kinds of the events that acknowledge a pause (written once training really holds) and its end.
-PAUSED_EVENT = "paused"
-RESUMED_EVENT = "resumed"
+PAUSED_EVENT: Final = "paused"  # written once training really holds, naming the last step taken
+RESUMED_EVENT: Final = "resumed"

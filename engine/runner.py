@@ -8,16 +8,20 @@ the way the loop ended into the session's final status. Keeping it here means th
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import signal
 import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sgdwalk.config import RunConfig
+from sgdwalk.errors import SessionError, StorageError
 from sgdwalk.records import (
+    ENDINGS,
     FAILED,
     INTERRUPTED,
     PAUSED_EVENT,
@@ -25,64 +29,88 @@ from sgdwalk.records import (
     EventLogged,
     Record,
 )
-from sgdwalk.session import SessionError, SessionWriter, session_dir
+from sgdwalk.session import SessionWriter, session_dir
+
+if TYPE_CHECKING:
+    from sgdwalk.train import Run
 
 
-def default_session_name(cfg: RunConfig, sessions_dir: Path) -> str:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = f"{cfg.dataset}-{cfg.model}-{stamp}"
+def default_session_name(cfg: RunConfig) -> str:
+    """DATASET-MODEL-YYYYmmdd-HHMMSS, with -2, -3, ... if that is taken."""
+    base = f"{cfg.dataset}-{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     name, n = base, 1
-    while (Path(sessions_dir) / name).exists():
+    while (Path(cfg.sessions_dir) / name).exists():
         n += 1
         name = f"{base}-{n}"
     return name
 
 
-def check_new_session(cfg: RunConfig) -> None:
-    """Fail fast (before loading data) on a bad or taken session name."""
-    if cfg.session is not None:
-        directory = session_dir(Path(cfg.sessions_dir), cfg.session)
-        if directory.exists():
-            raise SessionError(
-                f"session {cfg.session!r} already exists in {cfg.sessions_dir}; "
-                "choose another --session name"
-            )
+def claim(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with its session name settled, before any data loads: the given name if it is
+    valid and free (else ``SessionError``), or the default one."""
+    if cfg.session is None:
+        return dataclasses.replace(cfg, session=default_session_name(cfg))
+    if session_dir(Path(cfg.sessions_dir), cfg.session).exists():
+        raise SessionError(
+            f"session {cfg.session!r} already exists in {cfg.sessions_dir}; "
+            "choose another --session name"
+        )
+    return cfg
 
 
-def open_writer(cfg: RunConfig, info: dict[str, object]) -> SessionWriter:
-    sessions = Path(cfg.sessions_dir)
-    name = cfg.session or default_session_name(cfg, sessions)
-    directory = session_dir(sessions, name)
-    config = cfg.as_dict() | {"session": name}
-    return SessionWriter(directory, config, info)
+def open_run(cfg: RunConfig) -> tuple[Run, SessionWriter]:
+    """Prepare a claimed run in this process and open its session writer."""
+    from sgdwalk.train import prepare
+
+    assert cfg.session is not None, "claim(cfg) first"
+    run = prepare(cfg)
+    directory = session_dir(Path(cfg.sessions_dir), cfg.session)
+    return run, SessionWriter(directory, cfg.as_dict(), run.info)
 
 
 def drive(
     records: Iterator[Record],
     writer: SessionWriter,
-    status_of_run: Callable[[], str],
     on_record: Callable[[Record], None] | None = None,
 ) -> str:
-    """Write every record to the session (and ``on_record``); close it with the final status."""
-    message = ""
+    """Write every record to the session (and ``on_record``); close it with the final status.
+
+    The status is the kind of the last ending event the run yielded (finished, interrupted,
+    diverged); a loop that stops without one was interrupted. Ctrl+C inside the loop ends it
+    interrupted; any other exception writes a ``failed`` event, marks the session failed, keeps
+    the traceback in ``error.txt`` beside it (when the disk allows) and goes on up.
+    """
+    ending, message, where = INTERRUPTED, "stopped without an ending", (0, 0)
+    started = time.monotonic()
     try:
         for rec in records:
             writer.write(rec)
-            if isinstance(rec, EventLogged):
-                message = rec.message  # the run's last word becomes the session's message
+            where = (getattr(rec, "step", where[0]), getattr(rec, "epoch", where[1]))
+            if isinstance(rec, EventLogged) and rec.kind in ENDINGS:
+                ending, message = rec.kind, rec.message
             if on_record is not None:
                 on_record(rec)
     except KeyboardInterrupt:
         writer.close(INTERRUPTED, "interrupted")
         return INTERRUPTED
     except BaseException as e:
-        writer.close(FAILED, f"{type(e).__name__}: {e}")
-        writer_failure = traceback.format_exc()
-        (writer.directory / "error.txt").write_text(writer_failure)
+        _failed(writer, e, where, time.monotonic() - started)
         raise
-    status = status_of_run()
-    writer.close(status, message)
-    return status
+    writer.close(ending, message)
+    return ending
+
+
+def _failed(writer: SessionWriter, e: BaseException, where: tuple[int, int], t: float) -> None:
+    """Record a crash as far as the storage allows; the original error is what the user sees."""
+    message = f"{type(e).__name__}: {e}"
+    trace = traceback.format_exc()
+    with contextlib.suppress(StorageError):
+        if not isinstance(e, StorageError):
+            writer.write(EventLogged(*where, "error", FAILED, message, t))
+    with contextlib.suppress(StorageError):
+        writer.close(FAILED, message)
+    with contextlib.suppress(OSError):
+        (writer.directory / "error.txt").write_text(trace)
 
 
 class RunControls:
@@ -123,7 +151,7 @@ PAUSE_SIGNAL = getattr(signal, "SIGUSR1", None)  # what a dashboard sends a trai
 RESUME_SIGNAL = getattr(signal, "SIGUSR2", None)
 
 
-@contextmanager
+@contextlib.contextmanager
 def stop_on_signals() -> Iterator[RunControls]:
     """SIGINT, SIGTERM and SIGHUP stop cleanly; SIGUSR1 pauses and SIGUSR2 resumes.
 
@@ -153,10 +181,10 @@ def stop_on_signals() -> Iterator[RunControls]:
 
 
 __all__ = [
-    "SessionError",
-    "check_new_session",
+    "RunControls",
+    "claim",
     "default_session_name",
     "drive",
-    "open_writer",
+    "open_run",
     "stop_on_signals",
 ]

@@ -2,38 +2,38 @@
 
 ``prepare(config)`` does everything that can fail on bad input (device, data, model, checks against
 the data) before any session exists; ``Run.records(should_stop)`` then trains and yields one
-``StepMeasured`` per update, an ``EpochEnded`` per epoch, and events. The generator is lazy, so a
-consumer pauses training simply by not asking for the next record.
-
-Per measured step t (SPEC "Measurements"): g_t from the training backward, θ_t and θ_{t+1} as flat
-vectors, the slice L_j = L_P(θ_t + α_j Δ_t) with L_0 reused from the previous step's L_K, and the
-trajectory numbers. All of it stays on the device and is synced once per step.
+``StepMeasured`` per update, an ``EpochEnded`` per epoch, ``CurvatureMeasured`` on the curvature
+schedule, and an ending event. The generator is lazy, so a consumer pauses training simply by not
+asking for the next record. The per-step measurements are the step meter's (``sgdwalk.meter``),
+the same one a user's own loop drives through ``sgdwalk.Walker``.
 """
 
 from __future__ import annotations
 
 import math
 import platform
-import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
+
 from sgdwalk.config import (
+    DEFAULT_PROBE,
     ConfigError,
     RunConfig,
-    batch_alphas,
     check_against_data,
+    choose_slice_mode,
     parse_hessian_every,
     probe_size,
 )
 from sgdwalk.data import Data, load_data
-from sgdwalk.landscape import analyze_slice
+from sgdwalk.landscape import interpolation_alphas
+from sgdwalk.meter import StepMeter
 from sgdwalk.models import build_model, count_params
 from sgdwalk.probe import (
     Evaluator,
-    flat_grads,
     flat_params,
     has_batchnorm,
     has_convolutions,
@@ -43,14 +43,11 @@ from sgdwalk.records import (
     DIVERGED,
     FINISHED,
     INTERRUPTED,
-    RUNNING,
     EpochEnded,
     EventLogged,
     Record,
     StepMeasured,
 )
-from sgdwalk.session import interpolation_alphas
-from torch import nn
 
 if TYPE_CHECKING:
     from sgdwalk.curvature import CurvatureMeter
@@ -67,44 +64,14 @@ def choose_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _cos(a: torch.Tensor | None, b: torch.Tensor) -> torch.Tensor:
-    """cos(a, b) = a·b / (‖a‖‖b‖); NaN when undefined (no previous vector, or a zero vector)."""
-    if a is None:
-        return torch.full((), float("nan"), dtype=b.dtype, device=b.device)
-    return torch.dot(a, b) / (a.norm() * b.norm())
-
-
-def _none_if_nan(v: float) -> float | None:
-    return None if math.isnan(v) else v
-
-
-@dataclass
-class _Trail:
-    """What measuring step t+1 needs from step t: θ_{t+1}, L_P(θ_{t+1}), g_t and Δ_t."""
-
-    theta_init: torch.Tensor
-    theta: torch.Tensor | None = None  # θ of the next step when known (None: read it then)
-    last_loss: torch.Tensor | None = None  # the previous slice's α = 1 point, reused as L_0
-    grad: torch.Tensor | None = None
-    delta: torch.Tensor | None = None
-
-    def __post_init__(self) -> None:
-        self.theta = self.theta_init.clone()
-
-    def forget(self) -> None:
-        self.theta = self.last_loss = self.grad = self.delta = None
-
-
 class Run:
-    """A prepared training run: data, model, optimizer, probe set. See ``prepare``."""
+    """A prepared training run: data, model, optimizer, probe set, step meter. See ``prepare``."""
 
     def __init__(self, cfg: RunConfig, data: Data, model: nn.Module, device: torch.device):
         self.cfg = cfg
         self.data = data
         self.model = model
         self.device = device
-        self.status = RUNNING
-        self.alphas = interpolation_alphas(cfg.points)
         self.n_params = count_params(model)
         self.optimizer = torch.optim.SGD(
             model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
@@ -116,18 +83,21 @@ class Run:
             (GD_CHUNK if cfg.full_batch else self.batch_size) if bn else NO_BN_PROBE_CHUNK
         )
         self.chunk = cfg.probe_chunk or default_chunk
-        self.slice_mode = "vmap" if batch_alphas(cfg.slice_mode, device.type,
-                                                 has_convolutions(model)) else "loop"  # fmt: skip
-        self.evaluator = Evaluator(model, batch_alphas=self.slice_mode == "vmap")
+        self.slice_mode = choose_slice_mode(cfg.slice_mode, device.type, has_convolutions(model))
+        self.evaluator = Evaluator(model, slice_mode=self.slice_mode)
         self.probe_n = probe_size(cfg, data.n_train)
-        probe_idx = self._probe_indices(self.probe_n or min(2048, data.n_train))
-        self.probe_idx = probe_idx
-        self.probe_chunks = make_chunks(data.inputs(probe_idx), data.y_train[probe_idx], self.chunk)
+        self.probe_idx = self._probe_indices(self.probe_n or min(DEFAULT_PROBE, data.n_train))
+        self.probe_chunks = make_chunks(data.inputs(self.probe_idx), data.y_train[self.probe_idx],
+                                        self.chunk)  # fmt: skip
         self.val_chunks = make_chunks(data.inputs(slice(None), "val"), data.y_val, self.chunk)
         per_epoch = (math.floor if cfg.drop_last else math.ceil)(data.n_train / self.batch_size)
         self.steps_per_epoch = 1 if cfg.full_batch else per_epoch
         self.hessian_every = parse_hessian_every(cfg.hessian_every)
         self.curvature_meter: CurvatureMeter | None = None  # built on the first pass
+
+    @property
+    def alphas(self) -> list[float]:
+        return interpolation_alphas(self.cfg.points)
 
     def _probe_indices(self, n: int) -> torch.Tensor:
         """The fixed probe set: drawn once from the training split with the session seed."""
@@ -174,94 +144,48 @@ class Run:
     ) -> Generator[Record, None, None]:
         """Train and yield records; ``measure=False`` keeps only the training fields (bench)."""
         cfg = self.cfg
-        t0 = time.perf_counter()
-        self.status = RUNNING
-        every = cfg.measure_every if measure else 0
-        trail = _Trail(flat_params(self.model))
+        probe = self.probe_chunks if self.probe_n is not None else None
+        meter = StepMeter(self.model, self.evaluator, probe, cfg.points,
+                          cfg.measure_every if measure else 0)  # fmt: skip
         step = 0
         if measure:
             yield from self._curvature(0, 0)  # at the start, before the first update
         for epoch in range(1, cfg.epochs + 1):
             self.model.train()
-            barriers = interior = measured = 0
+            tally = _Tally()
             for idx in self._batches():
                 if should_stop():
-                    yield self._end(INTERRUPTED, step, epoch, t0, "stopped by request")
+                    yield _end(INTERRUPTED, step, epoch, meter, "stopped by request")
                     return
                 step += 1
-                rec = self._step(step, epoch, idx, trail, every, t0)
-                if rec.measured:
-                    barriers += bool(rec.barrier)
-                    interior += bool(rec.interior_min)
-                    measured += 1
+                rec = self._update(meter, step, epoch, idx)
+                tally.add(rec)
                 yield rec
                 if not math.isfinite(rec.batch_loss) and not cfg.allow_divergence:
                     msg = f"loss became {rec.batch_loss} at step {step}"
-                    yield self._end(DIVERGED, step, epoch, t0, msg, level="error")
+                    yield _end(DIVERGED, step, epoch, meter, msg, level="error")
                     return
                 if measure and self._curvature_due("steps", step):
                     yield from self._curvature(step, epoch)
-            yield self._epoch_summary(epoch, step, barriers, interior, measured)
+            yield self._epoch_summary(epoch, step, tally)
             if measure and self._curvature_due("epochs", epoch):
                 yield from self._curvature(step, epoch)
-        yield self._end(FINISHED, step, cfg.epochs, t0, f"finished {step} steps")
+        yield _end(FINISHED, step, cfg.epochs, meter, f"finished {step} steps")
 
-    def _step(
-        self, step: int, epoch: int, idx: torch.Tensor, trail: _Trail, every: int, t0: float
-    ) -> StepMeasured:
-        """One update; measured when ``(step − 1) % every == 0`` (every = 0: never)."""
-        measure_now = every > 0 and (step - 1) % every == 0
-        keep = every > 0 and step % every == 0  # step t+1 is measured: it needs g_t and Δ_t
-        track = measure_now or keep
-        theta = trail.theta if trail.theta is not None or not track else flat_params(self.model)
+    def _update(self, meter: StepMeter, step: int, epoch: int, idx: torch.Tensor) -> StepMeasured:
+        """One optimiser update, measured by the meter around ``optimizer.step()``."""
         loss = self._train_step(idx)
-        grad = flat_grads(self.model) if track else None
+        meter.before_update(self.model, step)
         self.optimizer.step()
-        if grad is None or theta is None:
-            trail.forget()
-            # sync point: once per unmeasured step
-            return StepMeasured(
-                step, epoch, self.cfg.lr, len(idx), loss.item(), time.perf_counter() - t0
-            )
-        theta_next = flat_params(self.model)
-        delta = theta_next - theta
-        if measure_now:
-            rec = self._measure(step, epoch, idx, loss, grad, (theta, theta_next, delta), trail, t0)
-        else:
-            rec = StepMeasured(
-                step, epoch, self.cfg.lr, len(idx), loss.item(), time.perf_counter() - t0
-            )
-            trail.last_loss = None
-        if keep:
-            trail.theta, trail.grad, trail.delta = theta_next, grad, delta
-        else:
-            trail.forget()
-        return rec
-
-    def _measure(
-        self, step: int, epoch: int, idx: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor,
-        move: tuple[torch.Tensor, torch.Tensor, torch.Tensor], trail: _Trail, t0: float,
-    ) -> StepMeasured:  # fmt: skip
-        """The slice and trajectory numbers of step t, synced to the host once."""
-        fixed = self.probe_n is not None
-        chunks = self.probe_chunks if fixed else self._batch_chunks(idx)
-        first = trail.last_loss if fixed else None
-        theta, theta_next, delta = move  # θ_t, θ_{t+1} (loaded exactly at the ends), Δ_t
-        losses = self.evaluator.slice(theta, theta_next, self.alphas, chunks, first)
-        stats = torch.stack([
-            loss.detach().to(losses.dtype), grad.norm(), delta.norm(),
-            (theta_next - trail.theta_init).norm(), _cos(trail.grad, grad), _cos(trail.delta, delta),
-        ])  # fmt: skip
-        values = torch.cat([losses, stats]).tolist()  # sync point: once per measured step
-        trail.last_loss = losses[-1]
-        return self._measured(step, epoch, len(idx), values, t0)
+        chunks = None if meter.probe is not None or not meter.due(step) else self._batch_chunks(idx)
+        return meter.after_update(self.model, step, epoch, self.cfg.lr, len(idx), loss, chunks)
 
     def _curvature_due(self, unit: str, count: int) -> bool:
         every = self.hessian_every
         return every is not None and every[0] == unit and count % every[1] == 0
 
     def _curvature(self, step: int, epoch: int) -> Iterator[Record]:
-        """A curvature pass at θ_step on the shadow model (engine/curvature); off: nothing."""
+        """A curvature pass at θ_step on the shadow model (sgdwalk.curvature); off: nothing."""
         if self.hessian_every is None:
             return
         if self.curvature_meter is None:
@@ -303,24 +227,7 @@ class Run:
         """``--probe batch``: the step's own mini-batch, un-augmented."""
         return make_chunks(self.data.inputs(idx), self.data.y_train[idx], self.chunk)
 
-    def _measured(
-        self, step: int, epoch: int, batch_size: int, values: list[float], t0: float
-    ) -> StepMeasured:
-        k1 = len(self.alphas)
-        losses, (batch_loss, gnorm, snorm, dist, gcos, ucos) = values[:k1], values[k1:]
-        s = analyze_slice(losses, self.alphas)
-        return StepMeasured(
-            step=step, epoch=epoch, lr=self.cfg.lr, batch_size=batch_size,
-            batch_loss=batch_loss, elapsed=time.perf_counter() - t0, grad_norm=gnorm,
-            alphas=self.alphas, slice=losses, barrier=s.barrier, barrier_height=s.barrier_height,
-            floor_loss=s.floor_loss, floor_alpha=s.floor_alpha, interior_min=s.interior_min,
-            height_above_floor=s.height_above_floor, step_norm=snorm, dist_from_init=dist,
-            grad_cos=_none_if_nan(gcos), update_cos=_none_if_nan(ucos),
-        )  # fmt: skip
-
-    def _epoch_summary(
-        self, epoch: int, step: int, barriers: int, interior: int, measured: int
-    ) -> EpochEnded:
+    def _epoch_summary(self, epoch: int, step: int, tally: _Tally) -> EpochEnded:
         ev = self.evaluator
         ev.load(flat_params(self.model))
         train = ev.loss_and_accuracy(self.probe_chunks)
@@ -329,14 +236,34 @@ class Run:
         tl, ta, vl, va = torch.cat([train, val]).tolist()  # sync point: once per epoch
         return EpochEnded(
             epoch=epoch, steps=step, train_loss=tl, train_acc=ta, val_loss=vl, val_acc=va,
-            barriers=barriers, interior_min_fraction=interior / measured if measured else 0.0,
+            barriers=tally.barriers, interior_min_fraction=tally.interior_fraction,
         )  # fmt: skip
 
-    def _end(
-        self, status: str, step: int, epoch: int, t0: float, message: str, level: str = "info"
-    ) -> EventLogged:
-        self.status = status
-        return EventLogged(step, epoch, level, status, message, time.perf_counter() - t0)
+
+@dataclass
+class _Tally:
+    """Barriers and interior minima among an epoch's measured steps."""
+
+    barriers: int = 0
+    interior: int = 0
+    measured: int = 0
+
+    def add(self, rec: StepMeasured) -> None:
+        if rec.measured:
+            self.barriers += bool(rec.barrier)
+            self.interior += bool(rec.interior_min)
+            self.measured += 1
+
+    @property
+    def interior_fraction(self) -> float:
+        return self.interior / self.measured if self.measured else 0.0
+
+
+def _end(
+    status: str, step: int, epoch: int, meter: StepMeter, message: str, level: str = "info"
+) -> EventLogged:
+    """The event that ends a run; its kind is the session's final status."""
+    return EventLogged(step, epoch, level, status, message, meter.elapsed())  # type: ignore[arg-type]
 
 
 def prepare(cfg: RunConfig) -> Run:

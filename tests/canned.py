@@ -10,7 +10,7 @@ import math
 import random
 from pathlib import Path
 
-from sgdwalk.landscape import analyze_slice
+from sgdwalk.landscape import analyze_slice, interpolation_alphas
 from sgdwalk.records import (
     FINISHED,
     Alignment,
@@ -19,7 +19,7 @@ from sgdwalk.records import (
     EventLogged,
     StepMeasured,
 )
-from sgdwalk.session import SessionWriter, interpolation_alphas
+from sgdwalk.session import SessionWriter
 
 CANNED_CONFIG = {
     "model": "mlp", "dataset": "digits", "lr": 0.1, "batch_size": "64", "epochs": 4,
@@ -114,7 +114,7 @@ async def until(pilot, cond, tries: int = 200) -> None:
 
 async def drawn(pilot, app, tries: int = 200) -> None:
     """Wait until the dashboard has taken every queued record and repainted everything pending."""
-    from sgdwalk.tui.dashboard import PANELS
+    from sgdwalk.tui.dashboard.screen import PANELS
 
     screen = app.dashboard
     source = getattr(screen, "source", None)

@@ -7,11 +7,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from sgdwalk.curvature.alignment import alignment_values, draw_batches, summarize
 from sgdwalk.curvature.measure import CurvatureMeter, hessian_indices
 from sgdwalk.probe import Evaluator, make_chunks
 from sgdwalk.records import CurvatureMeasured, PhaseProgressed
-from torch import nn
 
 
 @pytest.fixture(autouse=True)

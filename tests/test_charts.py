@@ -1,19 +1,24 @@
-"""The shared figure functions (tui.charts): the dashboard and export draw with them."""
+"""The figure table (sgdwalk.tui.figures): each figure's series and its plotext drawing, which the
+dashboard and export share."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
+
 from sgdwalk.records import StepMeasured
 from sgdwalk.session import open_session
-from sgdwalk.tui import charts
+from sgdwalk.tui.figures import FIGURES, FigureData, Options, alignment, barriers, cosine, slices
+from sgdwalk.tui.figures.base import step_lines
+from sgdwalk.tui.figures.text import render_text
 
 
 @pytest.fixture
 def canned(canned_session):
     with open_session(canned_session) as s:
-        yield list(s.steps()), list(s.epochs()), list(s.curvature())
+        return FigureData("canned", None, s.config, list(s.steps()), list(s.epochs()),
+                          list(s.curvature()))  # fmt: skip
 
 
 def _step(step: int, sl: list[float] | None, **kw) -> StepMeasured:
@@ -23,93 +28,116 @@ def _step(step: int, sl: list[float] | None, **kw) -> StepMeasured:
                         alphas=alphas, slice=sl, **kw)  # fmt: skip
 
 
-FIGURES = {
-    "slices": lambda d: (charts.draw_slices, d[0][:40]),
-    "barriers": lambda d: (charts.draw_barriers, d[1]),
-    "alignment": lambda d: (charts.draw_alignment, d[2]),
-    "cosine": lambda d: (charts.draw_cosines, d[0]),
-}
+def _only(d: FigureData, figure: str) -> FigureData:
+    """The canned data cut as the figure's panel would be (slices: a 40-step window)."""
+    steps = d.steps[:40] if FIGURES[figure].needs.steps == "measured" else d.steps
+    return FigureData(d.name, None, d.config, steps, d.epochs, d.curvature)
 
 
 @pytest.mark.parametrize("name", FIGURES)
 def test_each_figure_renders_without_escape_codes(canned, name):
-    draw, data = FIGURES[name](canned)
-    text = charts.render_text(draw, data, width=80, height=20)
+    text = render_text(FIGURES[name], [_only(canned, name)], Options(width=80), height=20)
     assert "\x1b" not in text
     assert len(text.splitlines()) == 20
-    assert "Figure" in text
+    assert ("Figure" in text) == (name != "loss")
 
 
-def test_loss_figure_and_colour(canned, monkeypatch):
+def test_colour_and_no_color(canned, monkeypatch):
     monkeypatch.delenv("NO_COLOR", raising=False)
-    steps, epochs, _ = canned
-    assert "\x1b[" in charts.render_text(charts.draw_loss, steps, epochs, color=True)
+    loss = FIGURES["loss"]
+    assert "\x1b[" in render_text(loss, [canned], Options(), color=True)
     monkeypatch.setenv("NO_COLOR", "1")
-    assert "\x1b" not in charts.render_text(charts.draw_loss, steps, epochs, color=True)
+    assert "\x1b" not in render_text(loss, [canned], Options(), color=True)
 
 
-@pytest.mark.parametrize(
-    "draw, args",
-    [(charts.draw_slices, ([],)), (charts.draw_barriers, ([],)), (charts.draw_alignment, ([],)),
-     (charts.draw_cosines, ([],)), (charts.draw_loss, ([], []))],
-)  # fmt: skip
-def test_empty_data_draws_nothing(draw, args):
-    text = charts.render_text(draw, *args, width=40, height=10)
+@pytest.mark.parametrize("name", FIGURES)
+def test_empty_data_draws_nothing(name):
+    text = render_text(FIGURES[name], [FigureData("empty")], Options(width=40), height=10)
     assert "Figure" not in text and "●" not in text
+    assert not FIGURES[name].has_data(FigureData("empty"))
 
 
 def test_state_is_cleared_between_figures(canned):
-    charts.render_text(charts.draw_barriers, canned[1])
-    text = charts.render_text(charts.draw_cosines, canned[0])
+    render_text(FIGURES["barriers"], [canned], Options())
+    text = render_text(FIGURES["cosine"], [canned], Options())
     assert "barriers" not in text
 
 
-def test_draws_on_a_textual_plotext_plot(canned):
+@pytest.mark.parametrize("name", FIGURES)
+def test_draws_on_a_textual_plotext_plot_with_labels(canned, name):
     from textual_plotext.plot import Plot
 
-    steps, epochs, curv = canned
-    for draw, args in [(charts.draw_slices, (steps[:40],)), (charts.draw_barriers, (epochs,)),
-                       (charts.draw_alignment, (curv,)), (charts.draw_cosines, (steps,)),
-                       (charts.draw_loss, (steps, epochs))]:  # fmt: skip
-        plt = Plot()
-        plt.plotsize(60, 15)
-        draw(plt, *args, label="run")
-        assert "run" in plt.build()
+    from sgdwalk.tui.figures.base import draw_plotext
+
+    plt = Plot()
+    plt.plotsize(60, 15)
+    other = _only(canned, name)
+    runs = [FigureData("a", "run-a", other.config, other.steps, other.epochs, other.curvature),
+            FigureData("b", "run-b", other.config, other.steps, other.epochs, other.curvature)]  # fmt: skip
+    assert draw_plotext(FIGURES[name], plt, runs, Options(width=60))
+    assert "run-a" in plt.build()
 
 
 def test_slice_series_geometry():
     a = _step(1, [3.0, 1.0, 2.0], floor_loss=1.0, floor_alpha=0.5)
     b = _step(2, None)  # unmeasured: skipped
     c = _step(4, [2.0, 0.5, 1.0], floor_loss=0.5, floor_alpha=0.5, barrier=True)
-    s = charts.slice_series([a, b, c])
-    assert s.step_x == [1.0, 4.0] and s.step_y == [3.0, 2.0]
+    s = slices.slice_series([a, b, c])
+    # a dot at each step's start, and at the end of a step that no next step continues
+    assert s.step_x == [1.0, 2.0, 4.0, 5.0] and s.step_y == [3.0, 2.0, 2.0, 1.0]
     assert s.floor_x == [1.5, 4.5] and s.floor_y == [1.0, 0.5]
     assert s.barrier_x == [4.0]
     assert s.curve_y[3] is None  # the gap between step 1 and step 4 is not joined
     assert s.interpolated() == ([1.5, 4.5], [1.0, 0.5])
 
 
-def test_non_finite_values_are_skipped():
-    s = charts.slice_series([_step(1, [math.nan, 1.0, math.inf], floor_loss=math.nan)])
+def test_non_finite_values_are_skipped_and_counted():
+    steps = [_step(1, [math.nan, 1.0, math.inf], floor_loss=math.nan, floor_alpha=0.5)]
+    s = slices.slice_series(steps)
     assert s.step_x == [] and s.floor_x == []
     assert s.curve_y == [None, 1.0, None]
-    xs, ys = charts.cosine_series(
-        [_step(1, None, grad_cos=math.nan), _step(2, None, grad_cos=0.5)]
-    )["grad_cos"]
-    assert (xs, ys) == ([2], [0.5])
+    assert slices.skipped(FigureData("x", steps=steps)) == 2
+    series = cosine.cosine_series(
+        [_step(1, None, grad_cos=math.nan, update_cos=0.1), _step(2, None, grad_cos=0.5,
+                                                                  update_cos=0.2)]
+    )  # fmt: skip
+    assert series["grad_cos"] == ([2], [0.5])
+
+
+def test_plain_sgd_draws_one_cosine_curve():
+    same = [_step(i, None, grad_cos=0.1 * i, update_cos=0.1 * i + 1e-9) for i in range(1, 5)]
+    assert list(cosine.cosine_series(same)) == ["cos(g) = cos(Δ)"]
+    differ = [_step(i, None, grad_cos=0.1 * i, update_cos=0.05 * i) for i in range(1, 5)]
+    assert list(cosine.cosine_series(differ)) == ["grad_cos", "update_cos"]
 
 
 def test_alignment_metrics(canned):
-    a = canned[2][0].alignment[0]
-    assert charts.alignment_value(a, "subspace") == a.subspace_mean
-    assert charts.alignment_value(a, "eig_cos") == pytest.approx(sum(a.eig_cos_mean) / 10)
-    assert charts.alignment_value(a, "rayleigh") == a.rayleigh_mean
-    assert charts.alignment_value(a, "full_cos") == a.full_cos_mean
+    a = canned.curvature[0].alignment[0]
+    assert alignment.value(a, "subspace") == a.subspace_mean
+    assert alignment.value(a, "eig_cos") == pytest.approx(sum(a.eig_cos_mean) / 10)
+    assert alignment.value(a, "rayleigh") == a.rayleigh_mean
+    assert alignment.value(a, "full_cos") == a.full_cos_mean
     with pytest.raises(ValueError):
-        charts.alignment_value(a, "nope")
+        alignment.value(a, "nope")
 
 
-def test_barrier_running_total(canned):
-    xs, per, running = charts.barrier_series(canned[1])
+def test_barrier_running_total_and_integer_ticks(canned):
+    xs, per, running = barriers.barrier_series(canned.epochs)
     assert xs == [1, 2, 3, 4]
-    assert running[-1] == sum(per) == sum(r.barrier for r in canned[0])
+    assert running[-1] == sum(per) == sum(bool(r.barrier) for r in canned.steps)
+    assert barriers.count_ticks(0) == [0, 1] and barriers.count_ticks(3) == [0, 1, 2, 3]
+    assert barriers.count_ticks(10) == [0, 3, 6, 9, 12]
+
+
+def test_zero_barriers_read_from_zero():
+    from sgdwalk.records import EpochEnded
+
+    epochs = [EpochEnded(e, 24 * e, 1.0, 0.5, 1.0, 0.5, 0, 0.1) for e in (1, 2, 3)]
+    text = render_text(FIGURES["barriers"], [FigureData("z", epochs=epochs)], Options(width=60),
+                       height=14)  # fmt: skip
+    ticks = [line.split("┤")[0].strip() for line in text.splitlines() if "┤" in line]
+    assert ticks == ["1", "0"] and "-" not in "".join(ticks)
+
+
+def test_the_step_line_rule():
+    assert step_lines(20, 80) and not step_lines(21, 80) and not step_lines(0, 80)

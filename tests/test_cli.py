@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from canned import write_canned_session
+
 from sgdwalk import open_session
 
 SGDWALK = str(Path(sys.executable).with_name("sgdwalk"))
@@ -131,12 +132,14 @@ def test_ls_on_an_empty_and_a_missing_folder(tmp_path: Path):
     )
 
 
-def test_ls_skips_foreign_files(tmp_path: Path):
+def test_ls_lists_good_sessions_and_marks_foreign_files(tmp_path: Path):
     write_canned_session(tmp_path / "good")
     (tmp_path / "bad").mkdir()
     sqlite3.connect(tmp_path / "bad" / "session.sqlite").execute("CREATE TABLE x (y)")
     proc = sgdwalk("ls", "--sessions-dir", str(tmp_path))
-    assert proc.returncode == 0 and "good" in proc.stdout and "bad" not in proc.stdout
+    assert proc.returncode == 0 and "│ good" in proc.stdout
+    (mark,) = [line for line in proc.stdout.splitlines() if "bad" in line]
+    assert mark.startswith("✖ bad: ") and "not an sgdwalk session" in mark
 
 
 def test_help_is_instant_and_explains():

@@ -11,11 +11,12 @@ import copy
 
 import pytest
 import torch
+from torch import nn
+from torch.func import functional_call
+
 from sgdwalk.curvature.hvp import METHODS, flat_gradient, graph_bytes, hessian_operator
 from sgdwalk.curvature.lanczos import lanczos
 from sgdwalk.probe import Evaluator, flat_params, make_chunks, set_probe_mode
-from torch import nn
-from torch.func import functional_call
 
 
 @pytest.fixture(autouse=True)

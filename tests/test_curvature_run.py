@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from sgdwalk import open_session
 from sgdwalk.config import build_config
 from sgdwalk.records import CurvatureMeasured, EpochEnded, PhaseProgressed
@@ -22,6 +23,7 @@ def _env() -> dict[str, str]:
 
 def _records(**flags):
     import torch
+
     from sgdwalk.train import prepare
 
     before = torch.get_num_threads()

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from canned import CANNED_CONFIG, CANNED_INFO, canned_records, drawn, until
+from textual.worker import Worker, WorkerState
+
 from sgdwalk.records import (
     FAILED,
     FINISHED,
@@ -26,11 +28,10 @@ from sgdwalk.records import (
     StepMeasured,
 )
 from sgdwalk.session import SessionWriter, open_session
-from sgdwalk.tui.app import make_app
-from sgdwalk.tui.dialogs import QuitScreen
-from sgdwalk.tui.sources import LiveSource
-from sgdwalk.tui.state import TRAIL, Buffers
-from textual.worker import Worker, WorkerState
+from sgdwalk.tui.dashboard.app import make_app
+from sgdwalk.tui.dashboard.buffers import TRAIL, Buffers
+from sgdwalk.tui.dashboard.dialogs import QuitScreen
+from sgdwalk.tui.dashboard.sources import LiveSource
 
 STEPS = 96
 
@@ -96,14 +97,16 @@ async def test_charts_hold_the_canned_run(tmp_path):
     async with finished_app(tmp_path, (120, 40)) as (app, pilot):
         scr = app.dashboard
         slices = scr.chart("slices")
-        assert [s.step for s in slices.steps] == list(range(STEPS - 19, STEPS + 1))
+        assert [s.step for s in slices.data.steps] == list(range(STEPS - 19, STEPS + 1))
         barriers = scr.chart("barriers")
-        assert [e.epoch for e in barriers.epochs] == [1, 2, 3, 4]
-        assert barriers.total == sum(e.barriers for e in barriers.epochs) == STEPS // 7
-        assert len(scr.chart("alignment").curvature) == 5
-        assert [s.step for s in scr.chart("cosines").steps] == list(range(1, STEPS + 1))
+        assert [e.epoch for e in barriers.data.epochs] == [1, 2, 3, 4]
+        total = sum(e.barriers for e in barriers.data.epochs)
+        assert total == STEPS // 7 and f"barriers · {total} total" in barriers.border_title
+        assert len(scr.chart("alignment").data.curvature) == 4  # the latest four of five
+        assert "5 measurements" in scr.chart("alignment").border_title
+        assert [s.step for s in scr.chart("cosine").data.steps] == list(range(1, STEPS + 1))
         loss = scr.chart("loss")
-        assert len(loss.steps) == STEPS and len(loss.epochs) == 4
+        assert len(loss.data.steps) == STEPS and len(loss.data.epochs) == 4
         status = scr.query_one("#status").text
         for part in ("finished", f"step {STEPS}/{STEPS}", "epoch 4/4", "lr 0.1", "cpu", "live"):
             assert part in status
@@ -118,10 +121,10 @@ async def test_window_keys_widen_and_narrow_the_slices(tmp_path):
         await until(pilot, source.done.is_set)
         await pilot.press("plus")
         await pilot.pause()
-        assert len(app.dashboard.chart("slices").steps) == 40
+        assert len(app.dashboard.chart("slices").data.steps) == 40
         await pilot.press("minus", "minus")
         await pilot.pause()
-        assert len(app.dashboard.chart("slices").steps) == 10
+        assert len(app.dashboard.chart("slices").data.steps) == 10
 
 
 @aio
@@ -209,12 +212,18 @@ async def test_engine_error_shows_in_the_dashboard_and_fails_the_session(tmp_pat
 
 @aio
 async def test_redraws_are_throttled_however_fast_records_come(tmp_path, monkeypatch):
-    from sgdwalk.tui import dashboard, widgets
+    from sgdwalk.tui.dashboard import screen, widgets
 
     draws, ticks = [], []
-    redraw, tick = widgets.SlicesChart._redraw, dashboard.DashboardScreen.tick
-    monkeypatch.setattr(widgets.SlicesChart, "_redraw", lambda s: (draws.append(1), redraw(s)))
-    monkeypatch.setattr(dashboard.DashboardScreen, "tick", lambda s: (ticks.append(1), tick(s)))
+    show, tick = widgets.FigureChart.show, screen.DashboardScreen.tick
+
+    def counted_show(chart, data, title):
+        if chart.figure.name == "slices" and data != chart.data:
+            draws.append(1)
+        show(chart, data, title)
+
+    monkeypatch.setattr(widgets.FigureChart, "show", counted_show)
+    monkeypatch.setattr(screen.DashboardScreen, "tick", lambda s: (ticks.append(1), tick(s)))
     async with finished_app(tmp_path, (120, 40)):
         pass
     # 96 steps arrive within a few timer ticks (more on a loaded machine): at most one redraw a
@@ -223,8 +232,8 @@ async def test_redraws_are_throttled_however_fast_records_come(tmp_path, monkeyp
 
 
 @pytest.mark.parametrize(("size", "shown", "hidden"), [
-    ((120, 40), {"slices", "barriers", "loss", "cosines", "alignment"}, set()),
-    ((80, 24), {"slices", "barriers", "loss"}, {"cosines", "alignment"}),
+    ((120, 40), {"slices", "barriers", "loss", "cosine", "alignment"}, set()),
+    ((80, 24), {"slices", "barriers", "loss"}, {"cosine", "alignment"}),
 ])  # fmt: skip
 @aio
 async def test_layout_follows_the_terminal(tmp_path, size, shown, hidden):
@@ -247,7 +256,7 @@ async def test_too_small_then_resize_back(tmp_path):
         await pilot.resize_terminal(130, 45)
         await until(pilot, source.done.is_set)
         await drawn(pilot, app)
-        assert scr.wide and scr.chart("cosines").display
+        assert scr.wide and scr.chart("cosine").display
 
 
 @aio
@@ -258,7 +267,7 @@ async def test_tab_moves_focus_and_brings_the_panel_into_the_compact_slot(tmp_pa
             await pilot.press("tab")
             await pilot.pause()
             order.append(app.focused.id)
-        assert order == ["barriers", "loss", "cosines", "alignment", "slices"]
+        assert order == ["barriers", "loss", "cosine", "alignment", "slices"]
         await pilot.press("shift+tab")
         await pilot.pause()
         assert app.focused.id == "alignment" and app.dashboard.chart("alignment").display
@@ -272,7 +281,7 @@ async def test_help_screen_lists_every_key(tmp_path):
         await pilot.press("question_mark")
         await pilot.pause()
         text = str(app.screen.query_one("Static").render())
-        for key in ("p", "s", "q", "+ / -", "tab", "slices", "barriers", "cosines"):
+        for key in ("p", "s", "q", "+ / -", "tab", "slices", "barriers", "cosine"):
             assert key in text
         await pilot.press("escape")
         await until(pilot, source.done.is_set)
@@ -299,7 +308,7 @@ def test_buffers_stay_bounded_over_a_long_run():
 
 @aio
 async def test_a_tick_repaints_the_slices_first_then_the_longest_waiting_charts(tmp_path):
-    from sgdwalk.tui.dashboard import CHARTS_PER_TICK, PANELS
+    from sgdwalk.tui.dashboard.screen import CHARTS_PER_TICK, PANELS
 
     async with finished_app(tmp_path, (120, 40)) as (app, pilot):
         scr = app.dashboard
@@ -316,15 +325,16 @@ async def test_a_tick_repaints_the_slices_first_then_the_longest_waiting_charts(
 @aio
 async def test_a_new_title_reuses_the_figure_new_data_rebuilds_it(tmp_path):
     async with finished_app(tmp_path, (120, 40)) as (app, pilot):
+        from sgdwalk.tui.figures import FigureData
+
         chart = app.dashboard.chart("barriers")
         builds = []
         build = chart.plt.build
         chart.plt.build = lambda: (builds.append(1), build())[1]
-        count = chart.this_epoch + 1
-        chart.update(list(chart.epochs), chart.total, count)  # title only
+        same = FigureData(chart.data.name, epochs=list(chart.data.epochs))
+        chart.show(same, "barriers · new title")  # title only
         await pilot.pause(0.1)
-        assert f"{count} this epoch" in chart.border_title
+        assert chart.border_title == "barriers · new title"
         assert builds == []
-        chart.update(list(chart.epochs)[:-1], chart.total, 0)  # different data
-        await pilot.pause(0.1)
-        assert builds == [1]
+        chart.show(FigureData(same.name, epochs=same.epochs[:-1]), "barriers · less")
+        await until(pilot, lambda: builds == [1])

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from sgdwalk.session import open_session
 
 ROOT = Path(__file__).parent.parent

@@ -12,10 +12,11 @@ import dataclasses
 
 import pytest
 from canned import CANNED_CONFIG, CANNED_INFO, canned_records
+
 from sgdwalk.records import FINISHED, CurvatureMeasured
 from sgdwalk.session import SessionWriter, open_session
-from sgdwalk.tui.app import make_app
-from sgdwalk.tui.replay import ReplayCursor
+from sgdwalk.tui.dashboard.app import make_app
+from sgdwalk.tui.dashboard.replay import ReplayCursor
 
 
 @pytest.fixture

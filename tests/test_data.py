@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from sgdwalk.data import DataError, crop_flip, load_data
 
 CPU = torch.device("cpu")

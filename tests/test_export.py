@@ -19,15 +19,16 @@ from pathlib import Path
 
 import pytest
 from canned import CANNED_CONFIG, CANNED_INFO, canned_records
+
+from sgdwalk.errors import UsageError
 from sgdwalk.records import FINISHED
 from sgdwalk.session import SessionWriter, open_session
-from sgdwalk.tui import export_mpl
-from sgdwalk.tui.cli import UserError
-from sgdwalk.tui.export import ExportRequest, FigureData, collect, run_export
+from sgdwalk.tui.figures import FIGURES, FigureData
+from sgdwalk.tui.figures import mpl as export_mpl
+from sgdwalk.tui.figures.export import ExportRequest, collect, run_export
 
 GOLDEN = Path(__file__).parent / "golden"
 SGDWALK = Path(sys.executable).parent / "sgdwalk"
-FIGURES = ("slices", "barriers", "alignment", "cosine", "loss")
 
 
 def sgdwalk(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -53,7 +54,7 @@ def export(tmp_path: Path, *sessions: Path, name: str, **kw) -> Path:
 # ---------------------------------------------------------------- goldens
 
 
-@pytest.mark.parametrize("figure", FIGURES)
+@pytest.mark.parametrize("figure", list(FIGURES))
 def test_txt_golden(canned_session, tmp_path, figure):
     text = export(tmp_path, canned_session, name=f"{figure}.txt", figure=figure).read_text()
     assert "\x1b" not in text
@@ -79,13 +80,15 @@ def test_overlay_golden_is_labelled_by_what_differs(tmp_path):
 
 def _data(session: Path, figure: str, **kw) -> list[FigureData]:
     with open_session(session) as s:
-        return collect([s], ExportRequest(sessions=[str(session)], **kw), [figure])[0][0][1]
+        req = ExportRequest(sessions=[str(session)], **kw)
+        jobs, _ = collect([s], req, [FIGURES[figure]])
+        return jobs[0][1]
 
 
 @pytest.mark.parametrize("figure, entries", [("slices", 3), ("barriers", 2), ("alignment", 5),
                                              ("cosine", 2), ("loss", 3)])  # fmt: skip
 def test_matplotlib_figures_have_their_series(canned_session, figure, entries):
-    fig = export_mpl.build_figure(figure, _data(canned_session, figure))
+    fig = export_mpl.build_figure(FIGURES[figure], _data(canned_session, figure))
     ax = fig.axes[0]
     legend = ax.get_legend()
     assert legend is not None and len(legend.get_texts()) == entries
@@ -93,14 +96,24 @@ def test_matplotlib_figures_have_their_series(canned_session, figure, entries):
 
 
 def test_figure1_reads_like_the_paper(canned_session):
-    fig = export_mpl.build_figure("slices", _data(canned_session, "slices"))
-    lines = fig.axes[0].get_lines()
-    (steps,) = fig.axes[0].collections  # the gray step lines
-    assert len(steps.get_segments()) == 24  # one per step of epoch 1
+    data = _data(canned_session, "slices", epochs=[1])
+    fig = export_mpl.build_figure(FIGURES["slices"], data)
+    ax = fig.axes[0]
+    lines = ax.get_lines()
+    (steps,) = ax.collections  # the gray step lines
+    assert len(steps.get_segments()) == 25  # one per step of epoch 1, and where the last ended
     floor = [ln for ln in lines if ln.get_label() == "valley floor"]
-    assert floor[0].get_linestyle() == "--"
+    assert floor[0].get_linestyle() == "--" and floor[0].get_color() == "C1"  # dashed orange
     curve = [ln for ln in lines if ln.get_label() == "interpolated loss"][0]
     assert len(curve.get_xdata()) == 24 * 11
+    dots = [ln for ln in lines if ln.get_label() == "loss at step"][0]
+    assert dots.get_xdata()[-1] == 25  # the last step has its dot where it ended
+    assert ax.get_title() == "mlp on digits, lr 0.1, batch 64 · epoch 1, steps 1-24"
+
+
+def test_the_default_slices_are_the_latest_steps(canned_session):
+    (d,) = _data(canned_session, "slices")
+    assert [r.step for r in d.steps] == list(range(57, 97))  # the last 40 measured steps
 
 
 def test_png_decodes_and_is_not_blank(canned_session, tmp_path):
@@ -126,7 +139,7 @@ def test_pdf_is_one_vector_page(canned_session, tmp_path):
 
 def test_missing_matplotlib_says_how_to_install(canned_session, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(UserError, match=r"pip install 'sgdwalk\[plots\]'"):
+    with pytest.raises(UsageError, match=r"pip install 'sgdwalk\[plots\]'"):
         export(tmp_path, canned_session, name="f.png")
     assert not (tmp_path / "f.png").exists()
 
@@ -179,7 +192,7 @@ def test_json_round_trips_and_is_strict(tmp_path):
 
 
 def test_json_writes_nan_as_null_and_csv_as_nan(tmp_path):
-    from sgdwalk.tui.export_data import write_csv, write_json
+    from sgdwalk.tui.figures.rows import write_csv, write_json
 
     rows = [{"a": math.nan, "b": 0.1 + 0.2, "c": None}]
     assert json.loads(write_json(rows)) == [{"a": None, "b": 0.30000000000000004, "c": None}]
@@ -253,7 +266,7 @@ ERRORS = [
     (["--steps", "40:10"], "need 0 <= A < B"),
     (["--steps", "abc"], "expected A:B"),
     (["--steps", "5000:6000"], "nothing to draw for --figure slices"),
-    (["--epoch", "9"], "no steps in epoch 9"),
+    (["--epoch", "9"], "no measured steps in epoch 9 (it has epochs 1-4"),
     (["--window", "0"], "need at least 1 step"),
     (["--figure", "all"], "give -o DIRECTORY"),
     (["--figure", "slices", "--epoch", "1", "--epoch", "2"], "give --epoch once"),

@@ -6,11 +6,12 @@ import math
 
 import pytest
 import torch
+from torch import nn
+
 from sgdwalk.config import build_config
 from sgdwalk.probe import Evaluator, flat_params, make_chunks
 from sgdwalk.records import CurvatureMeasured, StepMeasured
 from sgdwalk.train import prepare
-from torch import nn
 
 pytestmark = pytest.mark.gpu
 
@@ -58,7 +59,7 @@ def test_cuda_vmapped_slice_matches_the_loop_and_is_the_default():
     theta1 = theta0 + 0.05 * torch.randn_like(theta0)
     alphas = [j / 10 for j in range(11)]
     looped = Evaluator(model).slice(theta0, theta1, alphas, chunks)
-    batched = Evaluator(model, batch_alphas=True).slice(theta0, theta1, alphas, chunks)
+    batched = Evaluator(model, slice_mode="vmap").slice(theta0, theta1, alphas, chunks)
     assert batched.cpu().tolist() == pytest.approx(looped.cpu().tolist(), rel=1e-9)
     run = prepare(build_config({"device": "cuda", "model": "cnn", "epochs": 1, "train_size": 256,
                                 "hessian_every": "off"}))  # fmt: skip

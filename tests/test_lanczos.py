@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+
 from sgdwalk.curvature.lanczos import LanczosResult, lanczos, lanczos_steps
 
 N = 120

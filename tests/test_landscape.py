@@ -7,8 +7,8 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sgdwalk.landscape import BARRIER_RTOL, analyze_slice
-from sgdwalk.session import interpolation_alphas
+
+from sgdwalk.landscape import BARRIER_RTOL, analyze_slice, interpolation_alphas
 
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
 curves = st.lists(finite, min_size=3, max_size=40)

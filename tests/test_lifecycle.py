@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+
 from sgdwalk import open_session
 from sgdwalk.records import PAUSED_EVENT, RESUMED_EVENT, StepMeasured
-from sgdwalk.tui.detach import TRAINER_NICE
+from sgdwalk.tui.commands.trainer import TRAINER_NICE
 
 SGDWALK = str(Path(sys.executable).with_name("sgdwalk"))
 

@@ -12,13 +12,14 @@ import math
 
 import pytest
 import torch
+from torch import nn
+from torch.nn.utils import vector_to_parameters
+
 from sgdwalk.config import build_config
 from sgdwalk.landscape import analyze_slice
 from sgdwalk.probe import Evaluator, flat_params, make_chunks, set_probe_mode
 from sgdwalk.records import EpochEnded, StepMeasured
 from sgdwalk.train import prepare
-from torch import nn
-from torch.nn.utils import vector_to_parameters
 
 TOL = 1e-6
 
@@ -67,7 +68,7 @@ def _walk(run, n_steps):
 def test_slices_and_trajectory_match_a_plain_reference(float64, batchnorm, slice_mode):
     run = _tiny_run(batchnorm=batchnorm, slice_mode=slice_mode)
     assert run.evaluator.flat.dtype == torch.float64
-    assert run.evaluator.batch_alphas == (slice_mode == "vmap")
+    assert run.evaluator.slice_mode == slice_mode
     steps, thetas = _walk(run, 9)  # crosses the epoch boundary (8 steps per epoch)
     chunks = run.probe_chunks
     for t, rec in enumerate(steps):
@@ -125,7 +126,7 @@ def test_vmapped_slice_of_a_convolutional_net_matches_the_reference(float64, bat
     theta0 = flat_params(model)
     theta1 = theta0 + 0.2 * torch.randn(theta0.shape, generator=g)
     alphas = [j / 6 for j in range(7)]
-    got = Evaluator(model, batch_alphas=True).slice(theta0, theta1, alphas, chunks)
+    got = Evaluator(model, slice_mode="vmap").slice(theta0, theta1, alphas, chunks)
     ref = [reference_loss(model, theta0 + a * (theta1 - theta0), chunks) for a in alphas]
     ref[-1] = reference_loss(model, theta1, chunks)
     assert got.tolist() == pytest.approx(ref, rel=TOL)
@@ -143,7 +144,7 @@ def test_vmapped_slice_splits_points_that_would_not_fit(float64, monkeypatch, bu
     theta0 = flat_params(model)
     theta1 = theta0 + 0.3 * torch.randn(theta0.shape, generator=g)
     alphas = [j / 8 for j in range(9)]
-    whole = Evaluator(model, batch_alphas=True).slice(theta0, theta1, alphas, chunks)
+    whole = Evaluator(model, slice_mode="vmap").slice(theta0, theta1, alphas, chunks)
     calls = []
     original = probe.Evaluator.losses_at
     per_point = {"VMAP_PARAM_BYTES": theta0.numel(), "VMAP_ACTIVATION_BYTES": 5 * (7 + 7 + 2)}
@@ -153,7 +154,7 @@ def test_vmapped_slice_splits_points_that_would_not_fit(float64, monkeypatch, bu
         "losses_at",
         lambda self, th, c: (calls.append(len(th)), original(self, th, c))[1],
     )
-    split = Evaluator(model, batch_alphas=True).slice(theta0, theta1, alphas, chunks)
+    split = Evaluator(model, slice_mode="vmap").slice(theta0, theta1, alphas, chunks)
     assert calls == [3, 3, 3]
     assert split.tolist() == pytest.approx(whole.tolist(), rel=1e-12)
 
@@ -163,9 +164,9 @@ def test_vmapped_slice_splits_points_that_would_not_fit(float64, monkeypatch, bu
     ("loop", "cuda", False, False), ("vmap", "cpu", True, True),
 ])  # fmt: skip
 def test_slice_mode_auto_rule(mode, device, conv, batched):
-    from sgdwalk.config import batch_alphas
+    from sgdwalk.config import choose_slice_mode
 
-    assert batch_alphas(mode, device, conv) is batched
+    assert (choose_slice_mode(mode, device, conv) == "vmap") is batched
 
 
 def test_measure_every_keeps_training_fields_only_on_unmeasured_steps(float64):
@@ -227,8 +228,8 @@ def test_epoch_summary_counts_barriers_and_interior_minima(float64):
     assert 0.0 <= epoch.train_acc <= 1.0 and 0.0 <= epoch.val_acc <= 1.0
 
 
-@pytest.mark.parametrize("batch_alphas", [False, True])
-def test_measuring_leaves_the_model_exactly_as_it_was(batch_alphas):
+@pytest.mark.parametrize("slice_mode", ["loop", "vmap"])
+def test_measuring_leaves_the_model_exactly_as_it_was(slice_mode):
     model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Dropout(0.5),
                           nn.Linear(8, 3))  # fmt: skip
     model.train()
@@ -242,7 +243,7 @@ def test_measuring_leaves_the_model_exactly_as_it_was(batch_alphas):
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(32, 6, generator=g), torch.randint(0, 3, (32,), generator=g)
     chunks = make_chunks(x, y, 8)
-    ev = Evaluator(model, batch_alphas=batch_alphas)
+    ev = Evaluator(model, slice_mode=slice_mode)
     theta = flat_params(model)
     ev.slice(theta, theta + 0.1, [0, 0.25, 0.5, 0.75, 1.0], chunks)
     ev.sync_buffers(model)
@@ -281,5 +282,5 @@ def test_every_model_takes_the_vmapped_slice(name):
     theta1 = theta0 + 1e-2 * torch.randn(theta0.shape, generator=g, dtype=torch.float64)
     alphas = [0.0, 0.5, 1.0]
     looped = Evaluator(model).slice(theta0, theta1, alphas, chunks)
-    batched = Evaluator(model, batch_alphas=True).slice(theta0, theta1, alphas, chunks)
+    batched = Evaluator(model, slice_mode="vmap").slice(theta0, theta1, alphas, chunks)
     assert batched.tolist() == pytest.approx(looped.tolist(), rel=1e-9)

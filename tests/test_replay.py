@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 from canned import write_canned_session
+
 from sgdwalk.records import DIVERGED, FAILED, INTERRUPTED
 from sgdwalk.session import open_session
-from sgdwalk.tui.app import make_app
-from sgdwalk.tui.dialogs import SeekScreen
-from sgdwalk.tui.replay import ReplayCursor, parse_target
-from sgdwalk.tui.state import Buffers
+from sgdwalk.tui.dashboard.app import make_app
+from sgdwalk.tui.dashboard.buffers import Buffers
+from sgdwalk.tui.dashboard.dialogs import SeekScreen
+from sgdwalk.tui.dashboard.replay import ReplayCursor, parse_target
 
 BARRIER_STEPS = [s for s in range(1, 97) if s % 7 == 0]
 
@@ -76,12 +77,12 @@ async def test_keys_step_and_jump_epochs(canned_session):
         assert "step 3/96" in status(app)
         await pilot.press("right_square_bracket", "right_square_bracket")
         assert "step 49/96" in status(app) and "epoch 3/4" in status(app)
-        assert [e.epoch for e in app.dashboard.chart("barriers").epochs] == [1, 2]
+        assert [e.epoch for e in app.dashboard.chart("barriers").data.epochs] == [1, 2]
         await pilot.press("left_square_bracket")
         assert "step 25/96" in status(app)
         await pilot.press("end")
         assert "step 96/96" in status(app)
-        assert app.dashboard.chart("slices").steps[-1].step == 96
+        assert app.dashboard.chart("slices").data.steps[-1].step == 96
         await pilot.press("home")
         assert "step 1/96" in status(app)
 
@@ -99,7 +100,7 @@ async def test_colon_prompt_jumps_to_a_step_or_an_epoch(canned_session):
         await pilot.press("colon", *"60", "enter")
         await pilot.pause()
         assert "step 60/96" in status(app)
-        assert app.dashboard.chart("slices").steps[-1].step == 60
+        assert app.dashboard.chart("slices").data.steps[-1].step == 60
         await pilot.press("colon", *"e9", "enter")
         await pilot.pause()
         assert "epoch 9 is not in this session" in status(app)
@@ -122,7 +123,8 @@ async def test_play_at_max_speed_draws_to_the_end_and_stops(canned_session):
         await pilot.pause()
         assert cursor.at_end and not cursor.playing
         assert "step 96/96" in status(app)
-        assert app.dashboard.chart("barriers").total == len(BARRIER_STEPS)
+        assert app.dashboard.buffers.barriers == len(BARRIER_STEPS)
+        assert f"{len(BARRIER_STEPS)} total" in app.dashboard.chart("barriers").border_title
 
 
 @aio

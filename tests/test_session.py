@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from canned import canned_records, write_canned_session
+
 from sgdwalk import open_session
 from sgdwalk.records import (
     FINISHED,
@@ -156,4 +157,6 @@ def test_list_sessions_newest_first(tmp_path: Path):
     write_canned_session(tmp_path / "b")
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "session.sqlite").write_bytes(b"nope")
-    assert [s.name for s in list_sessions(tmp_path)] == ["b", "a"]
+    good, bad = list_sessions(tmp_path)
+    assert [s.name for s in good] == ["b", "a"]
+    assert [(p.name, "not an sgdwalk session" in why) for p, why in bad] == [("junk", True)]

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 from canned import drawn, until
+
 from sgdwalk.records import FINISHED, INTERRUPTED
 from sgdwalk.session import SessionError, open_session
-from sgdwalk.tui.app import make_app
-from sgdwalk.tui.detach import child_argv
-from sgdwalk.tui.sources import FollowSource
+from sgdwalk.tui.commands.trainer import child_argv
+from sgdwalk.tui.dashboard.app import make_app
+from sgdwalk.tui.dashboard.sources import FollowSource
 
 ROOT = Path(__file__).parent.parent
 
@@ -60,8 +61,8 @@ async def test_watch_follows_a_headless_run_in_another_process(tmp_path):
             await drawn(pilot, app)
             scr = app.dashboard
             assert scr.buffers.last.step == 5  # 320 examples / batch 64, 1 epoch
-            assert [e.epoch for e in scr.chart("barriers").epochs] == [1]
-            assert scr.chart("slices").steps[-1].step == 5
+            assert [e.epoch for e in scr.chart("barriers").data.epochs] == [1]
+            assert scr.chart("slices").data.steps[-1].step == 5
             assert FINISHED in status(app)
     finally:
         proc.wait(timeout=60)

@@ -31,12 +31,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-EXIT_USAGE = 2
 SESSIONS_ENV = "SGDWALK_SESSIONS"
-
-
-class UserError(Exception):
-    """An expected failure; printed as one line, exit code 2."""
 
 
 def default_sessions_dir() -> str:
@@ -166,48 +161,27 @@ def run(
     prints a progress bar and one line per epoch instead. Exit code: 0 finished, 1 failed,
     3 diverged, 130 interrupted (Ctrl+C, SIGTERM, SIGHUP), 2 bad input.
     """
-    flags = {
-        k: v for k, v in locals().items() if k not in ("config", "headless", "detach", "in_process")
-    }
+    flags = {k: v for k, v in locals().items()
+             if k not in ("config", "headless", "detach", "in_process")}  # fmt: skip
     from sgdwalk.config import build_config
 
     if flags["sessions_dir"] is None and SESSIONS_ENV in os.environ:
         flags["sessions_dir"] = os.environ[SESSIONS_ENV]
     cfg = build_config(flags, config)
+    terminal = sys.stdout.isatty()
     if detach:
-        raise typer.Exit(_run_detached(cfg, flags, config))
-    if headless or not sys.stdout.isatty():
-        from sgdwalk.tui.headless import run_headless
+        from sgdwalk.tui.commands import dashboards
+
+        raise typer.Exit(dashboards.run_detached(cfg, flags, config, terminal and not headless))
+    if headless or not terminal:
+        from sgdwalk.tui.commands.headless import run_headless
 
         raise typer.Exit(run_headless(cfg))
+    from sgdwalk.tui.commands import dashboards
+
     if in_process:
-        from sgdwalk.tui.launch import run_dashboard
-
-        raise typer.Exit(run_dashboard(cfg))
-    from sgdwalk.tui.launch import run_dashboard_child
-
-    raise typer.Exit(run_dashboard_child(cfg, flags, config))
-
-
-def _run_detached(cfg: Any, flags: dict[str, Any], config: Path | None) -> int:
-    """Start ``run --headless`` in the background, then watch it (SPEC: quitting leaves it running)."""
-    from sgdwalk.runner import check_new_session, default_session_name
-    from sgdwalk.tui.detach import DetachError, child_argv, start_detached
-
-    check_new_session(cfg)
-    sessions = Path(cfg.sessions_dir)
-    name = cfg.session or default_session_name(cfg, sessions)
-    try:
-        proc = start_detached(child_argv(flags, config, name, sessions), name, sessions)
-    except DetachError as e:
-        typer.echo(f"sgdwalk: error: {e}", err=True)
-        return e.code
-    typer.echo(f"sgdwalk: training in the background (pid {proc.pid}), session {sessions / name}")
-    if not sys.stdout.isatty():
-        return 0
-    from sgdwalk.tui.launch import watch_dashboard
-
-    return watch_dashboard(name, sessions, pid=proc.pid, detached=True)
+        raise typer.Exit(dashboards.run_in_process(cfg))
+    raise typer.Exit(dashboards.run_in_terminal(cfg, flags, config))
 
 
 # ---------------------------------------------------------------- watch, replay
@@ -219,9 +193,9 @@ def watch(
     sessions_dir: SessionsDirOpt = None,
 ) -> None:
     """Follow a session another process writes (live or finished) in the dashboard."""
-    from sgdwalk.tui.launch import watch_dashboard
+    from sgdwalk.tui.commands.dashboards import watch as watch_session
 
-    raise typer.Exit(watch_dashboard(session, Path(sessions_dir or default_sessions_dir())))
+    raise typer.Exit(watch_session(session, Path(sessions_dir or default_sessions_dir())))
 
 
 @app.command()
@@ -230,9 +204,9 @@ def replay(
     sessions_dir: SessionsDirOpt = None,
 ) -> None:
     """Replay a saved session: play/pause, speed, step and epoch seek."""
-    from sgdwalk.tui.launch import replay_dashboard
+    from sgdwalk.tui.commands.dashboards import replay as replay_session
 
-    raise typer.Exit(replay_dashboard(session, Path(sessions_dir or default_sessions_dir())))
+    raise typer.Exit(replay_session(session, Path(sessions_dir or default_sessions_dir())))
 
 
 # ---------------------------------------------------------------- ls
@@ -244,7 +218,7 @@ def ls(
     as_json: Annotated[bool, Opt("--json", help="print JSON for scripts")] = False,
 ) -> None:
     """List sessions, newest first."""
-    from sgdwalk.tui.listing import print_sessions
+    from sgdwalk.tui.commands.listing import print_sessions
 
     print_sessions(Path(sessions_dir or default_sessions_dir()), as_json)
 
@@ -291,7 +265,7 @@ def export(
 ) -> None:
     """Static figures of the paper (txt, svg, html; png/pdf with the plots extra) and their
     numbers (csv, json). Several sessions are overlaid, labelled by what differs."""
-    from sgdwalk.tui.export import ExportRequest, run_export
+    from sgdwalk.tui.figures.export import ExportRequest, run_export
 
     req = ExportRequest(
         sessions=sessions, figure=figure, fmt=fmt, output=output, epochs=epoch or [],
@@ -336,7 +310,7 @@ def bench(
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
-    from sgdwalk.tui.listing import print_bench
+    from sgdwalk.tui.commands.listing import print_bench
 
     print_bench(result)
 
@@ -344,18 +318,11 @@ def bench(
 # ---------------------------------------------------------------- entry point
 
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that mean bad input, not a bug (imported lazily: engine.data needs torch)."""
-    from sgdwalk.config import ConfigError
-    from sgdwalk.session import SessionError
-
-    kinds: list[type[BaseException]] = [ConfigError, SessionError, UserError]
-    if "sgdwalk.data" in sys.modules:
-        kinds.append(sys.modules["sgdwalk.data"].DataError)
-    return tuple(kinds)
-
-
 def main(argv: list[str] | None = None) -> Any:
+    """The entry point: every expected failure is one line on stderr and its exit code."""
+    from sgdwalk.errors import EXIT_USAGE, SgdwalkError
+    from sgdwalk.tui.text import say_error
+
     try:
         result = app(args=argv, prog_name="sgdwalk", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as e:  # `sgdwalk` alone prints help
@@ -363,16 +330,14 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(0)
     except click.exceptions.UsageError as e:
         cmd = e.ctx.command_path if e.ctx else "sgdwalk"
-        typer.echo(f"{cmd}: error: {e.format_message()}", err=True)
+        say_error(f"{e.format_message()} (see {cmd} --help)")
         sys.exit(EXIT_USAGE)
     except typer.Abort:
-        typer.echo("aborted", err=True)
+        say_error("aborted")
         sys.exit(130)
-    except Exception as e:
-        if isinstance(e, _expected_errors()):
-            typer.echo(f"sgdwalk: error: {e}", err=True)
-            sys.exit(EXIT_USAGE)
-        raise
+    except SgdwalkError as e:
+        say_error(e)
+        sys.exit(e.exit_code)
     sys.exit(result if isinstance(result, int) else 0)
 
 

@@ -18,6 +18,7 @@ Batches are drawn without replacement from the training split; b = the whole spl
 from __future__ import annotations
 
 import torch
+
 from sgdwalk.records import Alignment
 
 

@@ -23,6 +23,7 @@ from functools import partial
 from typing import Any
 
 import torch
+
 from sgdwalk.curvature.hvp import differentiable, flat_gradient, hessian_operator
 from sgdwalk.curvature.lanczos import lanczos
 from sgdwalk.curvature.measure import CurvatureMeter

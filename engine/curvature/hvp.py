@@ -26,9 +26,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
-from sgdwalk.probe import Chunks, Evaluator, activations_per_example
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from sgdwalk.probe import Chunks, Evaluator, activations_per_example
 
 METHODS = ("double_backward", "forward_over_reverse")
 DEFAULT_METHOD = "double_backward"

@@ -16,6 +16,7 @@ from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import torch
+
 from sgdwalk.config import clip_align_batch_sizes, parse_align_batch_sizes
 from sgdwalk.curvature.alignment import alignment_values, draw_batches, summarize
 from sgdwalk.curvature.hvp import DEFAULT_METHOD, HessianOperator, flat_gradient, hessian_operator

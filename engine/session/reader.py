@@ -1,8 +1,21 @@
-"""Reading a session, live or finished: records, liveness from the heartbeat, follow()."""
+"""Reading a session, live or finished: records, liveness from the heartbeat, follow().
+
+Everything read is checked at this boundary, once: the file's marks and tables when it opens, the
+meta values (config, info, status, times) as they are read, and every row as it becomes a record
+(``Table.record_of``). A damaged or foreign file is a one-line ``SessionError`` naming the session
+and what is wrong, never a raw ``sqlite3``, JSON or type error.
+
+Read-only places: a finished session on a read-only filesystem, or in a shared folder the reader
+cannot write, opens with SQLite's ``immutable`` flag (WAL needs a writable ``-shm`` file beside the
+database, and a finished session has everything checkpointed into it). A session still being
+written there can only be read if SQLite's read-only WAL mode manages; otherwise it says so.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import socket
 import sqlite3
@@ -10,13 +23,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+from sgdwalk.errors import SessionError
 from sgdwalk.records import (
     INTERRUPTED,
     RUNNING,
+    STATUSES,
     CurvatureMeasured,
     EpochEnded,
     EventLogged,
+    Record,
     StepMeasured,
 )
 from sgdwalk.session.schema import (
@@ -24,14 +41,14 @@ from sgdwalk.session.schema import (
     DB_NAME,
     HEARTBEAT_STALE,
     SCHEMA_VERSION,
-    SessionError,
+    TABLES,
+    Damaged,
+    Table,
     check_session_name,
     connect,
-    curvature_from_row,
-    epoch_from_row,
-    event_from_row,
-    step_from_row,
 )
+
+FUTURE_SLACK = 60.0  # a heartbeat this far in the future is another host's clock, not a live writer
 
 
 def _pid_alive(pid: int) -> bool:
@@ -39,8 +56,8 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0
     return True
 
 
@@ -52,13 +69,37 @@ class Session:
         self.path = db.parent
         self.name = db.parent.name
         self._con = _open_checked(db)
-        meta = self._meta()
-        self.config: dict[str, Any] = json.loads(meta["config"])
-        self.info: dict[str, Any] = json.loads(meta["info"])
-        self.started_at = float(meta["started_at"])
+        try:
+            self._columns = {name: self._table_columns(t) for name, t in TABLES.items()}
+            meta = self._meta()
+            self.config: dict[str, Any] = _json_object(meta, "config")
+            self.info: dict[str, Any] = _json_object(meta, "info")
+            self.started_at = _number(meta, "started_at")
+        except (SessionError, sqlite3.Error) as e:
+            self._con.close()
+            raise self._damaged(e) from None
+
+    def _damaged(self, e: BaseException | str) -> SessionError:
+        return SessionError(f"session {self.name} at {self.path} is damaged: {e}")
+
+    def _table_columns(self, table: Table) -> list[str]:
+        """The record's stored fields this file's table has (a newer writer's extras ignored)."""
+        present = [row[1] for row in self._con.execute(f"PRAGMA table_info({table.name})")]
+        if not present:
+            raise SessionError(f"it has no {table.name} table")
+        missing = [c.name for c in table.columns if c.required and c.name not in present]
+        if table.key is None and "id" not in present:
+            missing.insert(0, "id")
+        if missing:
+            raise SessionError(f"its {table.name} table lacks {', '.join(missing)}")
+        return [c.name for c in table.columns if c.name in present]
 
     def _meta(self) -> dict[str, str]:
-        return dict(self._con.execute("SELECT key, value FROM meta").fetchall())
+        try:
+            rows = self._con.execute("SELECT key, value FROM meta").fetchall()
+        except sqlite3.Error as e:
+            raise self._damaged(e) from None
+        return {str(k): v for k, v in rows}
 
     def close(self) -> None:
         self._con.close()
@@ -73,25 +114,48 @@ class Session:
 
     @property
     def stored_status(self) -> str:
-        return self._meta()["status"]
+        status = self._meta().get("status")
+        if status not in STATUSES:
+            raise self._damaged(f"status holds {status!r}")
+        return str(status)
 
     @property
     def message(self) -> str:
-        return self._meta()["message"]
+        return str(self._meta().get("message") or "")
 
     @property
     def heartbeat_age(self) -> float:
-        return time.time() - float(self._meta()["heartbeat"])
+        """Seconds since the writer's last heartbeat (inf when unreadable)."""
+        try:
+            return time.time() - float(self._meta().get("heartbeat", "nan"))
+        except (TypeError, ValueError):
+            return math.inf
+
+    @property
+    def pid(self) -> int | None:
+        """The writer's process id, when it ran on this host."""
+        meta = self._meta()
+        if meta.get("host") != socket.gethostname():
+            return None
+        try:
+            return int(meta.get("pid", ""))
+        except (TypeError, ValueError):
+            return None
 
     @property
     def alive(self) -> bool:
-        """True while a writer process is running this session."""
-        meta = self._meta()
-        if meta["status"] != RUNNING:
+        """True while a writer process is running this session.
+
+        A heartbeat older than ``HEARTBEAT_STALE`` seconds, or (on this host) a writer pid that is
+        gone, means the writer died. A heartbeat from the future (another host's clock) counts
+        as fresh only within ``FUTURE_SLACK`` seconds, so a dead session never stays "running".
+        """
+        if self.stored_status != RUNNING:
             return False
-        if meta["host"] == socket.gethostname() and not _pid_alive(int(meta["pid"])):
+        pid = self.pid
+        if pid is not None and not _pid_alive(pid):
             return False
-        return time.time() - float(meta["heartbeat"]) < HEARTBEAT_STALE
+        return -FUTURE_SLACK < self.heartbeat_age < HEARTBEAT_STALE
 
     @property
     def status(self) -> str:
@@ -101,54 +165,94 @@ class Session:
             return INTERRUPTED
         return stored
 
+    @property
+    def phase(self) -> dict[str, Any] | None:
+        """The long computation the writer is in (``{"phase", "done", "total", "step", "since"}``)
+        as its heartbeat last stamped it; None when there is none."""
+        raw = self._meta().get("phase")
+        if not raw:
+            return None
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) and "phase" in value else None
+
     # -- records
+
+    def _rows(self, table: str, where: str = "", args: tuple[Any, ...] = (),
+              order: str = "") -> Iterator[tuple[int, Any]]:  # fmt: skip
+        """(cursor, record) for each row: the cursor is the key, or the row id."""
+        t = TABLES[table]
+        names = self._columns[table]
+        select = ([] if t.key else ["id"]) + names
+        sql = f"SELECT {', '.join(select)} FROM {t.name} {where} {order}"
+        try:
+            for row in self._con.execute(sql, args):
+                values = row if t.key else row[1:]
+                try:
+                    rec = t.record_of(names, values)
+                except (Damaged, TypeError) as e:
+                    key = row[0] if not t.key or t.key not in names else values[names.index(t.key)]
+                    raise self._damaged(f"{t.name} row {key}: {e}") from None
+                yield (getattr(rec, t.key) if t.key else row[0]), rec
+        except sqlite3.Error as e:
+            raise self._damaged(e) from None
 
     def steps(self, start: int | None = None, stop: int | None = None) -> Iterator[StepMeasured]:
         """Steps with ``start <= step < stop`` in order (None: unbounded)."""
         lo = -1 if start is None else start
-        hi = 2**62 if stop is None else stop
-        cur = self._con.execute(
-            "SELECT * FROM steps WHERE step >= ? AND step < ? ORDER BY step", (lo, hi)
-        )
-        for row in cur:
-            yield step_from_row(row)
+        hi = 2**62 if stop is None else min(stop, 2**62)
+        where = "WHERE step >= ? AND step < ?"
+        for _, rec in self._rows("steps", where, (max(lo, -1), hi), "ORDER BY step"):
+            yield rec
 
     def step(self, step: int) -> StepMeasured | None:
-        row = self._con.execute("SELECT * FROM steps WHERE step = ?", (step,)).fetchone()
-        return None if row is None else step_from_row(row)
+        return next(self.steps(step, step + 1), None) if -1 <= step < 2**62 else None
 
     def epoch_steps(self, epoch: int) -> Iterator[StepMeasured]:
-        for row in self._con.execute("SELECT * FROM steps WHERE epoch=? ORDER BY step", (epoch,)):
-            yield step_from_row(row)
+        if not -(2**62) < epoch < 2**62:
+            return
+        for _, rec in self._rows("steps", "WHERE epoch = ?", (epoch,), "ORDER BY step"):
+            yield rec
 
     def epochs(self) -> Iterator[EpochEnded]:
-        for row in self._con.execute("SELECT * FROM epochs ORDER BY epoch"):
-            yield epoch_from_row(row)
+        for _, rec in self._rows("epochs", order="ORDER BY epoch"):
+            yield rec
 
     def curvature(self) -> Iterator[CurvatureMeasured]:
-        for row in self._con.execute("SELECT * FROM curvature ORDER BY id"):
-            yield curvature_from_row(row)
+        for _, rec in self._rows("curvature", order="ORDER BY id"):
+            yield rec
 
     def events(self) -> Iterator[EventLogged]:
-        for row in self._con.execute("SELECT * FROM events ORDER BY id"):
-            yield event_from_row(row)
+        for _, rec in self._rows("events", order="ORDER BY id"):
+            yield rec
+
+    def _scalar(self, sql: str) -> int:
+        try:
+            value = self._con.execute(sql).fetchone()[0]
+        except sqlite3.Error as e:
+            raise self._damaged(e) from None
+        if not isinstance(value, int):
+            raise self._damaged(f"{sql!r} gave {value!r}")
+        return value
 
     def step_count(self) -> int:
-        return self._con.execute("SELECT COUNT(*) FROM steps").fetchone()[0]
+        return self._scalar("SELECT COUNT(*) FROM steps")
 
     def last_step(self) -> int:
-        return self._con.execute("SELECT COALESCE(MAX(step), 0) FROM steps").fetchone()[0]
+        return self._scalar("SELECT COALESCE(MAX(step), 0) FROM steps")
 
     def barrier_count(self) -> int:
-        return self._con.execute("SELECT COALESCE(SUM(barrier), 0) FROM steps").fetchone()[0]
+        return self._scalar("SELECT COUNT(*) FROM steps WHERE barrier = 1")
 
-    def follow(self, poll: float = 0.25, idle_timeout: float | None = None) -> Iterator[object]:
+    def follow(self, poll: float = 0.25, idle_timeout: float | None = None) -> Iterator[Record]:
         """Yield every record, then new ones as a live writer commits them, in step order.
 
         Ends once the writer has finished (or died) and everything it committed was yielded, or
         after ``idle_timeout`` seconds without a new record.
         """
-        last = {"steps": 0, "epochs": 0, "curvature": 0, "events": 0}
+        last = {name: -(2**62) for name in TABLES}
         idle_since = time.monotonic()
         while True:
             done = not self.alive  # read before the rows, so nothing committed after is missed
@@ -161,42 +265,83 @@ class Session:
             else:
                 time.sleep(poll)
 
-    def _new_records(self, last: dict[str, int]) -> list[object]:
-        con = self._con
-        keyed: list[tuple[tuple[int, int], object]] = []
-        con.execute("BEGIN")  # one snapshot for all four tables
-        try:
-            for row in con.execute("SELECT * FROM steps WHERE step > ? ORDER BY step",
-                                   (last["steps"],)):  # fmt: skip
-                rec = step_from_row(row)
-                last["steps"] = rec.step
-                keyed.append(((rec.step, 0), rec))
-            for row in con.execute("SELECT * FROM epochs WHERE epoch > ?", (last["epochs"],)):
-                ep = epoch_from_row(row)
-                last["epochs"] = max(last["epochs"], ep.epoch)
-                keyed.append(((ep.steps, 1), ep))
-            for row in con.execute("SELECT * FROM curvature WHERE id > ?", (last["curvature"],)):
-                last["curvature"] = row[0]
-                cm = curvature_from_row(row)
-                keyed.append(((cm.step, 2), cm))
-            for row in con.execute("SELECT * FROM events WHERE id > ?", (last["events"],)):
-                last["events"] = row[0]
-                ev = event_from_row(row)
-                keyed.append(((ev.step, 3), ev))
-        finally:
-            con.execute("COMMIT")
+    def _new_records(self, last: dict[str, int]) -> list[Record]:
+        """Rows committed since ``last`` (per table), in one snapshot, ordered by step."""
+        keyed: list[tuple[tuple[int, int], Record]] = []
+        with self._snapshot():
+            for name, t in TABLES.items():
+                where = f"WHERE {t.cursor} > ?"
+                for key, rec in self._rows(name, where, (last[name],), f"ORDER BY {t.cursor}"):
+                    last[name] = key
+                    keyed.append(((getattr(rec, t.order), t.rank), rec))
         keyed.sort(key=lambda kv: kv[0])
         return [rec for _, rec in keyed]
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        try:
+            self._con.execute("BEGIN")
+        except sqlite3.Error as e:
+            raise self._damaged(e) from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                self._con.execute("COMMIT")
+
+
+def _json_object(meta: dict[str, Any], key: str) -> dict[str, Any]:
+    try:
+        value = json.loads(meta[key])
+    except KeyError:
+        raise SessionError(f"meta has no {key}") from None
+    except (TypeError, ValueError):
+        raise SessionError(f"meta {key} is not JSON") from None
+    if not isinstance(value, dict):
+        raise SessionError(f"meta {key} is not a JSON object")
+    return value
+
+
+def _number(meta: dict[str, Any], key: str) -> float:
+    try:
+        value = float(meta[key])
+    except KeyError:
+        raise SessionError(f"meta has no {key}") from None
+    except (TypeError, ValueError):
+        raise SessionError(f"meta {key} is not a number") from None
+    if not math.isfinite(value):
+        raise SessionError(f"meta {key} is not a finite number")
+    return value
+
+
+def _connect_for_reading(db: Path) -> sqlite3.Connection:
+    """A connection that never writes; read-only places get SQLite's read-only modes."""
+    if os.access(db, os.W_OK) and os.access(db.parent, os.W_OK):
+        return connect(db, timeout=5.0)
+    uri = f"file:{quote(str(db.resolve()))}"
+    wal = db.with_name(db.name + "-wal")
+    if not (wal.exists() and wal.stat().st_size > 0):
+        return connect(Path(f"{uri}?immutable=1"), timeout=5.0, uri=True)  # all checkpointed
+    try:
+        con = connect(Path(f"{uri}?mode=ro"), timeout=5.0, uri=True)
+        con.execute("SELECT COUNT(*) FROM meta").fetchone()
+        return con
+    except sqlite3.Error:
+        raise SessionError(
+            f"session at {db.parent} is still being written (or its writer died before "
+            "finishing it) and its folder is read-only here, so SQLite cannot follow it; "
+            "read it where it is written, or copy the folder somewhere writable"
+        ) from None
 
 
 def _open_checked(db: Path) -> sqlite3.Connection:
     if not db.is_file():
         raise SessionError(f"no session at {db.parent} (expected {db.name} there)")
     try:
-        con = connect(db, timeout=5.0)
+        con = _connect_for_reading(db)
         app_id = con.execute("PRAGMA application_id").fetchone()[0]
         version = con.execute("PRAGMA user_version").fetchone()[0]
-    except sqlite3.DatabaseError as e:
+    except sqlite3.Error as e:
         raise SessionError(f"{db} is not an sgdwalk session ({e})") from None
     if app_id != APPLICATION_ID:
         con.close()
@@ -211,31 +356,45 @@ def _open_checked(db: Path) -> sqlite3.Connection:
 
 
 def resolve_session(spec: str | os.PathLike[str], sessions_dir: Path | None = None) -> Path:
-    """A session folder, its ``session.sqlite``, or a bare name inside ``sessions_dir``."""
-    p = Path(spec)
-    if p.is_file():
-        return p
-    if p.is_dir():
-        return p / DB_NAME
-    if sessions_dir is not None and os.sep not in str(spec) and str(spec) not in ("", ".", ".."):
-        candidate = Path(sessions_dir) / check_session_name(str(spec)) / DB_NAME
+    """The database of a session given as a name in ``sessions_dir``, a folder, or its file.
+
+    A bare name is looked up in the sessions folder first, so a folder of the same name in the
+    current directory cannot hide it when a sessions folder is given.
+    """
+    text = str(spec)
+    if sessions_dir is not None and os.sep not in text and text not in ("", ".", ".."):
+        candidate = Path(sessions_dir) / check_session_name(text) / DB_NAME
         if candidate.is_file():
             return candidate
-    raise SessionError(f"no session {str(spec)!r} (not a folder, file or name in {sessions_dir})")
+    p = Path(spec)
+    if text and p.is_file():
+        return p
+    if text and p.is_dir():
+        return p / DB_NAME
+    where = f"in {sessions_dir}" if sessions_dir is not None else "here"
+    raise SessionError(f"no session {text!r} (not a name {where}, a folder or a file)")
+
+
+def default_sessions_dir() -> Path:
+    """``$SGDWALK_SESSIONS``, else ``./sessions``."""
+    return Path(os.environ.get("SGDWALK_SESSIONS") or "sessions")
 
 
 def open_session(spec: str | os.PathLike[str], sessions_dir: Path | None = None) -> Session:
-    """Open a session for reading: ``open_session("sessions/NAME")``."""
-    return Session(resolve_session(spec, sessions_dir))
+    """Open a session for reading: ``open_session("NAME")`` looks in the sessions folder
+    (``$SGDWALK_SESSIONS`` or ``./sessions``); a folder or its ``session.sqlite`` works too."""
+    return Session(resolve_session(spec, default_sessions_dir() if sessions_dir is None
+                                   else sessions_dir))  # fmt: skip
 
 
-def list_sessions(sessions_dir: Path) -> list[Session]:
-    """Every readable session in ``sessions_dir``, newest first (unreadable ones skipped)."""
-    out = []
-    for db in Path(sessions_dir).glob(f"*/{DB_NAME}"):
+def list_sessions(sessions_dir: Path) -> tuple[list[Session], list[tuple[Path, str]]]:
+    """The readable sessions in ``sessions_dir``, newest first, and the unreadable ones with
+    the reason (damaged, foreign, another schema version)."""
+    good, bad = [], []
+    for db in sorted(Path(sessions_dir).glob(f"*/{DB_NAME}")):
         try:
-            out.append(Session(db))
-        except SessionError:
-            continue
-    out.sort(key=lambda s: s.started_at, reverse=True)
-    return out
+            good.append(Session(db))
+        except SessionError as e:
+            bad.append((db.parent, str(e)))
+    good.sort(key=lambda s: s.started_at, reverse=True)
+    return good, bad

@@ -1,17 +1,29 @@
-"""Appending to a new session: buffered rows, commits at least once a second, a heartbeat thread."""
+"""Appending to a new session: buffered rows, commits at least once a second, a heartbeat thread.
+
+The heartbeat thread also stamps the phase the trainer is in (a curvature pass and its progress),
+so a reader sees a long computation move even though it yields no stored records.
+
+Storage failures (a full disk, a vanished or read-only folder) become one ``StorageError`` naming
+the cause and the file; what was committed before stays, and ``close`` still tries to record the
+final status. If even that cannot be written, the heartbeat stops and readers see the session as
+interrupted (a "running" session whose writer is gone).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import socket
 import sqlite3
 import threading
 import time
-from dataclasses import asdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sgdwalk.errors import SessionError, StorageError
 from sgdwalk.records import (
     FAILED,
     INTERRUPTED,
@@ -19,47 +31,51 @@ from sgdwalk.records import (
     CurvatureMeasured,
     EpochEnded,
     EventLogged,
-    StepMeasured,
+    PhaseProgressed,
+    Record,
 )
 from sgdwalk.session.schema import (
     APPLICATION_ID,
     DB_NAME,
-    EPOCH_COLS,
     HEARTBEAT_INTERVAL,
-    SCHEMA,
+    INDEXES,
+    META_TABLE,
     SCHEMA_VERSION,
-    STEP_COLS,
-    SessionError,
+    TABLES,
     connect,
-    step_row,
-    to_json,
+    table_for,
 )
 
 
 class _Heartbeat(threading.Thread):
-    """Stamps ``meta.heartbeat`` every second on its own connection until stopped."""
+    """Stamps ``meta.heartbeat`` (and the current phase) every second on its own connection."""
 
     def __init__(self, db: Path):
         super().__init__(name="sgdwalk-heartbeat", daemon=True)
         self._db = db
         self._stop_event = threading.Event()
+        self.phase = ""  # JSON of the phase in progress, set by the writer; "" when none
 
     def run(self) -> None:
-        con = connect(self._db)
+        try:
+            con = connect(self._db)
+        except sqlite3.Error:
+            return  # the writer reports storage failures; readers then see a silent writer
         try:
             while not self._stop_event.wait(HEARTBEAT_INTERVAL):
-                try:
-                    con.execute(
-                        "UPDATE meta SET value=? WHERE key='heartbeat'", (repr(time.time()),)
-                    )
-                except sqlite3.OperationalError:
-                    continue  # the writer held the lock past the timeout; stamp next second
+                with contextlib.suppress(sqlite3.Error):  # lock held past the timeout, disk full:
+                    stamp(con, self.phase)  # try again next second
         finally:
             con.close()
 
     def stop(self) -> None:
         self._stop_event.set()
         self.join(timeout=5)
+
+
+def stamp(con: sqlite3.Connection, phase: str) -> None:
+    con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                    [("heartbeat", repr(time.time())), ("phase", phase)])  # fmt: skip
 
 
 class SessionWriter:
@@ -76,27 +92,28 @@ class SessionWriter:
         self.db = self.directory / DB_NAME
         self.commit_interval = commit_interval
         self._create_dir()
-        self._con = connect(self.db)
-        self._init_schema(config, info)
-        self._steps: list[tuple] = []
-        self._other: list[tuple[str, tuple]] = []
+        self._pending: dict[str, list[tuple[Any, ...]]] = {name: [] for name in TABLES}
         self._last_commit = time.monotonic()
         self._closed = False
+        with self._storage("create"):
+            self._con = connect(self.db)
+            self._init_schema(config, info)
         self._heartbeat = _Heartbeat(self.db)
         self._heartbeat.start()
 
     def _create_dir(self) -> None:
-        if self.db.exists():
+        """Create the session folder exclusively: two runs can never share one."""
+        try:
+            self.directory.parent.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir()
+        except FileExistsError:
             raise SessionError(
                 f"session {self.directory.name!r} already exists in {self.directory.parent}; "
                 "choose another --session name"
-            )
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            probe = self.directory / ".write-test"
-            probe.touch()
-            probe.unlink()
+            ) from None
         except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise StorageError(f"cannot create {self.directory}: disk full") from None
             raise SessionError(
                 f"cannot write sessions folder {self.directory.parent}: {e.strerror or e}"
             ) from None
@@ -108,9 +125,9 @@ class SessionWriter:
         con.execute("BEGIN")  # the header marks and the schema land together: no half-made session
         con.execute(f"PRAGMA application_id={APPLICATION_ID}")
         con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        for stmt in SCHEMA.strip().split(";"):
-            if stmt.strip():
-                con.execute(stmt)
+        for stmt in (META_TABLE, *(t.create_sql() for t in TABLES.values()), *INDEXES):
+            con.execute(stmt)
+        now = repr(time.time())
         meta = {
             "schema_version": str(SCHEMA_VERSION),
             "name": self.directory.name,
@@ -118,92 +135,111 @@ class SessionWriter:
             "info": json.dumps(info, sort_keys=True),
             "status": RUNNING,
             "message": "",
-            "started_at": repr(time.time()),
+            "started_at": now,
             "ended_at": "",
-            "heartbeat": repr(time.time()),
+            "heartbeat": now,
+            "phase": "",
             "pid": str(os.getpid()),
             "host": socket.gethostname(),
         }
         con.executemany("INSERT INTO meta VALUES (?, ?)", list(meta.items()))
         con.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def _storage(self, doing: str) -> Iterator[None]:
+        """Turn SQLite and OS failures into one ``StorageError`` line naming the cause."""
+        try:
+            yield
+        except (sqlite3.Error, OSError) as e:
+            con = getattr(self, "_con", None)
+            if con is not None and con.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    con.rollback()
+            cause = "disk full" if _disk_full(e) else str(e) or type(e).__name__
+            raise StorageError(f"cannot {doing} the session at {self.db}: {cause}") from None
+
     # -- appending
 
-    def write(self, rec: object) -> None:
-        """Buffer one record; commit when a second has passed, an epoch ended or an event came."""
-        if isinstance(rec, StepMeasured):
-            self._steps.append(step_row(rec))
-        elif isinstance(rec, EpochEnded):
-            self._other.append(("epochs", tuple(getattr(rec, c) for c in EPOCH_COLS)))
-            self.commit()
-            return
-        elif isinstance(rec, CurvatureMeasured):
-            row = (
-                rec.step, rec.epoch, to_json(rec.eigenvalues), to_json(rec.residuals), rec.hvps,
-                to_json([asdict(a) for a in rec.alignment]),
-            )  # fmt: skip
-            self._other.append(("curvature", row))
-            self.commit()
-            return
-        elif isinstance(rec, EventLogged):
-            event = (rec.step, rec.epoch, rec.level, rec.kind, rec.message, rec.time)
-            self._other.append(("events", event))
-            self.commit()  # rare, and a reader should see them (a pause, a warning) at once
-            return
-        else:
-            return  # transient records (progress) are not stored
-        if time.monotonic() - self._last_commit >= self.commit_interval:
-            self.commit()
+    def write(self, rec: Record) -> None:
+        """Buffer one record; commit when a second has passed, an epoch ended or an event came.
 
-    _INSERT = {
-        "epochs": "INSERT OR REPLACE INTO epochs VALUES (?,?,?,?,?,?,?,?)",
-        "curvature": "INSERT INTO curvature (step, epoch, eigenvalues, residuals, hvps, alignment)"
-        " VALUES (?,?,?,?,?,?)",
-        "events": "INSERT INTO events (step, epoch, level, kind, message, time)"
-        " VALUES (?,?,?,?,?,?)",
-    }
+        Progress (``PhaseProgressed``) is not stored as a row: the heartbeat carries it.
+        """
+        if isinstance(rec, PhaseProgressed):
+            self._heartbeat.phase = json.dumps(
+                {
+                    "phase": rec.phase,
+                    "done": rec.done,
+                    "total": rec.total,
+                    "step": rec.step,
+                    "epoch": rec.epoch,
+                    "since": self._phase_since(rec),
+                }  # fmt: skip
+            )
+            return
+        table = table_for(rec)
+        if table is None:
+            return
+        self._heartbeat.phase = ""
+        self._pending[table.name].append(table.row(rec))
+        urgent = isinstance(rec, EpochEnded | CurvatureMeasured | EventLogged)
+        if urgent or time.monotonic() - self._last_commit >= self.commit_interval:
+            self.commit()  # events are rare, and a reader should see them (a pause) at once
+
+    _phase_key: tuple[str, int] | None = None
+    _phase_start = 0.0
+
+    def _phase_since(self, rec: PhaseProgressed) -> float:
+        """When the phase in progress started (wall clock), for a reader's elapsed time."""
+        key = (rec.phase, rec.step)
+        if key != self._phase_key or not self._heartbeat.phase:
+            self._phase_key, self._phase_start = key, time.time()
+        return self._phase_start
 
     def commit(self) -> None:
         if self._closed:
             return
         con = self._con
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            if self._steps:
-                con.executemany(
-                    f"INSERT OR REPLACE INTO steps VALUES ({','.join('?' * len(STEP_COLS))})",
-                    self._steps,
-                )
-            for table, row in self._other:
-                con.execute(self._INSERT[table], row)
+        with self._storage("write"):
+            con.execute("BEGIN IMMEDIATE")
+            for name, rows in self._pending.items():
+                if rows:
+                    con.executemany(TABLES[name].insert_sql(), rows)
             con.execute("UPDATE meta SET value=? WHERE key='heartbeat'", (repr(time.time()),))
             con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        self._steps.clear()
-        self._other.clear()
+        for rows in self._pending.values():
+            rows.clear()
         self._last_commit = time.monotonic()
 
-    def set_meta(self, key: str, value: str) -> None:
-        self.commit()
-        self._con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
-
     def close(self, status: str, message: str = "") -> None:
-        """Commit everything buffered and record the final status. Idempotent."""
+        """Commit everything buffered and record the final status. Idempotent.
+
+        If the buffered rows cannot be written (``StorageError``), the status is still tried on
+        its own before the error goes on.
+        """
         if self._closed:
             return
         self._heartbeat.stop()
-        self.commit()
+        try:
+            self.commit()
+        finally:
+            for rows in self._pending.values():
+                rows.clear()  # what could not be written is dropped, so the status can still be
+            self._closed = True
+            self._finish(status, message)
+
+    def _finish(self, status: str, message: str) -> None:
         con = self._con
-        con.execute("BEGIN IMMEDIATE")
-        con.execute("UPDATE meta SET value=? WHERE key='status'", (status,))
-        con.execute("UPDATE meta SET value=? WHERE key='message'", (message,))
-        con.execute("UPDATE meta SET value=? WHERE key='ended_at'", (repr(time.time()),))
-        con.execute("COMMIT")
-        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        con.close()
-        self._closed = True
+        try:
+            with self._storage("close"):
+                con.execute("BEGIN IMMEDIATE")
+                con.executemany("UPDATE meta SET value=? WHERE key=?",
+                                [(status, "status"), (message, "message"), ("", "phase"),
+                                 (repr(time.time()), "ended_at")])  # fmt: skip
+                con.execute("COMMIT")
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            con.close()
 
     def __enter__(self) -> SessionWriter:
         return self
@@ -215,3 +251,9 @@ class SessionWriter:
             self.close(INTERRUPTED, "interrupted")
         else:
             self.close(FAILED, f"{exc_type.__name__}: {exc}")
+
+
+def _disk_full(e: BaseException) -> bool:
+    if isinstance(e, OSError):
+        return e.errno == errno.ENOSPC
+    return isinstance(e, sqlite3.Error) and "full" in str(e)

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from sgdwalk.config import build_config  # noqa: E402
-from sgdwalk.runner import drive, open_writer  # noqa: E402
+from sgdwalk.runner import drive, open_run  # noqa: E402
 
 
 def config(tmp: Path, name: str, **flags):
@@ -30,23 +30,18 @@ def config(tmp: Path, name: str, **flags):
 
 
 def headless_rate(cfg) -> float:
-    from sgdwalk.train import prepare
-
-    run = prepare(cfg)
-    writer = open_writer(cfg, run.info)
+    run, writer = open_run(cfg)
     last = []
-    drive(run.records(), writer, lambda: run.status, last.append)
+    drive(run.records(), writer, last.append)
     steps = [r for r in last if type(r).__name__ == "StepMeasured"]
     return (steps[-1].step - steps[0].step) / (steps[-1].elapsed - steps[0].elapsed)
 
 
 async def dashboard_rate(cfg, keys: list[float] | None = None) -> float:
-    from sgdwalk.train import prepare
-    from sgdwalk.tui.app import make_app
-    from sgdwalk.tui.sources import LiveSource
+    from sgdwalk.tui.dashboard.app import make_app
+    from sgdwalk.tui.dashboard.sources import LiveSource
 
-    run = prepare(cfg)
-    writer = open_writer(cfg, run.info)
+    run, writer = open_run(cfg)
     source = LiveSource(run, writer, cfg.session, run.info)
     app = make_app(source)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -150,8 +145,8 @@ async def replay_bench(path: Path) -> None:
     import random
 
     from sgdwalk.session import open_session
-    from sgdwalk.tui.app import make_app
-    from sgdwalk.tui.replay import ReplayCursor
+    from sgdwalk.tui.dashboard.app import make_app
+    from sgdwalk.tui.dashboard.replay import ReplayCursor
 
     t0 = time.perf_counter()
     app = make_app(ReplayCursor(open_session(path)))

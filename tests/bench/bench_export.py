@@ -18,9 +18,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from sgdwalk.landscape import analyze_slice  # noqa: E402
+from sgdwalk.landscape import (
+    analyze_slice,  # noqa: E402
+    interpolation_alphas,
+)
 from sgdwalk.records import FINISHED, EpochEnded, StepMeasured  # noqa: E402
-from sgdwalk.session import SessionWriter, interpolation_alphas  # noqa: E402
+from sgdwalk.session import SessionWriter  # noqa: E402
 
 STEPS_PER_EPOCH = 1000
 
@@ -61,7 +64,7 @@ def time_cli(session: Path, out: Path, *args: str) -> float:
 
 
 def time_call(session: Path, out: Path, **kw) -> float:
-    from sgdwalk.tui.export import ExportRequest, run_export
+    from sgdwalk.tui.figures.export import ExportRequest, run_export
 
     t0 = time.perf_counter()
     run_export(ExportRequest(sessions=[str(session)], output=str(out), force=True, **kw))

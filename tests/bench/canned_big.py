@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from sgdwalk.landscape import interpolation_alphas
 from sgdwalk.records import FINISHED, EpochEnded, StepMeasured
-from sgdwalk.session import SessionWriter, interpolation_alphas
+from sgdwalk.session import SessionWriter
 
 
 def write_big(path: Path, steps: int = 100_000, per_epoch: int = 1000, k: int = 10) -> None:

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import time
 
-from sgdwalk.records import FAILED, FINISHED, RESUMED_EVENT, RUNNING, EventLogged
-from sgdwalk.tui.dashboard import PANELS, DashboardScreen
-from sgdwalk.tui.dialogs import QuitScreen, SeekScreen
-from sgdwalk.tui.replay import MAX_SPEED, ReplayCursor, parse_target
-from sgdwalk.tui.sources import FollowSource, LiveSource
-from sgdwalk.tui.state import RunFacts
-from sgdwalk.tui.status import join
 from textual.binding import Binding
+
+from sgdwalk.records import FAILED, FINISHED, RESUMED_EVENT, RUNNING, EventLogged
+from sgdwalk.tui.dashboard.buffers import RunFacts
+from sgdwalk.tui.dashboard.dialogs import QuitScreen, SeekScreen
+from sgdwalk.tui.dashboard.replay import MAX_SPEED, ReplayCursor, parse_target
+from sgdwalk.tui.dashboard.screen import PANELS, DashboardScreen
+from sgdwalk.tui.dashboard.sources import FollowSource, LiveSource
+from sgdwalk.tui.dashboard.status import join
 
 STATE_MARKS = {FINISHED: "✔", FAILED: "✖", RUNNING: "▶"}
 SILENT_AFTER = 3.0  # seconds without a heartbeat before the status line says so
@@ -262,16 +263,16 @@ class ReplayScreen(DashboardScreen):
             self.apply_layout()  # a layout pass repaints every panel: only when it changes
         context = [self.chart(name) for name in PANELS if name != "slices"]
         for chart in context:
-            chart.hold()
+            chart.defer()
         self.redraw(self.buffers.take_dirty() | {"status", "events"})
-        self._held = context
+        self._deferred = context
 
-    _held: list = []
+    _deferred: list = []
 
     def tick(self) -> None:
-        for chart in self._held:
-            chart.release()
-        self._held = []
+        for chart in self._deferred:
+            chart.resume()
+        self._deferred = []
         super().tick()
 
     def state_text(self) -> str:
@@ -283,12 +284,11 @@ class ReplayScreen(DashboardScreen):
         n_epochs = self.buffers.facts.epochs
         fields = [
             self.state_text(),
+            *self.notes(),
             f"step {c.cursor}/{c.bounds.last}",
             f"epoch {c.epoch}/{n_epochs}" if n_epochs else f"epoch {c.epoch}",
             f"{b.barriers} barriers",
         ]
-        if self.note:
-            fields.insert(1, self.note)
         if b.last is not None:
             fields += [f"lr {b.last.lr:g}", f"batch {b.last.batch_size}"]
         fields += [b.facts.device, b.facts.session, f"[{c.status}]"]

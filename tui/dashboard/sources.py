@@ -81,7 +81,7 @@ class LiveSource(Source):
 
         try:
             records = self.controls.pausable(self.run.records(self.controls.should_stop))
-            self.status = drive(records, self.writer, lambda: self.run.status, self.put)
+            self.status = drive(records, self.writer, self.put)
             return self.status
         finally:
             self.done.set()

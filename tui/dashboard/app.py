@@ -12,12 +12,13 @@ import asyncio
 import signal
 from typing import Any
 
-from sgdwalk.tui.replay import ReplayCursor
-from sgdwalk.tui.screens import LiveScreen, ReplayScreen, WatchScreen
-from sgdwalk.tui.sources import FollowSource, LiveSource
 from textual import on
 from textual.app import App
 from textual.worker import Worker, WorkerState
+
+from sgdwalk.tui.dashboard.modes import LiveScreen, ReplayScreen, WatchScreen
+from sgdwalk.tui.dashboard.replay import ReplayCursor
+from sgdwalk.tui.dashboard.sources import FollowSource, LiveSource
 
 ENGINE_WORKER = "engine"
 

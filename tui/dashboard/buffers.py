@@ -95,7 +95,7 @@ class Buffers:
             self.measured.append(rec)
             self.epoch_barriers += bool(rec.barrier)
             self.dirty |= {"slices", "barriers"}
-        self.dirty |= {"cosines", "loss", "status"}
+        self.dirty |= {"cosine", "loss", "status"}
 
     def load(
         self,
@@ -119,7 +119,7 @@ class Buffers:
         self.curvature.extend(curvature)
         self.done_barriers = sum(e.barriers for e in self.epochs)
         self.epoch_barriers = epoch_barriers
-        self.dirty |= {"slices", "barriers", "cosines", "loss", "alignment", "status"}
+        self.dirty |= {"slices", "barriers", "cosine", "loss", "alignment", "status"}
 
     def slice_window(self, n: int) -> list[StepMeasured]:
         """The last ``n`` measured steps, oldest first."""

@@ -19,11 +19,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.text import Text
+
 from sgdwalk.config import RunConfig
+from sgdwalk.errors import exit_code
 from sgdwalk.records import (
-    DIVERGED,
-    FINISHED,
-    INTERRUPTED,
     PAUSED_EVENT,
     RESUMED_EVENT,
     CurvatureMeasured,
@@ -35,7 +34,6 @@ from sgdwalk.records import (
 )
 
 PLAIN_EVERY = 30.0
-EXIT_CODES = {FINISHED: 0, INTERRUPTED: 130, DIVERGED: 3}
 
 
 class StepsPerSecond(ProgressColumn):
@@ -99,18 +97,17 @@ class HeadlessView:
 
 
 def run_headless(cfg: RunConfig, console: Console | None = None) -> int:
-    from sgdwalk.runner import check_new_session, drive, open_writer, stop_on_signals
-    from sgdwalk.train import prepare
+    """Train in this process with a progress bar; returns the exit code of the run's ending."""
+    from sgdwalk.runner import claim, drive, open_run, stop_on_signals
 
     console = console or Console(soft_wrap=True)
-    check_new_session(cfg)
-    run = prepare(cfg)
+    run, writer = open_run(claim(cfg))
     info = run.info
-    writer = open_writer(cfg, info)
     console.print(
         f"sgdwalk: session {writer.directory}  {cfg.model} on {cfg.dataset} "
         f"({info['n_train']} train, probe {info['probe_size'] or 'batch'})  "
-        f"{info['params']:,} params  device {info['device']}"
+        f"{info['params']:,} params  device {info['device']}",
+        markup=False,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                StepsPerSecond(), TimeRemainingColumn())  # fmt: skip
@@ -118,9 +115,10 @@ def run_headless(cfg: RunConfig, console: Console | None = None) -> int:
         task = progress.add_task("train", total=info["total_steps"])
         view = HeadlessView(console, progress, task, cfg)
         records = controls.pausable(run.records(controls.should_stop))
-        status = drive(records, writer, lambda: run.status, view)
+        status = drive(records, writer, view)
     console.print(
         f"sgdwalk: {status}: session {writer.directory.name}, {view.step} steps, "
-        f"{view.barriers} barriers"
+        f"{view.barriers} barriers",
+        markup=False,
     )
-    return EXIT_CODES.get(status, 1)
+    return exit_code(status)

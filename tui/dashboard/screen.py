@@ -11,33 +11,27 @@ from __future__ import annotations
 
 import time
 
-from sgdwalk.records import PAUSED_EVENT, RESUMED_EVENT, EventLogged
-from sgdwalk.tui.dialogs import HelpScreen
-from sgdwalk.tui.state import Buffers, RunFacts
-from sgdwalk.tui.status import join, run_fields
-from sgdwalk.tui.widgets import (
-    AlignmentChart,
-    BarriersChart,
-    Chart,
-    CosinesChart,
-    EventLog,
-    LossChart,
-    SlicesChart,
-    StatusLine,
-)
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Container, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from sgdwalk.records import PAUSED_EVENT, RESUMED_EVENT, EventLogged, Record
+from sgdwalk.tui.dashboard.buffers import Buffers, RunFacts
+from sgdwalk.tui.dashboard.dialogs import HelpScreen
+from sgdwalk.tui.dashboard.status import join, run_fields
+from sgdwalk.tui.dashboard.widgets import EventLog, FigureChart, StatusLine
+from sgdwalk.tui.figures import FIGURES, Figure, FigureData, Live
+
 REDRAW_HZ = 2.0
 CHARTS_PER_TICK = 2  # charts the timer repaints at once (each a plotext build)
 MIN_SIZE = (80, 24)
 WIDE_SIZE = (110, 34)
 WINDOWS = (5, 10, 20, 40, 80, 160, 200)
-SWAP = ("loss", "cosines", "alignment")  # panels that share one slot in the compact layout
+SWAP = ("loss", "cosine", "alignment")  # panels that share one slot in the compact layout
 PANELS = ("slices", "barriers", *SWAP)
+assert set(PANELS) == set(FIGURES), "every figure has a panel"
 
 
 class DashboardScreen(Screen[None]):
@@ -79,6 +73,8 @@ class DashboardScreen(Screen[None]):
         self.note = ""  # a transient message for the status line (errors, hints)
         self.held_at: int | None = None  # the step after which the trainer said it holds (paused)
         self.drawn_at: dict[str, float] = {}  # when each chart was last repainted
+        self.skipped: dict[str, int] = {}  # non-finite values each panel leaves out
+        self.drawing_errors: dict[str, str] = {}  # drawing failures already logged
 
     # ------------------------------------------------------------ layout
 
@@ -87,11 +83,8 @@ class DashboardScreen(Screen[None]):
         with Vertical(id="main"):
             yield StatusLine(id="status")
             with Container(id="charts"):
-                yield SlicesChart(window=WINDOWS[self.window_index], id="slices")
-                yield BarriersChart(id="barriers")
-                yield LossChart(id="loss")
-                yield CosinesChart(id="cosines")
-                yield AlignmentChart(id="alignment")
+                for name in PANELS:
+                    yield FigureChart(FIGURES[name])
             yield EventLog(id="events")
         yield Footer()
 
@@ -125,8 +118,8 @@ class DashboardScreen(Screen[None]):
         loss.styles.column_span = 2 if self.wide and not has_alignment else 1
         self.redraw(set())
 
-    def chart(self, name: str) -> Chart:
-        return self.query_one(f"#{name}", Chart)
+    def chart(self, name: str) -> FigureChart:
+        return self.query_one(f"#{name}", FigureChart)
 
     # ------------------------------------------------------------ data flow
 
@@ -134,11 +127,16 @@ class DashboardScreen(Screen[None]):
         """Timer: take new records, then redraw what changed, a few charts at a time."""
         self.feed()
         self.redraw(self.buffers.take_dirty(), charts=CHARTS_PER_TICK)
+        for name in PANELS:
+            error = self.chart(name).error
+            if error and self.drawing_errors.get(name) != error:
+                self.drawing_errors[name] = error
+                self.log_event(f"✖ could not draw {name}: {error}")
 
     def feed(self) -> None:
         """Subclasses move records into ``self.buffers``."""
 
-    def add_records(self, records: list[object]) -> None:
+    def add_records(self, records: list[Record]) -> None:
         had_curvature = bool(self.buffers.curvature)
         for rec in records:
             self.buffers.add(rec)
@@ -178,27 +176,50 @@ class DashboardScreen(Screen[None]):
 
     def draw(self, name: str) -> None:
         b = self.buffers
-        if name == "slices":
-            self.chart(name).update(list(b.measured), WINDOWS[self.window_index])  # type: ignore[call-arg]
-        elif name == "barriers":
-            self.chart(name).update(list(b.epochs), b.barriers, b.epoch_barriers)  # type: ignore[call-arg]
-        elif name == "loss":
-            self.chart(name).update(list(b.trail), list(b.epochs))  # type: ignore[call-arg]
-        elif name == "cosines":
-            self.chart(name).update(list(b.trail))  # type: ignore[call-arg]
-        elif name == "alignment":
-            self.chart(name).update(list(b.curvature))  # type: ignore[call-arg]
+        if name in FIGURES:
+            figure = FIGURES[name]
+            data = self.panel_data(figure)
+            chart = self.chart(name)
+            chart.show(data, figure.panel_title(data, self.live()))
+            self.skipped[name] = figure.skipped(data)
         elif name == "events":
             self.query_one(EventLog).show(list(b.events))
         elif name == "status":
             self.query_one(StatusLine).update_text(self.status_text())
 
+    def panel_data(self, figure: Figure) -> FigureData:
+        """What a panel draws, from the buffers, as its figure declares it needs."""
+        b, needs = self.buffers, figure.needs
+        data = FigureData(b.facts.session)
+        if needs.steps == "measured":
+            data.steps = list(b.measured)[-WINDOWS[self.window_index] :]
+        elif needs.steps == "all":
+            data.steps = list(b.trail)
+        if needs.epochs:
+            data.epochs = list(b.epochs)
+        if needs.curvature is not None:
+            data.curvature = list(b.curvature)[-needs.curvature :] if needs.curvature else list(
+                b.curvature)  # fmt: skip
+        return data
+
+    def live(self) -> Live:
+        b = self.buffers
+        return Live(window=WINDOWS[self.window_index], barriers=b.barriers,
+                    epoch_barriers=b.epoch_barriers, measurements=len(b.curvature))  # fmt: skip
+
     def status_text(self) -> str:
         held = self.held_at is not None
-        fields = [self.state_text(), *run_fields(self.buffers, self.size.width, held)]
-        if self.note:
-            fields.insert(1, self.note)
+        fields = [
+            self.state_text(),
+            *self.notes(),
+            *run_fields(self.buffers, self.size.width, held),
+        ]
         return join([f for f in fields if f], self.size.width)
+
+    def notes(self) -> list[str]:
+        """A transient note, and how many non-finite values the panels leave out."""
+        skipped = sum(self.skipped.values())
+        return [self.note, f"{skipped} NaN/inf not drawn" if skipped else ""]
 
     def state_text(self) -> str:
         return ""
@@ -229,7 +250,8 @@ class DashboardScreen(Screen[None]):
     def action_panel(self, delta: int) -> None:
         names = self.visible_panels()
         focused = self.focused
-        current = focused.id if isinstance(focused, Chart) and focused.id in names else names[0]
+        current = (focused.id if isinstance(focused, FigureChart) and focused.id in names
+                   else names[0])  # fmt: skip
         target = names[(names.index(current) + delta) % len(names)]
         if target in SWAP and not self.wide:
             self.swap = target
@@ -239,7 +261,7 @@ class DashboardScreen(Screen[None]):
     def action_zoom(self) -> None:
         if self.maximized is not None:
             self.minimize()
-        elif isinstance(self.focused, Chart):
+        elif isinstance(self.focused, FigureChart):
             self.maximize(self.focused, container=False)
 
     def action_quit_dashboard(self) -> None:

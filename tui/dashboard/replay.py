@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sgdwalk.records import CurvatureMeasured, EpochEnded, EventLogged, StepMeasured
 from sgdwalk.session import Session
-from sgdwalk.tui.state import TRAIL, Buffers, event_line
+from sgdwalk.tui.dashboard.buffers import TRAIL, Buffers, event_line
 
 SPEEDS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, float("inf"))
 MAX_SPEED = float("inf")  # every step drawn, frames back to back

@@ -6,7 +6,7 @@ Fields are ordered by how much a user needs them, so that a narrow terminal crop
 
 from __future__ import annotations
 
-from sgdwalk.tui.state import Buffers
+from sgdwalk.tui.dashboard.buffers import Buffers
 
 WIDE = 110
 

@@ -15,7 +15,7 @@ Panels
   barriers   Figure 4: barriers crossed per epoch (bars), running total in the title.
   alignment  Figures 5-6: how much the gradient of a batch of size b lies in the top-k Hessian
              subspace, per batch size (appears once curvature is measured).
-  cosines    Figure 7: cosine of consecutive mini-batch gradients and of consecutive updates.
+  cosine     Figure 7: cosine of consecutive mini-batch gradients and of consecutive updates.
   loss       mini-batch loss per step; train/validation loss at each epoch end.
   status     step, epoch, speed, ETA, lr, batch size, device, session (replay: the cursor).
   events     divergence, warnings, curvature phases, the run's end.

@@ -1,10 +1,11 @@
-"""``sgdwalk run --detach``: train in a background process that outlives the dashboard.
+"""The trainer child: ``sgdwalk run --headless`` started for a dashboard, in the background.
 
-The child is ``sgdwalk run --headless`` with the same flags and an explicit ``--session`` name, in
-its own session (``start_new_session``) so an SSH hang-up never reaches it; its output goes to
+The child gets the same flags and an explicit ``--session`` name; with ``--detach`` it runs in its
+own session (``start_new_session``) so an SSH hang-up never reaches it. Its output goes to
 ``run.log`` inside the session folder. The session folder must not exist before the child creates
-it (``check_new_session``), so the log starts beside it and moves in once the session appears (a
-rename keeps the child's open file). Then ``watch`` attaches to the session like any other reader.
+it (the writer creates it exclusively), so the log starts beside it and moves in once the session
+appears (a rename keeps the child's open file). Then the dashboard follows the session like any
+other reader.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sgdwalk.session import DB_NAME, SessionError, open_session
+from sgdwalk.config import RunConfig
+from sgdwalk.errors import LaunchError, SessionError
+from sgdwalk.session import DB_NAME, open_session
+from sgdwalk.tui.text import ERROR_PREFIX
 
 BOOL_PAIRS = {
     "batchnorm": ("--batchnorm", "--no-batchnorm"),
@@ -51,14 +55,28 @@ def child_argv(
     return argv + ["--session", name, "--sessions-dir", str(Path(sessions_dir).resolve())]
 
 
-def start_detached(
-    argv: list[str], name: str, sessions_dir: Path, new_session: bool = True
+def start_trainer(
+    cfg: RunConfig, flags: dict[str, Any], config_file: Path | None, detached: bool
+) -> subprocess.Popen[bytes]:
+    """Start ``run --headless`` for a claimed ``cfg`` in a child; returns once its session exists.
+
+    ``detached``: the child gets a session of its own, so a hang-up never reaches it; otherwise it
+    stays in this terminal's process group and a hang-up stops it cleanly.
+    """
+    assert cfg.session is not None, "claim(cfg) first"
+    sessions = Path(cfg.sessions_dir)
+    argv = child_argv(flags, config_file, cfg.session, sessions)
+    return start_child(argv, cfg.session, sessions, new_session=detached)
+
+
+def start_child(
+    argv: list[str], name: str, sessions_dir: Path, new_session: bool
 ) -> subprocess.Popen[bytes]:
     """Start the child with its output in a log file; returns once its session can be opened.
 
     ``new_session=False`` keeps the child in the terminal's process group, so a hang-up (SSH drop)
     reaches it and stops it cleanly, as a run without ``--detach`` should.
-    Raises ``DetachError`` with the child's last output line if it exits first.
+    Raises ``LaunchError`` with the child's own error line (and exit code) if it exits first.
     """
     sessions_dir.mkdir(parents=True, exist_ok=True)
     log_tmp = sessions_dir / f".{name}.{LOG_NAME}"
@@ -82,12 +100,6 @@ def _lower_priority(pid: int) -> None:
         pass  # it already exited: _wait_for_session reports why
 
 
-class DetachError(Exception):
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 def _wait_for_session(proc: subprocess.Popen[bytes], directory: Path, log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -101,7 +113,8 @@ def _wait_for_session(proc: subprocess.Popen[bytes], directory: Path, log: Path)
         if code is not None:
             lines = log.read_text(errors="replace").strip().splitlines()
             log.unlink(missing_ok=True)
-            raise DetachError(lines[-1] if lines else f"background run exited with {code}", code)
+            last = lines[-1].removeprefix(ERROR_PREFIX) if lines else ""
+            raise LaunchError(last or f"the trainer exited with code {code}", code)
         time.sleep(0.1)
-    raise DetachError(f"the background run did not create its session within {START_TIMEOUT:.0f}s "
+    raise LaunchError(f"the background run did not create its session within {START_TIMEOUT:.0f}s "
                       f"(pid {proc.pid}, log {log})", 1)  # fmt: skip

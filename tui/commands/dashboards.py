@@ -1,0 +1,123 @@
+"""The commands that open the dashboard: ``run`` in a terminal, ``run --detach``, ``watch``, ``replay``.
+
+Why the trainer is a child process by default: the dashboard's drawing is pure Python and holds
+the GIL, and a small model's training step is hundreds of short torch calls that each need it
+back. In one process the two starve each other (measured: the digits default ran at 0.26x its
+headless speed); in two processes each has a core. The child is ``run --headless`` in this
+terminal's process group, so a hang-up stops it cleanly; quitting the dashboard stops it too
+(SIGTERM), and ``p`` pauses it (SIGUSR1/SIGUSR2) between steps. ``--in-process`` keeps the old
+worker-thread mode. After the app closes, a run this command started is stopped and waited for, so
+its session always ends with a final status and everything committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from sgdwalk.config import RunConfig
+from sgdwalk.errors import EXIT_CODES, SessionError, exit_code
+from sgdwalk.records import FAILED, RUNNING
+from sgdwalk.runner import claim, open_run
+from sgdwalk.session import open_session
+from sgdwalk.tui.commands.trainer import start_trainer
+
+STOP_WAIT = 600.0  # seconds to wait for a stopped in-process run to finish its current step
+
+
+def say(text: str) -> None:
+    """Print a closing line; a terminal that is gone (SSH drop) is no error: the session has it."""
+    with contextlib.suppress(OSError):
+        print(text, flush=True)
+
+
+def run_in_terminal(cfg: RunConfig, flags: dict[str, Any], config_file: Path | None) -> int:
+    """``sgdwalk run`` in a terminal: train in a child process, watch it from this one."""
+    cfg = claim(cfg)
+    proc = start_trainer(cfg, flags, config_file, detached=False)
+    assert cfg.session is not None
+    sessions = Path(cfg.sessions_dir)
+    try:
+        watch(cfg.session, sessions, pid=proc.pid, owned=True)
+    finally:
+        with open_session(sessions / cfg.session) as session:
+            training = session.stored_status == RUNNING
+        if training and proc.poll() is None:
+            proc.terminate()  # the user quit without --detach: the run stops cleanly
+        code = proc.wait()  # a child that already recorded its ending exits by itself
+    with open_session(sessions / cfg.session) as session:
+        say(f"sgdwalk: {session.status}: session {session.path} (log: run.log there)")
+    return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
+
+
+def run_detached(
+    cfg: RunConfig, flags: dict[str, Any], config_file: Path | None, then_watch: bool
+) -> int:
+    """``--detach``: train in the background, then (in a terminal) watch it; quitting leaves it
+    running."""
+    cfg = claim(cfg)
+    proc = start_trainer(cfg, flags, config_file, detached=True)
+    assert cfg.session is not None
+    sessions = Path(cfg.sessions_dir)
+    say(f"sgdwalk: training in the background (pid {proc.pid}), session {sessions / cfg.session}")
+    if not then_watch:
+        return 0
+    return watch(cfg.session, sessions, pid=proc.pid, detached=True)
+
+
+def run_in_process(cfg: RunConfig) -> int:
+    """``--in-process``: train in a worker thread of the dashboard's own process."""
+    from sgdwalk.tui.dashboard.app import make_app
+    from sgdwalk.tui.dashboard.sources import LiveSource
+
+    run, writer = open_run(claim(cfg))
+    source = LiveSource(run, writer, writer.directory.name, run.info)
+    app = make_app(source)
+    app.run()
+    source.stop()
+    if not source.done.wait(STOP_WAIT):
+        say(f"sgdwalk: the run did not stop within {STOP_WAIT:.0f}s; session {writer.directory}")
+        return EXIT_CODES[FAILED]
+    if app.engine_error is not None:
+        err = app.engine_error
+        say(f"sgdwalk: failed: {type(err).__name__}: {err} (see {writer.directory / 'error.txt'})")
+        return EXIT_CODES[FAILED]
+    say(f"sgdwalk: {source.status}: session {writer.directory}")
+    return exit_code(source.status)
+
+
+def watch(
+    spec: str, sessions_dir: Path, pid: int | None = None, detached: bool = False,
+    owned: bool = False,
+) -> int:  # fmt: skip
+    """The dashboard over a session another process writes (or wrote)."""
+    from sgdwalk.tui.dashboard.app import make_app
+    from sgdwalk.tui.dashboard.sources import FollowSource
+
+    session = open_session(spec, sessions_dir)
+    source = FollowSource(session, pid=pid, detached=detached, owned=owned)
+    app = make_app(source)
+    app.run()
+    source.stop()
+    status = source.status
+    if owned:
+        pass  # the caller stops the child and reports its ending
+    elif status == RUNNING:
+        say(f"sgdwalk: {session.name} is still running; `sgdwalk watch {session.name}` reattaches")
+    else:
+        say(f"sgdwalk: {session.name}: {status}")
+    source.close()
+    return 0
+
+
+def replay(spec: str, sessions_dir: Path) -> int:
+    """The dashboard over a saved session, with a cursor."""
+    from sgdwalk.tui.dashboard.app import make_app
+    from sgdwalk.tui.dashboard.replay import ReplayCursor
+
+    with open_session(spec, sessions_dir) as session:
+        if session.step_count() == 0:
+            raise SessionError(f"session {session.name!r} has no steps to replay")
+        make_app(ReplayCursor(session)).run()
+    return 0

@@ -1,0 +1,120 @@
+"""Tables for ``sgdwalk ls`` and ``sgdwalk bench``.
+
+A sessions folder is shared ground: one damaged or foreign file must not hide the others, so every
+good session is listed and each bad one gets one line saying why. Everything read from a session
+(names, statuses, config values) is shown as plain text (``sgdwalk.tui.text.plain``), with Rich
+markup off, so a file cannot style or clear the terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from sgdwalk.errors import SessionError, UsageError
+from sgdwalk.session import Session, list_sessions
+from sgdwalk.tui.text import plain
+
+COLUMNS = ("name", "model", "dataset", "lr", "batch", "steps", "status", "barriers", "final loss")
+NUMERIC = {"lr", "steps", "barriers", "final loss"}
+
+
+def _batch_size(value: Any) -> int | str | None:
+    """The configured batch size as a number ("full" stays a word)."""
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return value if isinstance(value, int | str) else None
+
+
+def session_summary(s: Session) -> dict[str, Any]:
+    cfg = s.config
+    epochs = list(s.epochs())
+    last = s.step(s.last_step())
+    final_loss = epochs[-1].train_loss if epochs else (last.batch_loss if last else None)
+    return {
+        "name": s.name,
+        "model": cfg.get("model"),
+        "dataset": cfg.get("dataset"),
+        "lr": cfg.get("lr"),
+        "batch_size": _batch_size(cfg.get("batch_size")),
+        "steps": s.step_count(),
+        "status": s.status,
+        "barriers": s.barrier_count(),
+        "final_loss": final_loss if final_loss is None or math.isfinite(final_loss) else None,
+        "started": s.started_at,
+        "path": str(s.path),
+    }
+
+
+def summaries(sessions_dir: Path) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """Rows of the readable sessions, newest first, and (folder, reason) of the others."""
+    if not sessions_dir.is_dir():
+        raise UsageError(f"no sessions folder at {sessions_dir}")
+    good, bad = list_sessions(sessions_dir)
+    rows, damaged = [], [(p.name, why) for p, why in bad]
+    for s in good:
+        try:
+            with s:
+                rows.append(session_summary(s))
+        except SessionError as e:  # damage found past the header: a table, a row
+            damaged.append((s.name, str(e)))
+    return rows, sorted(damaged)
+
+
+def _cell(key: str, value: Any) -> Text:
+    if value is None:
+        return Text("-")
+    if key == "lr" and isinstance(value, int | float):
+        return Text(f"{value:g}")
+    if key == "final_loss" and isinstance(value, int | float):
+        return Text(f"{value:.4f}")
+    return Text(plain(value))
+
+
+def print_sessions(sessions_dir: Path, as_json: bool) -> None:
+    rows, damaged = summaries(sessions_dir)
+    if as_json:
+        out = rows + [{"name": name, "damaged": why} for name, why in damaged]
+        print(json.dumps(out, indent=2, allow_nan=False, default=str))
+        return
+    console = Console(soft_wrap=True, markup=False, highlight=False)
+    if not console.is_terminal:
+        console.width = 200  # a pipe or a file gets whole names, not ellipses
+    if not rows and not damaged:
+        console.print(f"no sessions in {plain(sessions_dir)}")
+        return
+    if rows:
+        table = Table(title=Text(f"sessions in {plain(sessions_dir)}"), title_justify="left")
+        for col in COLUMNS:
+            table.add_column(col, justify="right" if col in NUMERIC else "left")
+        keys = ("name", "model", "dataset", "lr", "batch_size", "steps", "status", "barriers",
+                "final_loss")  # fmt: skip
+        for r in rows:
+            table.add_row(*(_cell(k, r[k]) for k in keys))
+        console.print(table)
+    for name, why in damaged:
+        console.print(Text(f"✖ {plain(name)}: {plain(why)}"), style="red")
+
+
+def print_bench(result: dict[str, Any]) -> None:
+    console = Console(soft_wrap=True, markup=False)
+    table = Table(title=f"sgdwalk bench: {result['model']} on {result['dataset']}, "
+                        f"{result['device']}, slice {result['slice_mode']}",
+                  title_justify="left")  # fmt: skip
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("target", justify="right")
+    for key, value in result["times"].items():
+        table.add_row(key, f"{value * 1e3:.3f} ms", "")
+    for key, value in result["ratios"].items():
+        target = result["targets"].get(key, "")
+        table.add_row(key, f"{value:.3f}", str(target))
+    for key, value in result.get("counts", {}).items():
+        table.add_row(key, str(value), str(result["targets"].get(key, "")))
+    console.print(table)

@@ -1,0 +1,126 @@
+"""The paper's Figure 4: barriers crossed per epoch, and the running total.
+
+Counts are integers from 0: the axes start at 0 with whole-number ticks, also when no barrier was
+crossed at all (the usual case for small models, where a symmetric axis around 0 would suggest
+negative counts).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from sgdwalk.records import EpochEnded
+from sgdwalk.tui.figures.base import (
+    Figure,
+    FigureData,
+    Live,
+    Needs,
+    Options,
+    colour,
+    describe_run,
+    series_name,
+)
+from sgdwalk.tui.figures.rows import record_row
+
+
+def barrier_series(epochs: Sequence[EpochEnded]) -> tuple[list[int], list[int], list[int]]:
+    """Epochs, barriers per epoch and the running total."""
+    xs = [e.epoch for e in epochs]
+    per = [e.barriers for e in epochs]
+    total, running = 0, []
+    for b in per:
+        total += b
+        running.append(total)
+    return xs, per, running
+
+
+def count_ticks(top: int, rows: int = 30) -> list[int]:
+    """Whole-number ticks from 0 to at least ``top``: about five, fewer on a short plot (plotext
+    drops tick labels that collide, and which one it drops varies)."""
+    top = max(1, top)
+    most = max(1, min(4, (rows - 4) // 3))  # intervals: a label every third row at the least
+    step = max(1, math.ceil(top / most))
+    return list(range(0, top + step, step))
+
+
+def draw_plotext(plt: Any, data: list[FigureData], opts: Options) -> None:
+    """Bars per epoch; the running total is in the title (one legend-free axis reads best)."""
+    n = len(data)
+    width = 0.8 / n
+    top = 0
+    totals = []
+    for i, d in enumerate(data):
+        xs, per, running = barrier_series(d.epochs)
+        offset = (i - (n - 1) / 2) * width
+        plt.bar([x + offset for x in xs], per, color=colour(i, n, "orange"), width=width,
+                label=series_name(d.label, "barriers") if n > 1 else None)  # fmt: skip
+        top = max([top, *per])
+        totals.append(running[-1] if running else 0)
+    ticks = count_ticks(top, opts.height)
+    plt.ylim(0, ticks[-1])
+    plt.yticks(ticks, [str(t) for t in ticks])
+    epochs = sorted({e.epoch for d in data for e in d.epochs})
+    plt.xticks(epochs, [str(e) for e in epochs])
+    total = f"{totals[0]} in total" if n == 1 else "totals " + ", ".join(map(str, totals))
+    plt.title(f"Figure 4: barriers per epoch ({total})")
+    plt.xlabel("epoch")
+    plt.ylabel("barriers")
+
+
+def draw_mpl(ax: Any, data: list[FigureData], opts: Options) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    n = len(data)
+    width = 0.8 / n
+    twin = ax.twinx()
+    tops = [0, 0]
+    for i, d in enumerate(data):
+        xs, per, running = barrier_series(d.epochs)
+        offset = (i - (n - 1) / 2) * width
+        ax.bar([x + offset for x in xs], per, width=width, color=f"C{i}" if n > 1 else "C1",
+               label=_label(d.label, "barriers per epoch"))  # fmt: skip
+        twin.plot(xs, running, "--o", ms=3, color=f"C{i}" if n > 1 else "C0",
+                  label=_label(d.label, "total"))  # fmt: skip
+        tops = [max([tops[0], *per]), max([tops[1], *running])]
+    for axis, top in ((ax, tops[0]), (twin, tops[1])):
+        axis.set_ylim(0, max(1, top) * 1.1)
+        axis.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("barriers crossed")
+    twin.set_ylabel("total barriers")
+    handles = ax.get_legend_handles_labels()
+    more = twin.get_legend_handles_labels()
+    ax.legend(handles[0] + more[0], handles[1] + more[1], fontsize=8, frameon=False)
+    title = describe_run(data[0]) if n == 1 else "all runs"
+    ax.set_title(f"Barriers crossed per epoch · {title}", fontsize=9)
+
+
+def _label(label: str | None, what: str) -> str:
+    return what if label is None else f"{label}: {what}"
+
+
+def rows(d: FigureData) -> list[dict[str, Any]]:
+    _, _, running = barrier_series(d.epochs)
+    return [record_row(e, session=d.name) | {"total_barriers": t}
+            for e, t in zip(d.epochs, running, strict=True)]  # fmt: skip
+
+
+def panel_title(d: FigureData, live: Live) -> str:
+    return f"barriers · {live.barriers} total · {live.epoch_barriers} this epoch"
+
+
+FIGURE = Figure(
+    name="barriers",
+    needs=Needs(epochs=True),
+    what="finished epochs",
+    has_data=lambda d: bool(d.epochs),
+    skipped=lambda d: 0,  # counts are integers
+    plotext=draw_plotext,
+    mpl=draw_mpl,
+    rows=rows,
+    panel_title=panel_title,
+    empty_panel="barriers appear when an epoch ends",
+)

@@ -1,0 +1,108 @@
+"""Loss: the mini-batch loss of every step, and the train (probe set) and validation loss at each
+epoch's end."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sgdwalk.records import EpochEnded, StepMeasured
+from sgdwalk.tui.figures.base import (
+    Figure,
+    FigureData,
+    Live,
+    Needs,
+    Options,
+    colour,
+    count_nonfinite,
+    describe_run,
+    finite_pairs,
+    series_name,
+)
+from sgdwalk.tui.figures.rows import record_row
+
+_EPOCH_FIELDS = ("train_loss", "train_acc", "val_loss", "val_acc")
+
+
+def loss_series(
+    steps: Sequence[StepMeasured], epochs: Sequence[EpochEnded]
+) -> dict[str, tuple[list, list]]:
+    return {
+        "batch loss": finite_pairs([r.step for r in steps], [r.batch_loss for r in steps]),
+        "train loss": finite_pairs([e.steps for e in epochs], [e.train_loss for e in epochs]),
+        "val loss": finite_pairs([e.steps for e in epochs], [e.val_loss for e in epochs]),
+    }
+
+
+def has_data(d: FigureData) -> bool:
+    return any(xs for xs, _ in loss_series(d.steps, d.epochs).values())
+
+
+def skipped(d: FigureData) -> int:
+    return count_nonfinite([r.batch_loss for r in d.steps]
+                           + [e.train_loss for e in d.epochs] + [e.val_loss for e in d.epochs])  # fmt: skip
+
+
+_PLOTEXT = {"batch loss": ("braille", "blue+"), "train loss": ("●", "red+"),
+            "val loss": ("◆", "green+")}  # fmt: skip
+
+
+def draw_plotext(plt: Any, data: list[FigureData], opts: Options) -> None:
+    n = len(data)
+    for i, d in enumerate(data):
+        for key, (xs, ys) in loss_series(d.steps, d.epochs).items():
+            marker, col = _PLOTEXT[key]
+            draw = plt.plot if key == "batch loss" else plt.scatter
+            draw(xs, ys, marker=marker, color=colour(i, n, col), label=series_name(d.label, key))
+    plt.title("loss")
+    plt.xlabel("step")
+    plt.ylabel("loss")
+
+
+_MPL = {"batch loss": dict(fmt="-", lw=0.7, alpha=0.8, color="C0", label="mini-batch loss"),
+        "train loss": dict(fmt="o", ms=4, color="C3", label="train loss (epoch end)"),
+        "val loss": dict(fmt="s", ms=4, mfc="none", color="C2", label="validation loss")}  # fmt: skip
+
+
+def draw_mpl(ax: Any, data: list[FigureData], opts: Options) -> None:
+    n = len(data)
+    for i, d in enumerate(data):
+        for key, (xs, ys) in loss_series(d.steps, d.epochs).items():
+            style = dict(_MPL[key])
+            fmt, name = style.pop("fmt"), style.pop("label")
+            if n > 1:
+                style["color"] = f"C{i}"
+            ax.plot(xs, ys, fmt, label=name if d.label is None else f"{d.label}: {name}", **style)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    title = describe_run(data[0]) if n == 1 else "all runs"
+    ax.set_title(f"Loss · {title}", fontsize=9)
+
+
+def rows(d: FigureData) -> list[dict[str, Any]]:
+    ends = {e.steps: e for e in d.epochs}
+    out = []
+    for r in d.steps:
+        row = record_row(r, only=("step", "epoch", "batch_loss"), session=d.name)
+        e = ends.get(r.step)
+        out.append(row | {k: None if e is None else getattr(e, k) for k in _EPOCH_FIELDS})
+    return out
+
+
+def panel_title(d: FigureData, live: Live) -> str:
+    last = d.epochs[-1] if d.epochs else None
+    return f"loss · val acc {last.val_acc:.1%}" if last is not None else "loss"
+
+
+FIGURE = Figure(
+    name="loss",
+    needs=Needs(steps="all", epochs=True),
+    what="steps in the chosen range",
+    has_data=has_data,
+    skipped=skipped,
+    plotext=draw_plotext,
+    mpl=draw_mpl,
+    rows=rows,
+    panel_title=panel_title,
+    empty_panel="loss appears with the first step",
+)

@@ -1,0 +1,186 @@
+"""The paper's Figure 1: the loss along each step's straight line θ_t + αΔ_t, step after step.
+
+x = step + α, so step t's slice spans [t, t+1] and consecutive slices join where one step's
+α = 1 is the next step's α = 0. Red dots mark the loss at each step (and at the end of the last),
+gray lines the steps (when there is room: ``step_lines``), and a dashed orange line joins the
+valley floors (each slice's minimum): below the dots when SGD bounces across a valley.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sgdwalk.records import StepMeasured
+from sgdwalk.tui.figures.base import (
+    MPL_COLUMNS,
+    Figure,
+    FigureData,
+    Live,
+    Needs,
+    Options,
+    colour,
+    count_nonfinite,
+    describe_run,
+    finite,
+    series_name,
+    step_lines,
+    step_range,
+)
+from sgdwalk.tui.figures.rows import record_row
+
+TITLE = "Figure 1: loss along each step's interpolation θ_t + α Δ_t"
+
+
+@dataclass
+class SliceSeries:
+    """Points of Figure 1."""
+
+    curve_x: list[float] = field(default_factory=list)  # every slice point, runs split by None
+    curve_y: list[float | None] = field(default_factory=list)
+    step_x: list[float] = field(default_factory=list)  # the loss at each step (L_0), and at the
+    step_y: list[float] = field(default_factory=list)  # end of the last step (its L_K)
+    floor_x: list[float] = field(default_factory=list)  # valley floor: t + floor_alpha
+    floor_y: list[float] = field(default_factory=list)
+    barrier_x: list[float] = field(default_factory=list)  # steps whose slice has a barrier
+
+    def interpolated(self) -> tuple[list[float], list[float]]:
+        """The interior points α ∈ (0, 1) only (the ones between consecutive steps)."""
+        pts = [(x, y) for x, y in zip(self.curve_x, self.curve_y, strict=True)
+               if y is not None and not float(x).is_integer()]  # fmt: skip
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def measured(steps: Sequence[StepMeasured]) -> list[StepMeasured]:
+    return [r for r in steps if r.slice is not None and r.alphas is not None]
+
+
+def slice_series(steps: Sequence[StepMeasured]) -> SliceSeries:
+    s = SliceSeries()
+    prev: StepMeasured | None = None
+    for r in measured(steps):
+        assert r.slice is not None and r.alphas is not None
+        if prev is not None and r.step != prev.step + 1:  # a gap: do not join across it
+            s.curve_x.append(float(r.step))
+            s.curve_y.append(None)
+            _end_dot(s, prev)
+        s.curve_x.extend(r.step + a for a in r.alphas)
+        s.curve_y.extend(v if math.isfinite(v) else None for v in r.slice)
+        if math.isfinite(r.slice[0]):
+            s.step_x.append(float(r.step))
+            s.step_y.append(r.slice[0])
+        if finite(r.floor_loss) and finite(r.floor_alpha):
+            s.floor_x.append(r.step + (r.floor_alpha or 0.0))
+            s.floor_y.append(r.floor_loss)  # type: ignore[arg-type]
+        if r.barrier:
+            s.barrier_x.append(float(r.step))
+        prev = r
+    if prev is not None:
+        _end_dot(s, prev)
+    return s
+
+
+def _end_dot(s: SliceSeries, r: StepMeasured) -> None:
+    """The loss where step t ended (L_K), when no next step's dot stands there."""
+    assert r.slice is not None
+    if math.isfinite(r.slice[-1]):
+        s.step_x.append(float(r.step + 1))
+        s.step_y.append(r.slice[-1])
+
+
+def runs(xs: list[float], ys: list[float | None]) -> list[tuple[list[float], list[float]]]:
+    """Split a curve at None into contiguous runs."""
+    out: list[tuple[list[float], list[float]]] = [([], [])]
+    for x, y in zip(xs, ys, strict=True):
+        if y is None:
+            if out[-1][0]:
+                out.append(([], []))
+            continue
+        out[-1][0].append(x)
+        out[-1][1].append(y)
+    return [r for r in out if r[0]]
+
+
+def has_data(d: FigureData) -> bool:
+    return bool(measured(d.steps))
+
+
+def skipped(d: FigureData) -> int:
+    return sum(count_nonfinite(r.slice or []) for r in d.steps)
+
+
+def draw_plotext(plt: Any, data: list[FigureData], opts: Options) -> None:
+    n = len(data)
+    for i, d in enumerate(data):
+        s = slice_series(d.steps)
+        if n == 1 and step_lines(len(measured(d.steps)), opts.width):
+            for x in s.step_x:
+                plt.vline(x, "gray")
+        # the floor first, so the interpolated curve is drawn over it where they meet
+        plt.plot(s.floor_x, s.floor_y, marker="·", color=colour(i, n, "orange"),
+                 label=series_name(d.label, "valley floor"))  # fmt: skip
+        for j, (xs, ys) in enumerate(runs(s.curve_x, s.curve_y)):
+            plt.plot(xs, ys, marker="braille", color=colour(i, n, "blue+"),
+                     label=series_name(d.label, "interpolated") if j == 0 else None)  # fmt: skip
+        plt.scatter(s.step_x, s.step_y, marker="●", color=colour(i, n, "red+"),
+                    label=series_name(d.label, "loss at step"))  # fmt: skip
+    plt.title(TITLE)
+    plt.xlabel("step + α")
+    plt.ylabel("loss")
+
+
+def draw_mpl(ax: Any, data: list[FigureData], opts: Options) -> None:
+    """Gray step lines, blue interpolated loss, red loss at the steps, dashed orange floor."""
+    n = len(data)
+    for i, d in enumerate(data):
+        s = slice_series(d.steps)
+        if i == 0 and step_lines(len(measured(d.steps)), MPL_COLUMNS):
+            ax.vlines(s.step_x, 0, 1, transform=ax.get_xaxis_transform(), colors="0.85", lw=0.6,
+                      zorder=0)  # one collection: fast for many steps  # fmt: skip
+        curve_y = [math.nan if y is None else y for y in s.curve_y]  # NaN breaks the line at gaps
+        c = f"C{i}" if n > 1 else None
+        ax.plot(s.curve_x, curve_y, "-", marker=".", ms=2.5, lw=1.0, color=c or "C0",
+                label=_label(d.label, "interpolated loss"))  # fmt: skip
+        ax.plot(
+            s.step_x, s.step_y, "o", ms=4, color=c or "C3", label=_label(d.label, "loss at step")
+        )
+        ax.plot(s.floor_x, s.floor_y, "--", lw=1.2, color=c or "C1",
+                label=_label(d.label, "valley floor"))  # fmt: skip
+    ax.set_xlabel("step + α  (θ_t + αΔ_t between step t and t+1)")
+    ax.set_ylabel("training loss (probe set)")
+    if n == 1:
+        ax.set_title(f"{describe_run(data[0])} · {step_range(measured(data[0].steps))}", fontsize=9)
+    else:
+        ax.set_title("Loss interpolated between consecutive steps")
+
+
+def _label(label: str | None, what: str) -> str:
+    return what if label is None else f"{label}: {what}"
+
+
+def rows(d: FigureData) -> list[dict[str, Any]]:
+    return [record_row(r, session=d.name) for r in d.steps]
+
+
+def panel_title(d: FigureData, live: Live) -> str:
+    steps = measured(d.steps)
+    barriers = sum(bool(s.barrier) for s in steps)
+    interior = sum(bool(s.interior_min) for s in steps)
+    share = f" · interior min {interior / len(steps):.0%}" if steps else ""
+    return f"slices · last {live.window} steps · {barriers} barriers{share}"
+
+
+FIGURE = Figure(
+    name="slices",
+    needs=Needs(steps="measured"),
+    what="measured steps (slices)",
+    has_data=has_data,
+    skipped=skipped,
+    plotext=draw_plotext,
+    mpl=draw_mpl,
+    rows=rows,
+    panel_title=panel_title,
+    empty_panel="waiting for the first measured step",
+)
