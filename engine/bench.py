@@ -27,6 +27,7 @@ from sgdwalk.config import RunConfig
 from sgdwalk.probe import flat_params
 from sgdwalk.records import StepMeasured
 from sgdwalk.session import SessionWriter
+from sgdwalk.slicing import slice_losses
 from sgdwalk.train import Run, prepare
 
 TARGETS = {"slice_ratio": "<= 1.10", "record_overhead": "<= 0.05"}
@@ -80,7 +81,7 @@ def slice_costs(run: Run, repeats: int) -> dict[str, float]:
         ev.loss(chunks).item()  # sync point: end of the timed pass
 
     def one_slice() -> None:
-        ev.slice(theta0, theta1, run.alphas, chunks, first).tolist()  # sync point: as in training
+        slice_losses(ev, theta0, theta1, run.alphas, chunks, first).tolist()  # sync: as a step
 
     forward()  # warm-up (allocator, kernels)
     t_forward = _median_time(forward, repeats, run.device)

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from sgdwalk.errors import ConfigError
 
@@ -67,7 +66,7 @@ class RunConfig:
         return self.batch_size == "full"
 
 
-# The paper's settings (SPEC "Paper presets"): plain SGD, momentum 0, constant lr, weight decay
+# The paper's settings (README "Presets"): plain SGD, momentum 0, constant lr, weight decay
 # 1e-4, batch 100, CIFAR split 45k/5k, crop+flip. The probe stays a fixed 2048-example subset so a
 # run is watchable live; pass --probe full for the paper's exact whole-training-set slices.
 _PAPER = {"lr": 0.1, "batch_size": "100", "momentum": 0.0, "weight_decay": 1e-4, "epochs": 100}

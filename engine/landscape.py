@@ -1,4 +1,4 @@
-"""Barrier and valley-floor logic on one interpolation slice (SPEC "Measurements").
+"""Barrier and valley-floor logic on one interpolation slice (README "What is measured").
 
 Pure Python on a list of K+1 losses L_0..L_K, so it can be property-tested on arbitrary curves and
 reused by any consumer (engine, export, a user's script) without torch.

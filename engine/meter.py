@@ -28,6 +28,7 @@ from torch import nn
 from sgdwalk.landscape import analyze_slice, interpolation_alphas
 from sgdwalk.probe import Chunks, Evaluator, flat_grads, flat_params
 from sgdwalk.records import StepMeasured
+from sgdwalk.slicing import slice_losses
 
 
 def cosine(a: torch.Tensor | None, b: torch.Tensor) -> torch.Tensor:
@@ -135,7 +136,7 @@ class StepMeter:
         probe = self.probe if self.probe is not None else chunks
         assert probe is not None, "a meter without a probe set needs the step's chunks"
         first = self.trail.last_loss if fixed else None
-        losses = self.evaluator.slice(theta, theta_next, self.alphas, probe, first)
+        losses = slice_losses(self.evaluator, theta, theta_next, self.alphas, probe, first)
         trail = self.trail
         stats = torch.stack([
             loss.to(losses.dtype), grad.norm(), delta.norm(), (theta_next - trail.theta_init).norm(),

@@ -7,14 +7,9 @@ fused ``add`` into that buffer, and a forward pass is an ordinary module call: n
 re-parametrisation overhead (``torch.func.functional_call`` costs tens of microseconds a call, which
 on a small MLP is as much as the forward pass itself). The trained model is never written to.
 
-The slice can also evaluate its K points in one batched pass (``slice_mode="vmap"``): the K parameter
-vectors are stacked and ``torch.func.vmap`` runs ``functional_call`` over them, so each probe chunk
-is read once per step instead of K times and each layer becomes one batched kernel. On CUDA that
-beats K launches of small kernels; on a CPU it pays off for dense layers only (measured: an MLP's
-slice 1.45x faster, a small CNN's 1.5x slower, because vmapped convolutions run as grouped
-convolutions), hence ``--slice-mode``'s ``auto`` rule in ``sgdwalk.config``.
+How a slice's K points are evaluated (a loop of passes, or one vmapped pass) is ``sgdwalk.slicing``.
 
-Probe semantics (SPEC "Probe set"): no augmentation, dropout off, BatchNorm normalising with batch
+Probe semantics (README "What is measured"): no augmentation, dropout off, BatchNorm normalising with batch
 statistics over chunks of the training batch size, running buffers of the real model untouched.
 """
 
@@ -61,10 +56,6 @@ def make_chunks(
     return list(zip(torch.split(x, size), torch.split(y, size), strict=True))
 
 
-VMAP_PARAM_BYTES = 1 << 30  # the stacked parameter vectors of one batched pass stay under this
-VMAP_ACTIVATION_BYTES = 1 << 30  # and its layer outputs (on CUDA: a quarter of the free memory)
-
-
 def activations_per_example(module: nn.Module, x: torch.Tensor) -> float:
     """Elements all leaf modules output for one example (forward hooks on two examples, no grad).
 
@@ -103,8 +94,7 @@ class Evaluator:
         if slice_mode not in ("loop", "vmap"):
             raise ValueError(f"slice_mode must be 'loop' or 'vmap', got {slice_mode!r}")
         self.slice_mode = slice_mode
-        self._functional: nn.Module | None = None  # built on the first batched pass
-        self._per_pass: dict[int, int] = {}  # points per vmapped pass, by probe chunk rows
+        self.batched: object | None = None  # the vmap machinery (sgdwalk.slicing), built once
         self.shadow = copy.deepcopy(model)
         params = list(self.shadow.parameters())
         ref = params[0]
@@ -164,120 +154,3 @@ class Evaluator:
             return total / max(n, 1)
         finally:
             set_probe_mode(self.shadow)
-
-    def slice(
-        self,
-        theta0: torch.Tensor,
-        theta1: torch.Tensor,
-        alphas: Sequence[float],
-        chunks: Chunks,
-        first: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """[L_P(θ0 + α_j Δ) for j = 0..K] with Δ = θ1 − θ0, as one device vector.
-
-        ``first`` is L_P(θ0) when the caller already has it (the previous step's α = 1 point): a
-        step then costs K forward passes, not K+1. The end points load θ0 and θ1 exactly, so the
-        reused value is bit-identical to a fresh evaluation at θ1 (in batched mode, to the same
-        evaluation batched: equal to float rounding).
-        """
-        if self.slice_mode == "vmap":
-            return self._slice_batched(theta0, theta1, alphas, chunks, first)
-        losses = []
-        if first is None:
-            self.load(theta0)
-            first = self.loss(chunks)
-        losses.append(first)
-        delta = theta1 - theta0
-        for alpha in alphas[1:-1]:
-            self.load_between(theta0, delta, alpha)
-            losses.append(self.loss(chunks))
-        self.load(theta1)
-        losses.append(self.loss(chunks))
-        return torch.stack(losses)
-
-    def _slice_batched(
-        self,
-        theta0: torch.Tensor,
-        theta1: torch.Tensor,
-        alphas: Sequence[float],
-        chunks: Chunks,
-        first: torch.Tensor | None,
-    ) -> torch.Tensor:
-        todo = list(alphas) if first is None else list(alphas[1:])
-        coeffs = torch.tensor(todo, dtype=self.flat.dtype, device=self.flat.device)
-        thetas = torch.addr(theta0.expand(len(todo), -1), coeffs, theta1 - theta0)
-        thetas[-1] = theta1  # the end points exactly, as in the looped slice
-        if first is None:
-            thetas[0] = theta0
-        parts = [
-            self.losses_at(group, chunks)
-            for group in torch.split(thetas, self._points_per_pass(chunks))
-        ]
-        if first is not None:
-            parts.insert(0, first.reshape(1))
-        return torch.cat(parts)
-
-    @torch.no_grad()
-    def losses_at(self, thetas: torch.Tensor, chunks: Chunks) -> torch.Tensor:
-        """[L_P(θ) for each row θ of ``thetas``] in one vmapped pass per probe chunk."""
-        from torch.func import functional_call, vmap
-
-        net = self._functional_model()
-        n_points = thetas.shape[0]
-        params, offset = {}, 0
-        for name, p in self._param_shapes:
-            n = p.numel()
-            params[name] = thetas[:, offset : offset + n].view(n_points, *p)
-            offset += n
-        buffers = dict(net.named_buffers())
-
-        def logits_at(theta: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-            return functional_call(net, (theta, buffers), (x,))
-
-        batched = vmap(logits_at, in_dims=(0, None))
-        total = torch.zeros(n_points, dtype=self.flat.dtype, device=self.flat.device)
-        count = 0
-        for x, y in chunks:
-            logits = batched(params, x)  # [points, chunk, classes]
-            ce = nn.functional.cross_entropy(
-                logits.flatten(0, 1), y.repeat(n_points), reduction="none"
-            )
-            total += ce.view(n_points, -1).sum(1)
-            count += y.shape[0]
-        return total / count
-
-    def _points_per_pass(self, chunks: Chunks) -> int:
-        """How many slice points one vmapped pass takes: the stacked parameters and the layer
-        outputs of a chunk at every point must fit their budgets. Worked out once per chunk size
-        (one forward on two examples, and on CUDA one free-memory query), not every step."""
-        rows = max(x.shape[0] for x, _ in chunks)
-        if rows not in self._per_pass:
-            size = self.flat.element_size()
-            by_params = VMAP_PARAM_BYTES // (self.numel * size)
-            per_example = activations_per_example(self.shadow, chunks[0][0])
-            budget = VMAP_ACTIVATION_BYTES
-            if self.flat.device.type == "cuda":
-                budget = max(budget, torch.cuda.mem_get_info(self.flat.device)[0] // 4)
-            by_activations = budget // max(1.0, rows * per_example * size)
-            self._per_pass[rows] = max(1, int(min(by_params, by_activations)))
-        return self._per_pass[rows]
-
-    def _functional_model(self) -> nn.Module:
-        """A copy of the shadow for ``functional_call``: BatchNorm without running buffers.
-
-        In probe mode BatchNorm normalises with batch statistics, which under ``vmap`` are each
-        point's own; running buffers would be updated in place, which ``vmap`` refuses, and
-        ``torch.func.replace_all_batch_norm_modules_`` removes them. The copy's own parameter
-        values are never read.
-        """
-        if self._functional is None:
-            from torch.func import replace_all_batch_norm_modules_
-
-            net = copy.deepcopy(self.shadow)
-            replace_all_batch_norm_modules_(net)
-            set_probe_mode(net)
-            self._param_shapes = [(name, p.shape) for name, p in net.named_parameters()]
-            for p in net.parameters():
-                p.data = p.data.new_empty(0)  # every call passes all parameters: free the copy
-            self._functional = net
-        return self._functional

@@ -107,35 +107,8 @@ class Run:
 
     @property
     def info(self) -> dict[str, object]:
-        import numpy
-        import torchvision
-
-        return {
-            "device": str(self.device),
-            "device_name": torch.cuda.get_device_name(self.device)
-            if self.device.type == "cuda"
-            else platform.processor() or platform.machine(),
-            "params": self.n_params,
-            "n_train": self.data.n_train,
-            "n_val": int(self.data.y_val.shape[0]),
-            "input_shape": list(self.data.input_shape),
-            "classes": self.data.num_classes,
-            "probe_size": self.probe_n,
-            "probe_chunk": self.chunk,
-            "batch_size": self.batch_size,
-            "steps_per_epoch": self.steps_per_epoch,
-            "total_steps": self.steps_per_epoch * self.cfg.epochs,
-            "points": self.cfg.points,
-            "slice_mode": self.slice_mode,
-            "threads": torch.get_num_threads(),
-            "versions": {
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-                "torchvision": torchvision.__version__,
-                "numpy": numpy.__version__,
-                "sgdwalk": _version(),
-            },
-        }
+        """What the session stores about the run beside its config (sizes, device, versions)."""
+        return run_info(self)
 
     # ------------------------------------------------------------ the loop
 
@@ -264,6 +237,38 @@ def _end(
 ) -> EventLogged:
     """The event that ends a run; its kind is the session's final status."""
     return EventLogged(step, epoch, level, status, message, meter.elapsed())  # type: ignore[arg-type]
+
+
+def run_info(run: Run) -> dict[str, object]:
+    import numpy
+    import torchvision
+
+    return {
+        "device": str(run.device),
+        "device_name": torch.cuda.get_device_name(run.device)
+        if run.device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "params": run.n_params,
+        "n_train": run.data.n_train,
+        "n_val": int(run.data.y_val.shape[0]),
+        "input_shape": list(run.data.input_shape),
+        "classes": run.data.num_classes,
+        "probe_size": run.probe_n,
+        "probe_chunk": run.chunk,
+        "batch_size": run.batch_size,
+        "steps_per_epoch": run.steps_per_epoch,
+        "total_steps": run.steps_per_epoch * run.cfg.epochs,
+        "points": run.cfg.points,
+        "slice_mode": run.slice_mode,
+        "threads": torch.get_num_threads(),
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "numpy": numpy.__version__,
+            "sgdwalk": _version(),
+        },
+    }
 
 
 def prepare(cfg: RunConfig) -> Run:

@@ -6,8 +6,12 @@ known. No torch needed.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import math
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 from sgdwalk.landscape import analyze_slice, interpolation_alphas
@@ -103,6 +107,29 @@ def write_canned_session(directory: Path, status: str = FINISHED, **kw) -> Path:
     return directory
 
 
+def aio(test):
+    """Run an async test on its own event loop (no pytest-asyncio needed)."""
+
+    @functools.wraps(test)
+    def wrapper(*args, **kwargs):
+        return asyncio.run(test(*args, **kwargs))
+
+    return wrapper
+
+
+def write_then_die(directory: Path, epochs: int = 1) -> None:
+    """A writer process that commits the canned records of ``epochs`` and dies (os._exit) without
+    recording an ending, as a SIGKILL or a power cut would leave it."""
+    root = Path(__file__).resolve().parent.parent
+    code = (
+        "import os, sys; sys.path.insert(0, 'tests'); from canned import *; "
+        "from sgdwalk.session import SessionWriter; from pathlib import Path; "
+        f"w = SessionWriter(Path({str(directory)!r}), CANNED_CONFIG, CANNED_INFO); "
+        f"[w.write(r) for r in canned_records(epochs={epochs})]; w.commit(); os._exit(9)"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=False)
+
+
 async def until(pilot, cond, tries: int = 200) -> None:
     """Let the app run (Pilot pauses of 50 ms) until ``cond()`` holds; fail after ``tries``."""
     for _ in range(tries):
@@ -112,17 +139,18 @@ async def until(pilot, cond, tries: int = 200) -> None:
     raise AssertionError("condition not reached")
 
 
-async def drawn(pilot, app, tries: int = 200) -> None:
-    """Wait until the dashboard has taken every queued record and repainted everything pending."""
-    from sgdwalk.tui.dashboard.screen import PANELS
+async def drawn(pilot, app, tries: int = 400) -> None:
+    """Wait until the dashboard has taken every queued record and repainted everything pending
+    (and no panel waits for a deferred repaint)."""
+    from sgdwalk.tui.dashboard.grid import PANELS
 
     screen = app.dashboard
     source = getattr(screen, "source", None)
 
     def settled() -> bool:
         queued = source is not None and not source.queue.empty()
-        shown = [n for n in screen.pending if n not in PANELS or screen.chart(n).display]
-        return not (queued or shown or screen.buffers.dirty)
+        shown = [n for n in screen.repaints.pending if n not in PANELS or screen.chart(n).display]
+        deferred = any(screen.chart(n).deferred for n in PANELS)
+        return not (queued or shown or deferred or screen.buffers.dirty)
 
-    await pilot.pause(0.6)  # at least one timer tick after the last record
     await until(pilot, settled, tries)

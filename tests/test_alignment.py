@@ -24,7 +24,7 @@ def _one_thread():
 
 
 def _brute(g: np.ndarray, hg: np.ndarray, vs: np.ndarray, gf: np.ndarray) -> list[float]:
-    """Each SPEC formula written out as a loop over plain numbers."""
+    """Each formula of sgdwalk.curvature.alignment written out as a loop over plain numbers."""
     norm = math.sqrt(sum(a * a for a in g))
     cos = [abs(sum(a * b for a, b in zip(g, v, strict=True))) / norm for v in vs.T]
     sub = math.sqrt(sum(c * c for c in cos))  # ‖Vᵀg‖/‖g‖ with orthonormal v_i

@@ -61,7 +61,11 @@ def test_run_in_tmux_shows_the_walk_and_obeys_pause_and_stop(tmp_path):
         tmux("send-keys", "-t", name, "p")
         held = wait_for(name, r"⏸ paused after step (\d+)").group(1)  # the trainer says it holds
         wait_for(name, rf"step {held}/1200")
-        time.sleep(1.5)
+        with open_session(tmp_path / "e2e") as s:  # two heartbeats later, still at that step
+            beat = float(s._meta()["heartbeat"])
+            while float(s._meta()["heartbeat"]) < beat + 2.0:
+                time.sleep(0.1)
+            assert s.last_step() == int(held)
         assert wait_for(name, r"step (\d+)/1200").group(1) == held
         tmux("send-keys", "-t", name, "p")
         wait_for(name, r"● live")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from canned import CANNED_CONFIG, CANNED_INFO, canned_records
+from canned import CANNED_CONFIG, CANNED_INFO, canned_records, drawn
 
 from sgdwalk.records import FINISHED, CurvatureMeasured
 from sgdwalk.session import SessionWriter, open_session
@@ -37,7 +37,7 @@ def replay(path):
 async def _end_then_tick(pilot):
     """A seek repaints slices and status at once and the other panels on the next timer tick."""
     await pilot.press("end")
-    await pilot.pause(0.7)
+    await drawn(pilot, pilot.app)
 
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)])

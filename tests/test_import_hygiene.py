@@ -1,4 +1,4 @@
-"""engine/ never imports the UI stack (STYLE.md: one-way dependency)."""
+"""engine/ never imports the UI stack (README "Design": one-way dependency)."""
 
 from __future__ import annotations
 

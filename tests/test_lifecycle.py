@@ -45,6 +45,13 @@ def start(
     return proc
 
 
+def wait_until(cond, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
 def wait_for_steps(db: Path, n: int, proc: subprocess.Popen, timeout: float = 240) -> int:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -115,9 +122,10 @@ def test_pause_and_resume_signals_are_acknowledged_in_the_session(tmp_path: Path
     proc.send_signal(signal.SIGUSR1)
     paused, last = wait_for_event(tmp_path / "held", PAUSED_EVENT, proc)
     assert last == paused.step  # the event lands with every step before it committed
-    time.sleep(1.5)  # the heartbeat goes on, training does not
     with open_session(tmp_path / "held") as s:
-        assert s.last_step() == paused.step and s.alive
+        beat = s._meta()["heartbeat"]
+        wait_until(lambda: float(s._meta()["heartbeat"]) >= float(beat) + 1.0)
+        assert s.last_step() == paused.step and s.alive  # the heartbeat goes on, training not
     proc.send_signal(signal.SIGUSR2)
     resumed, _ = wait_for_event(tmp_path / "held", RESUMED_EVENT, proc)
     assert resumed.step == paused.step

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from canned import write_canned_session
+from canned import aio, until, write_canned_session, write_then_die
 
 from sgdwalk.records import DIVERGED, FAILED, INTERRUPTED
 from sgdwalk.session import open_session
@@ -20,14 +15,6 @@ from sgdwalk.tui.dashboard.dialogs import SeekScreen
 from sgdwalk.tui.dashboard.replay import ReplayCursor, parse_target
 
 BARRIER_STEPS = [s for s in range(1, 97) if s % 7 == 0]
-
-
-def aio(test):
-    @functools.wraps(test)
-    def wrapper(*args, **kwargs):
-        return asyncio.run(test(*args, **kwargs))
-
-    return wrapper
 
 
 def replay_app(path: Path):
@@ -131,13 +118,15 @@ async def test_play_at_max_speed_draws_to_the_end_and_stops(canned_session):
 async def test_play_at_recorded_pace_then_pause(canned_session):
     app = replay_app(canned_session)
     async with app.run_test(size=(80, 24)) as pilot:
+        cursor = app.dashboard.cursor
         await pilot.press("space")
-        await pilot.pause(0.5)  # 1x: the canned run took 0.05 s a step
+        await until(pilot, lambda: cursor.cursor > 3)  # 1x: the canned run took 0.05 s a step
         await pilot.press("space")
-        reached = app.dashboard.cursor.cursor
-        assert 1 < reached < 96
-        await pilot.pause(0.3)
-        assert app.dashboard.cursor.cursor == reached  # paused
+        reached = cursor.cursor
+        assert reached < 96 and not cursor.playing
+        app.dashboard._last_frame -= 10.0  # ten seconds later, a frame while paused
+        app.dashboard.play_frame()
+        assert cursor.cursor == reached
 
 
 @pytest.mark.parametrize("ending", [INTERRUPTED, DIVERGED, FAILED])
@@ -151,13 +140,6 @@ async def test_replay_opens_sessions_that_did_not_finish(tmp_path, ending):
 
 
 def test_replay_opens_a_session_whose_writer_was_killed(tmp_path):
-    code = (
-        "import sys, os; sys.path.insert(0, 'tests'); from canned import *; "
-        "from sgdwalk.session import SessionWriter; from pathlib import Path; "
-        f"w = SessionWriter(Path({str(tmp_path / 'killed')!r}), CANNED_CONFIG, CANNED_INFO); "
-        "[w.write(r) for r in canned_records(epochs=1)]; w.commit(); os._exit(9)"
-    )
-    subprocess.run([sys.executable, "-c", code], check=False, cwd=Path(__file__).parent.parent,
-                   env=os.environ | {"PYTHONPATH": "."})  # fmt: skip
+    write_then_die(tmp_path / "killed")
     cursor = ReplayCursor(open_session(tmp_path / "killed"))
     assert cursor.status == INTERRUPTED and cursor.bounds.last == 24

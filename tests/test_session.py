@@ -117,7 +117,8 @@ def test_writer_commits_within_a_second(tmp_path: Path):
     w = SessionWriter(tmp_path / "c", {}, {}, commit_interval=0.2)
     reader = open_session(tmp_path / "c")
     w.write(StepMeasured(1, 1, 0.1, 4, 1.0, 0.0))
-    time.sleep(0.25)
+    assert reader.step_count() == 0  # buffered: a step costs a list append
+    w._last_commit -= 0.25  # as if 0.25 s had passed since the last commit
     w.write(StepMeasured(2, 1, 0.1, 4, 1.0, 0.0))
     assert reader.step_count() == 2
     w.close(FINISHED)
@@ -138,11 +139,15 @@ def test_follow_reads_a_session_another_process_writes(tmp_path: Path):
         w.close("finished")
     """)
     proc = subprocess.Popen([sys.executable, "-c", script])
-    deadline = time.time() + 20
-    while not (target / "session.sqlite").exists() and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.2)  # let the writer finish creating the schema
-    with open_session(target) as s:
+    s = None
+    deadline = time.time() + 60
+    while s is None and time.time() < deadline:
+        try:
+            s = open_session(target)  # succeeds once the schema is committed
+        except SessionError:
+            time.sleep(0.05)
+    assert s is not None, "the writer never created its session"
+    with s:
         got = list(s.follow(poll=0.05, idle_timeout=20))
         assert s.status == FINISHED
     proc.wait(10)
@@ -153,8 +158,9 @@ def test_follow_reads_a_session_another_process_writes(tmp_path: Path):
 
 def test_list_sessions_newest_first(tmp_path: Path):
     write_canned_session(tmp_path / "a")
-    time.sleep(0.01)
     write_canned_session(tmp_path / "b")
+    with sqlite3.connect(tmp_path / "a" / "session.sqlite") as con:  # a is an hour older
+        con.execute("UPDATE meta SET value = value - 3600 WHERE key = 'started_at'")
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "session.sqlite").write_bytes(b"nope")
     good, bad = list_sessions(tmp_path)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from canned import drawn, until
+from canned import aio, drawn, until, write_then_die
 
 from sgdwalk.records import FINISHED, INTERRUPTED
 from sgdwalk.session import SessionError, open_session
@@ -20,14 +17,6 @@ from sgdwalk.tui.dashboard.app import make_app
 from sgdwalk.tui.dashboard.sources import FollowSource
 
 ROOT = Path(__file__).parent.parent
-
-
-def aio(test):
-    @functools.wraps(test)
-    def wrapper(*args, **kwargs):
-        return asyncio.run(test(*args, **kwargs))
-
-    return wrapper
 
 
 def status(app) -> str:
@@ -83,14 +72,7 @@ async def test_watch_a_finished_session_shows_it_all(canned_session):
 
 @aio
 async def test_watch_says_when_the_writer_died(tmp_path):
-    code = (
-        "import os, sys; sys.path.insert(0, 'tests'); from canned import *; "
-        "from sgdwalk.session import SessionWriter; from pathlib import Path; "
-        f"w = SessionWriter(Path({str(tmp_path / 'dead')!r}), CANNED_CONFIG, CANNED_INFO); "
-        "[w.write(r) for r in canned_records(epochs=1)]; w.commit(); os._exit(9)"
-    )
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False,
-                   env=os.environ | {"PYTHONPATH": "."})  # fmt: skip
+    write_then_die(tmp_path / "dead")
     source = FollowSource(open_session(tmp_path / "dead"))
     app = make_app(source)
     async with app.run_test(size=(80, 24)) as pilot:

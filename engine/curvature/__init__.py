@@ -1,6 +1,6 @@
 """Curvature of the probe loss: Hessian top-k eigenpairs and gradient–Hessian alignment.
 
-Three parts, as STYLE.md asks: an operator (``hvp``: v ↦ H v on a flat vector, on the Evaluator's
+Three parts, so each is tested on its own: an operator (``hvp``: v ↦ H v on a flat vector, on the Evaluator's
 shadow model), an algorithm (``lanczos``: top-k of any symmetric operator, tested on plain
 matrices), and the measurements built from them (``alignment``, ``measure``). Importing this package
 loads torch; ``engine`` itself imports it only when a run has curvature switched on.

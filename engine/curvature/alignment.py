@@ -1,4 +1,4 @@
-"""Gradient–Hessian alignment across batch sizes (SPEC "Gradient–Hessian alignment").
+"""Gradient–Hessian alignment across batch sizes (README "Curvature": the paper's Figures 5-6).
 
 Why separate from the operator and from Lanczos: the formulas are plain linear algebra on vectors
 the caller already has (mini-batch gradients g_b, their products H g_b, the top-k eigenvectors V_k,

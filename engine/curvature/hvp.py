@@ -1,6 +1,6 @@
 """Hessian-vector products H v of the probe loss L_P, on the Evaluator's shadow model.
 
-Why on the shadow: the trained model must stay exactly as it was (STYLE.md), and the Evaluator
+Why on the shadow: the trained model must stay exactly as it was (``sgdwalk.probe``), and the Evaluator
 already owns a private copy whose parameters are views into one flat buffer, positioned at θ by a
 single copy. Gradients are switched on for the shadow's parameters only inside ``hessian_operator``
 (a context manager) and BatchNorm stops tracking running statistics there, so a product reads batch
@@ -128,12 +128,6 @@ class HessianOperator:
             [(h if h is not None else torch.zeros(len(vs), *p.shape, dtype=vs.dtype, device=vs.device)).reshape(len(vs), -1)
              for h, p in zip(hv, self.ev.params, strict=True)], dim=1,
         )  # fmt: skip
-
-    def gradient(self) -> torch.Tensor:
-        """∇L_P at θ: free from the cached graph, else one pass over the chunks."""
-        if self._graph is not None:
-            return self._graph.detach().clone()
-        return flat_gradient(self.ev, self.chunks)
 
     def release(self) -> None:
         self._graph = None

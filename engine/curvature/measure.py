@@ -4,7 +4,7 @@ Why a generator on a small stateful object: a pass costs tens of Hessian-vector 
 yields a ``PhaseProgressed`` after each one (the progress bar and dashboard keep moving), and the
 meter keeps the previous pass's eigenvectors to warm-start the next Lanczos run. It reads the run
 only through its Evaluator (the shadow model) and its data, so the trained model is never touched,
-and the same meter can serve a user's own training loop later (SPEC "Coming next").
+and the same meter serves a user's own training loop (``sgdwalk.Walker``).
 
 ``CurvatureMeasured.residuals`` are relative: ‖H v_i − λ_i v_i‖ / |λ_i| (converged at <= tol), and
 ``hvps`` counts every product of the pass (Lanczos plus one H g_b per alignment draw).

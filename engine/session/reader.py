@@ -22,7 +22,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote
 
 from sgdwalk.errors import SessionError
@@ -61,8 +61,8 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class Session:
-    """A read-only view of a session, live or finished (see ``open_session``)."""
+class SessionFile:
+    """The file layer of a session: its checked connection, meta and validated rows."""
 
     def __init__(self, db: Path):
         self.db = db
@@ -104,11 +104,56 @@ class Session:
     def close(self) -> None:
         self._con.close()
 
-    def __enter__(self) -> Session:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+    def _rows(self, table: str, where: str = "", args: tuple[Any, ...] = (),
+              order: str = "") -> Iterator[tuple[int, Any]]:  # fmt: skip
+        """(cursor, record) for each row: the cursor is the key, or the row id."""
+        t = TABLES[table]
+        names = self._columns[table]
+        select = ([] if t.key else ["id"]) + names
+        sql = f"SELECT {', '.join(select)} FROM {t.name} {where} {order}"
+        try:
+            for row in self._con.execute(sql, args):
+                values = row if t.key else row[1:]
+                try:
+                    rec = t.record_of(names, values)
+                except (Damaged, TypeError) as e:
+                    key = row[0] if not t.key or t.key not in names else values[names.index(t.key)]
+                    raise self._damaged(f"{t.name} row {key}: {e}") from None
+                yield (getattr(rec, t.key) if t.key else row[0]), rec
+        except sqlite3.Error as e:
+            raise self._damaged(e) from None
+
+    def _scalar(self, sql: str) -> int:
+        try:
+            value = self._con.execute(sql).fetchone()[0]
+        except sqlite3.Error as e:
+            raise self._damaged(e) from None
+        if not isinstance(value, int):
+            raise self._damaged(f"{sql!r} gave {value!r}")
+        return value
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """One read transaction: every table as of one commit."""
+        try:
+            self._con.execute("BEGIN")
+        except sqlite3.Error as e:
+            raise self._damaged(e) from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                self._con.execute("COMMIT")
+
+
+class Session(SessionFile):
+    """A read-only view of a session, live or finished (see ``open_session``)."""
 
     # -- liveness
 
@@ -180,25 +225,6 @@ class Session:
 
     # -- records
 
-    def _rows(self, table: str, where: str = "", args: tuple[Any, ...] = (),
-              order: str = "") -> Iterator[tuple[int, Any]]:  # fmt: skip
-        """(cursor, record) for each row: the cursor is the key, or the row id."""
-        t = TABLES[table]
-        names = self._columns[table]
-        select = ([] if t.key else ["id"]) + names
-        sql = f"SELECT {', '.join(select)} FROM {t.name} {where} {order}"
-        try:
-            for row in self._con.execute(sql, args):
-                values = row if t.key else row[1:]
-                try:
-                    rec = t.record_of(names, values)
-                except (Damaged, TypeError) as e:
-                    key = row[0] if not t.key or t.key not in names else values[names.index(t.key)]
-                    raise self._damaged(f"{t.name} row {key}: {e}") from None
-                yield (getattr(rec, t.key) if t.key else row[0]), rec
-        except sqlite3.Error as e:
-            raise self._damaged(e) from None
-
     def steps(self, start: int | None = None, stop: int | None = None) -> Iterator[StepMeasured]:
         """Steps with ``start <= step < stop`` in order (None: unbounded)."""
         lo = -1 if start is None else start
@@ -227,15 +253,6 @@ class Session:
     def events(self) -> Iterator[EventLogged]:
         for _, rec in self._rows("events", order="ORDER BY id"):
             yield rec
-
-    def _scalar(self, sql: str) -> int:
-        try:
-            value = self._con.execute(sql).fetchone()[0]
-        except sqlite3.Error as e:
-            raise self._damaged(e) from None
-        if not isinstance(value, int):
-            raise self._damaged(f"{sql!r} gave {value!r}")
-        return value
 
     def step_count(self) -> int:
         return self._scalar("SELECT COUNT(*) FROM steps")
@@ -276,18 +293,6 @@ class Session:
                     keyed.append(((getattr(rec, t.order), t.rank), rec))
         keyed.sort(key=lambda kv: kv[0])
         return [rec for _, rec in keyed]
-
-    @contextlib.contextmanager
-    def _snapshot(self) -> Iterator[None]:
-        try:
-            self._con.execute("BEGIN")
-        except sqlite3.Error as e:
-            raise self._damaged(e) from None
-        try:
-            yield
-        finally:
-            with contextlib.suppress(sqlite3.Error):
-                self._con.execute("COMMIT")
 
 
 def _json_object(meta: dict[str, Any], key: str) -> dict[str, Any]:

@@ -78,6 +78,54 @@ def stamp(con: sqlite3.Connection, phase: str) -> None:
                     [("heartbeat", repr(time.time())), ("phase", phase)])  # fmt: skip
 
 
+def create_folder(directory: Path) -> None:
+    """Create a session folder exclusively: two runs can never share one."""
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        directory.mkdir()
+    except FileExistsError:
+        raise SessionError(
+            f"session {directory.name!r} already exists in {directory.parent}; "
+            "choose another --session name"
+        ) from None
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise StorageError(f"cannot create {directory}: disk full") from None
+        raise SessionError(
+            f"cannot write sessions folder {directory.parent}: {e.strerror or e}"
+        ) from None
+
+
+def init_schema(
+    con: sqlite3.Connection, name: str, config: dict[str, Any], info: dict[str, Any]
+) -> None:
+    """The file's marks, its tables (from the records) and its meta, in one transaction."""
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")
+    con.execute("BEGIN")  # the header marks and the schema land together: no half-made session
+    con.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    for stmt in (META_TABLE, *(t.create_sql() for t in TABLES.values()), *INDEXES):
+        con.execute(stmt)
+    now = repr(time.time())
+    meta = {
+        "schema_version": str(SCHEMA_VERSION),
+        "name": name,
+        "config": json.dumps(config, sort_keys=True),
+        "info": json.dumps(info, sort_keys=True),
+        "status": RUNNING,
+        "message": "",
+        "started_at": now,
+        "ended_at": "",
+        "heartbeat": now,
+        "phase": "",
+        "pid": str(os.getpid()),
+        "host": socket.gethostname(),
+    }
+    con.executemany("INSERT INTO meta VALUES (?, ?)", list(meta.items()))
+    con.execute("COMMIT")
+
+
 class SessionWriter:
     """Appends records to a new session; commits at least every ``commit_interval`` seconds."""
 
@@ -91,59 +139,15 @@ class SessionWriter:
         self.directory = Path(directory)
         self.db = self.directory / DB_NAME
         self.commit_interval = commit_interval
-        self._create_dir()
+        create_folder(self.directory)
         self._pending: dict[str, list[tuple[Any, ...]]] = {name: [] for name in TABLES}
         self._last_commit = time.monotonic()
         self._closed = False
         with self._storage("create"):
             self._con = connect(self.db)
-            self._init_schema(config, info)
+            init_schema(self._con, self.directory.name, config, info)
         self._heartbeat = _Heartbeat(self.db)
         self._heartbeat.start()
-
-    def _create_dir(self) -> None:
-        """Create the session folder exclusively: two runs can never share one."""
-        try:
-            self.directory.parent.mkdir(parents=True, exist_ok=True)
-            self.directory.mkdir()
-        except FileExistsError:
-            raise SessionError(
-                f"session {self.directory.name!r} already exists in {self.directory.parent}; "
-                "choose another --session name"
-            ) from None
-        except OSError as e:
-            if e.errno == errno.ENOSPC:
-                raise StorageError(f"cannot create {self.directory}: disk full") from None
-            raise SessionError(
-                f"cannot write sessions folder {self.directory.parent}: {e.strerror or e}"
-            ) from None
-
-    def _init_schema(self, config: dict[str, Any], info: dict[str, Any]) -> None:
-        con = self._con
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=NORMAL")
-        con.execute("BEGIN")  # the header marks and the schema land together: no half-made session
-        con.execute(f"PRAGMA application_id={APPLICATION_ID}")
-        con.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        for stmt in (META_TABLE, *(t.create_sql() for t in TABLES.values()), *INDEXES):
-            con.execute(stmt)
-        now = repr(time.time())
-        meta = {
-            "schema_version": str(SCHEMA_VERSION),
-            "name": self.directory.name,
-            "config": json.dumps(config, sort_keys=True),
-            "info": json.dumps(info, sort_keys=True),
-            "status": RUNNING,
-            "message": "",
-            "started_at": now,
-            "ended_at": "",
-            "heartbeat": now,
-            "phase": "",
-            "pid": str(os.getpid()),
-            "host": socket.gethostname(),
-        }
-        con.executemany("INSERT INTO meta VALUES (?, ?)", list(meta.items()))
-        con.execute("COMMIT")
 
     @contextlib.contextmanager
     def _storage(self, doing: str) -> Iterator[None]:

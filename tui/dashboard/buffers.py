@@ -19,6 +19,7 @@ from sgdwalk.records import (
     PhaseProgressed,
     StepMeasured,
 )
+from sgdwalk.tui.figures import Figure, FigureData, Live
 
 SLICE_WINDOW_MAX = 200  # the widest slice window the keys allow
 TRAIL = 600  # steps kept for the cosine and batch-loss panels
@@ -121,10 +122,26 @@ class Buffers:
         self.epoch_barriers = epoch_barriers
         self.dirty |= {"slices", "barriers", "cosine", "loss", "alignment", "status"}
 
-    def slice_window(self, n: int) -> list[StepMeasured]:
-        """The last ``n`` measured steps, oldest first."""
-        items = list(self.measured)
-        return items[-n:] if n < len(items) else items
+    def figure_data(self, figure: Figure, window: int) -> FigureData:
+        """What a figure's panel draws, as the figure declares it needs (slices: the last
+        ``window`` measured steps)."""
+        needs = figure.needs
+        data = FigureData(self.facts.session)
+        if needs.steps == "measured":
+            data.steps = list(self.measured)[-window:]
+        elif needs.steps == "all":
+            data.steps = list(self.trail)
+        if needs.epochs:
+            data.epochs = list(self.epochs)
+        if needs.curvature is not None:
+            data.curvature = list(self.curvature)[-needs.curvature :] if needs.curvature else list(
+                self.curvature)  # fmt: skip
+        return data
+
+    def live(self, window: int) -> Live:
+        """The running counts a panel's title shows."""
+        return Live(window=window, barriers=self.barriers, epoch_barriers=self.epoch_barriers,
+                    measurements=len(self.curvature))  # fmt: skip
 
     def steps_per_second(self) -> float | None:
         """Training speed over the last ``RATE_SPAN`` steps, from their recorded times."""

@@ -10,28 +10,62 @@ Subclasses (``tui.screens``) add the keys of their mode and say where records co
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Container, Vertical
+from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from sgdwalk.records import PAUSED_EVENT, RESUMED_EVENT, EventLogged, Record
 from sgdwalk.tui.dashboard.buffers import Buffers, RunFacts
 from sgdwalk.tui.dashboard.dialogs import HelpScreen
+from sgdwalk.tui.dashboard.grid import PANELS, ChartGrid
 from sgdwalk.tui.dashboard.status import join, run_fields
 from sgdwalk.tui.dashboard.widgets import EventLog, FigureChart, StatusLine
-from sgdwalk.tui.figures import FIGURES, Figure, FigureData, Live
+from sgdwalk.tui.figures import FIGURES
 
 REDRAW_HZ = 2.0
 CHARTS_PER_TICK = 2  # charts the timer repaints at once (each a plotext build)
 MIN_SIZE = (80, 24)
 WIDE_SIZE = (110, 34)
 WINDOWS = (5, 10, 20, 40, 80, 160, 200)
-SWAP = ("loss", "cosine", "alignment")  # panels that share one slot in the compact layout
-PANELS = ("slices", "barriers", *SWAP)
-assert set(PANELS) == set(FIGURES), "every figure has a panel"
+
+
+class Repaints:
+    """What the screen still has to repaint, and in which order.
+
+    Each chart repaint is a plotext build of tens of milliseconds, and a key press waits for the
+    frame in progress; so the timer repaints the slices first, then the charts that have waited
+    longest, and leaves the others pending for the next tick. The status line and the event log
+    are cheap and always go first. A chart hidden by the layout waits until it is shown.
+    """
+
+    def __init__(self, pending: set[str]) -> None:
+        self.pending = pending
+        self.drawn_at: dict[str, float] = {}  # when each chart was last repainted
+
+    def add(self, names: set[str]) -> None:
+        self.pending |= names
+
+    def due(self, charts: int | None, shown: Callable[[str], bool]) -> list[str]:
+        """The names to draw now (taken off the list): every cheap one, ``charts`` charts."""
+        out = []
+        for name in sorted(self.pending, key=self._urgency):
+            if name in PANELS:
+                if not shown(name) or (charts is not None and charts <= 0):
+                    continue
+                charts = None if charts is None else charts - 1
+                self.drawn_at[name] = time.monotonic()
+            out.append(name)
+        self.pending -= set(out)
+        return out
+
+    def _urgency(self, name: str) -> tuple[int, float]:
+        if name not in PANELS:
+            return (0, 0.0)
+        return (1 if name == "slices" else 2, self.drawn_at.get(name, 0.0))
 
 
 class DashboardScreen(Screen[None]):
@@ -40,10 +74,6 @@ class DashboardScreen(Screen[None]):
         content-align: center middle; text-style: bold; }
     DashboardScreen.-tiny #too-small { display: block; }
     DashboardScreen.-tiny #main, DashboardScreen.-tiny Footer { display: none; }
-    DashboardScreen #charts { layout: grid; grid-size: 2 2; grid-columns: 3fr 2fr; height: 1fr; }
-    DashboardScreen #slices { row-span: 2; }
-    DashboardScreen.-wide #charts { grid-size: 3 2; grid-columns: 1fr 1fr 1fr; grid-rows: 3fr 2fr; }
-    DashboardScreen.-wide #slices { row-span: 1; column-span: 2; }
     DashboardScreen.-wide EventLog { height: 7; }
     """
     BINDINGS = [
@@ -68,11 +98,9 @@ class DashboardScreen(Screen[None]):
         super().__init__()
         self.buffers = Buffers(facts=facts)
         self.window_index = WINDOWS.index(20)
-        self.swap = "loss"
-        self.pending: set[str] = set(PANELS) | {"status", "events"}
+        self.repaints = Repaints(set(PANELS) | {"status", "events"})
         self.note = ""  # a transient message for the status line (errors, hints)
         self.held_at: int | None = None  # the step after which the trainer said it holds (paused)
-        self.drawn_at: dict[str, float] = {}  # when each chart was last repainted
         self.skipped: dict[str, int] = {}  # non-finite values each panel leaves out
         self.drawing_errors: dict[str, str] = {}  # drawing failures already logged
 
@@ -82,9 +110,7 @@ class DashboardScreen(Screen[None]):
         yield Static(id="too-small")
         with Vertical(id="main"):
             yield StatusLine(id="status")
-            with Container(id="charts"):
-                for name in PANELS:
-                    yield FigureChart(FIGURES[name])
+            yield ChartGrid(id="charts")
             yield EventLog(id="events")
         yield Footer()
 
@@ -108,18 +134,11 @@ class DashboardScreen(Screen[None]):
         self.query_one("#too-small", Static).update(
             f"terminal too small: {w}x{h}\nsgdwalk needs at least {MIN_SIZE[0]}x{MIN_SIZE[1]}"
         )
-        has_alignment = bool(self.buffers.curvature)
-        for name in SWAP:
-            shown = name == self.swap or self.wide
-            if name == "alignment":
-                shown = shown and has_alignment
-            self.chart(name).display = shown
-        loss = self.chart("loss")
-        loss.styles.column_span = 2 if self.wide and not has_alignment else 1
+        self.query_one(ChartGrid).show_panels(self.wide, bool(self.buffers.curvature))
         self.redraw(set())
 
     def chart(self, name: str) -> FigureChart:
-        return self.query_one(f"#{name}", FigureChart)
+        return self.query_one(ChartGrid).chart(name)
 
     # ------------------------------------------------------------ data flow
 
@@ -147,65 +166,29 @@ class DashboardScreen(Screen[None]):
             self.apply_layout()
 
     def redraw(self, dirty: set[str], charts: int | None = None) -> None:
-        """Draw what is pending; with ``charts``, at most that many charts now, the rest later.
-
-        Each chart repaint is a plotext build of tens of milliseconds, and a key press waits for
-        the frame in progress; so the timer repaints the slices first, then the charts that
-        have waited longest, and leaves the others pending for the next tick.
-        """
-        self.pending |= dirty
+        """Draw what is pending; with ``charts``, at most that many charts now (``Repaints``)."""
+        self.repaints.add(dirty)
         if self.has_class("-tiny"):
             return
         with self.app.batch_update():
-            for name in sorted(self.pending, key=self._urgency):
-                if name in PANELS:
-                    if not self.chart(name).display:
-                        continue  # hidden in the compact layout: draw when shown
-                    if charts is not None:
-                        if charts <= 0:
-                            continue
-                        charts -= 1
-                    self.drawn_at[name] = time.monotonic()
+            for name in self.repaints.due(charts, self._shown):
                 self.draw(name)
-                self.pending.discard(name)
 
-    def _urgency(self, name: str) -> tuple[int, float]:
-        if name not in PANELS:
-            return (0, 0.0)  # the status line and the event log are cheap
-        return (1 if name == "slices" else 2, self.drawn_at.get(name, 0.0))
+    def _shown(self, name: str) -> bool:
+        return name not in PANELS or bool(self.chart(name).display)
 
     def draw(self, name: str) -> None:
         b = self.buffers
         if name in FIGURES:
             figure = FIGURES[name]
-            data = self.panel_data(figure)
-            chart = self.chart(name)
-            chart.show(data, figure.panel_title(data, self.live()))
+            window = WINDOWS[self.window_index]
+            data = b.figure_data(figure, window)
+            self.chart(name).show(data, figure.panel_title(data, b.live(window)))
             self.skipped[name] = figure.skipped(data)
         elif name == "events":
             self.query_one(EventLog).show(list(b.events))
         elif name == "status":
             self.query_one(StatusLine).update_text(self.status_text())
-
-    def panel_data(self, figure: Figure) -> FigureData:
-        """What a panel draws, from the buffers, as its figure declares it needs."""
-        b, needs = self.buffers, figure.needs
-        data = FigureData(b.facts.session)
-        if needs.steps == "measured":
-            data.steps = list(b.measured)[-WINDOWS[self.window_index] :]
-        elif needs.steps == "all":
-            data.steps = list(b.trail)
-        if needs.epochs:
-            data.epochs = list(b.epochs)
-        if needs.curvature is not None:
-            data.curvature = list(b.curvature)[-needs.curvature :] if needs.curvature else list(
-                b.curvature)  # fmt: skip
-        return data
-
-    def live(self) -> Live:
-        b = self.buffers
-        return Live(window=WINDOWS[self.window_index], barriers=b.barriers,
-                    epoch_barriers=b.epoch_barriers, measurements=len(b.curvature))  # fmt: skip
 
     def status_text(self) -> str:
         held = self.held_at is not None
@@ -241,22 +224,9 @@ class DashboardScreen(Screen[None]):
         self.window_index = max(0, min(len(WINDOWS) - 1, self.window_index + delta))
         self.redraw({"slices"})
 
-    def visible_panels(self) -> list[str]:
-        names = list(PANELS)
-        if not self.buffers.curvature:
-            names.remove("alignment")
-        return names
-
     def action_panel(self, delta: int) -> None:
-        names = self.visible_panels()
-        focused = self.focused
-        current = (focused.id if isinstance(focused, FigureChart) and focused.id in names
-                   else names[0])  # fmt: skip
-        target = names[(names.index(current) + delta) % len(names)]
-        if target in SWAP and not self.wide:
-            self.swap = target
-            self.apply_layout()
-        self.chart(target).focus()
+        self.query_one(ChartGrid).move_focus(delta)
+        self.redraw(set())  # a panel brought into view draws now
 
     def action_zoom(self) -> None:
         if self.maximized is not None:

@@ -46,12 +46,6 @@ class SliceSeries:
     floor_y: list[float] = field(default_factory=list)
     barrier_x: list[float] = field(default_factory=list)  # steps whose slice has a barrier
 
-    def interpolated(self) -> tuple[list[float], list[float]]:
-        """The interior points α ∈ (0, 1) only (the ones between consecutive steps)."""
-        pts = [(x, y) for x, y in zip(self.curve_x, self.curve_y, strict=True)
-               if y is not None and not float(x).is_integer()]  # fmt: skip
-        return [p[0] for p in pts], [p[1] for p in pts]
-
 
 def measured(steps: Sequence[StepMeasured]) -> list[StepMeasured]:
     return [r for r in steps if r.slice is not None and r.alphas is not None]

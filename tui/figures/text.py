@@ -1,24 +1,17 @@
 """Figures as terminal text: plotext into a string, and that string as svg or html.
 
 plotext keeps module-level state between figures, so every build starts from a clear figure and
-clears it again afterwards. ANSI colour only when asked for and NO_COLOR is unset
-(https://no-color.org); svg and html are coloured documents, not a terminal, so they ignore it.
+clears it again afterwards. A txt file gets no escape codes; svg and html are coloured documents.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import re
 
 from sgdwalk.tui.figures.base import Figure, FigureData, Options, draw_plotext
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-def no_color() -> bool:
-    """True when the user asked for no colour (NO_COLOR set and non-empty)."""
-    return bool(os.environ.get("NO_COLOR"))
 
 
 def strip_ansi(text: str) -> str:
@@ -41,13 +34,6 @@ def build_text(
     finally:
         plotext.clear_figure()
     return text if colored else strip_ansi(text)
-
-
-def render_text(
-    figure: Figure, data: list[FigureData], opts: Options, height: int = 30, color: bool = False
-) -> str:
-    """``build_text`` with ANSI colour only if ``color`` and NO_COLOR is unset."""
-    return build_text(figure, data, opts, height, colored=color and not no_color())
 
 
 def rich_document(ansi: str, fmt: str, title: str, width: int) -> str:
