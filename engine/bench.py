@@ -52,7 +52,7 @@ def _median_time(fn: Any, repeats: int, device: torch.device) -> float:
 
 def _time_steps(run: Run, n: int, writer: SessionWriter | None) -> float:
     """Mean seconds per training step over ``n`` steps (epoch summaries excluded)."""
-    gen = run.records(measure=False)
+    gen = run.records(bare=True)
     total, count = 0.0, 0
     while count < n:
         t = time.perf_counter()

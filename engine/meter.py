@@ -109,8 +109,8 @@ class StepMeter:
         theta_next = flat_params(model)
         delta = theta_next - theta
         if self.due(step):
-            rec = self._measure(step, epoch, lr, batch_size, loss, (theta, theta_next, delta, grad),
-                                chunks)  # fmt: skip
+            rec = self._slice_and_trajectory(step, epoch, lr, batch_size, loss,
+                                            (theta, theta_next, delta, grad), chunks)  # fmt: skip
         else:
             rec = self._training_only(step, epoch, lr, batch_size, loss)
             self.trail.last_loss = None
@@ -126,7 +126,7 @@ class StepMeter:
         value = loss.item()  # sync point: once per unmeasured step
         return StepMeasured(step, epoch, lr, batch_size, value, self.elapsed())
 
-    def _measure(
+    def _slice_and_trajectory(
         self, step: int, epoch: int, lr: float, batch_size: int, loss: torch.Tensor,
         move: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], chunks: Chunks | None,
     ) -> StepMeasured:  # fmt: skip

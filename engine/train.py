@@ -113,15 +113,15 @@ class Run:
     # ------------------------------------------------------------ the loop
 
     def records(
-        self, should_stop: Callable[[], bool] = lambda: False, measure: bool = True
+        self, should_stop: Callable[[], bool] = lambda: False, bare: bool = False
     ) -> Generator[Record, None, None]:
-        """Train and yield records; ``measure=False`` keeps only the training fields (bench)."""
+        """Train and yield records; ``bare`` keeps only the training fields (bench)."""
         cfg = self.cfg
         probe = self.probe_chunks if self.probe_n is not None else None
         meter = StepMeter(self.model, self.evaluator, probe, cfg.points,
-                          cfg.measure_every if measure else 0)  # fmt: skip
+                          0 if bare else cfg.measure_every)  # fmt: skip
         step = 0
-        if measure:
+        if not bare:
             yield from self._curvature(0, 0)  # at the start, before the first update
         for epoch in range(1, cfg.epochs + 1):
             self.model.train()
@@ -138,10 +138,10 @@ class Run:
                     msg = f"loss became {rec.batch_loss} at step {step}"
                     yield _end(DIVERGED, step, epoch, meter, msg, level="error")
                     return
-                if measure and self._curvature_due("steps", step):
+                if not bare and self._curvature_due("steps", step):
                     yield from self._curvature(step, epoch)
             yield self._epoch_summary(epoch, step, tally)
-            if measure and self._curvature_due("epochs", epoch):
+            if not bare and self._curvature_due("epochs", epoch):
                 yield from self._curvature(step, epoch)
         yield _end(FINISHED, step, cfg.epochs, meter, f"finished {step} steps")
 
@@ -166,7 +166,7 @@ class Run:
 
             self.curvature_meter = CurvatureMeter.for_run(self)
         self.evaluator.load(flat_params(self.model))
-        yield from self.curvature_meter.measure(step, epoch)
+        yield from self.curvature_meter.run_pass(step, epoch)
 
     def _train_step(self, idx: torch.Tensor) -> torch.Tensor:
         """Forward/backward on the mini-batch (or the whole split in chunks, for GD)."""

@@ -99,7 +99,7 @@ def test_meter_pass_matches_brute_force() -> None:
     ev = Evaluator(model)
     meter = CurvatureMeter(ev, make_chunks(x, y, 8), lambda i: make_chunks(x[i], y[i], 8), 20, k=2,
                            sizes=[5, 20], samples=3, tol=1e-10)  # fmt: skip
-    recs = list(meter.measure(0, 0))
+    recs = list(meter.run_pass(0, 0))
     assert all(isinstance(r, PhaseProgressed) and r.phase == "curvature" for r in recs[:-1])
     assert [r.done for r in recs[:-1]] == sorted(r.done for r in recs[:-1])
     rec = recs[-1]
@@ -132,5 +132,5 @@ def test_meter_pass_matches_brute_force() -> None:
     assert np.isclose(a.rayleigh_mean, ref[:, 3].mean(), rtol=1e-8)
     assert np.isclose(a.full_cos_std, ref[:, 4].std(), rtol=1e-6, atol=1e-12)
     assert np.isclose(rec.alignment[1].full_cos_mean, 1.0)
-    warm = list(meter.measure(0, 0))[-1]
+    warm = list(meter.run_pass(0, 0))[-1]
     assert warm.hvps < rec.hvps  # same θ: the warm start converges almost at once

@@ -92,13 +92,13 @@ def _cold_products(meter: CurvatureMeter) -> int:
 
 def _timed_pass(meter: CurvatureMeter, step: int) -> tuple[float, CurvatureMeasured]:
     t = time.perf_counter()
-    rec = [r for r in meter.measure(step, 0) if isinstance(r, CurvatureMeasured)][-1]
+    rec = [r for r in meter.run_pass(step, 0) if isinstance(r, CurvatureMeasured)][-1]
     return time.perf_counter() - t, rec
 
 
 def _timed_epoch(run: Any) -> float:
     t = time.perf_counter()
-    records = run.records(measure=True)
+    records = run.records()
     for rec in records:
         if isinstance(rec, EpochEnded):
             break

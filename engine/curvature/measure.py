@@ -65,7 +65,7 @@ class CurvatureMeter:
         return cls(run.evaluator, examples(idx), examples, data.n_train, cfg.top_k, sizes,
                    cfg.align_samples, cfg.seed)  # fmt: skip
 
-    def measure(self, step: int, epoch: int) -> Iterator[PhaseProgressed | CurvatureMeasured]:
+    def run_pass(self, step: int, epoch: int) -> Iterator[PhaseProgressed | CurvatureMeasured]:
         """Yield progress per product, then one ``CurvatureMeasured`` (call with θ loaded)."""
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         draws = {b: draw_batches(self.n_train, b, self.samples, gen) for b in self.sizes}

@@ -1,8 +1,9 @@
 """The grid of chart panels, and how it follows the terminal.
 
-At 80x24 (compact) the slices stand beside barriers and one more panel; the others (loss, cosine,
-alignment) take turns in that slot, and moving focus to one brings it in. From 110x34 (wide) every
-panel shows at once. Alignment appears once there is curvature to draw.
+At 80x24 (compact) the slices stand beside barriers and one more panel; the others (every other
+figure of the table: loss, cosine, alignment) take turns in that slot, and moving focus to one
+brings it in. From 110x34 (wide) every panel shows at once. Alignment appears once there is
+curvature to draw.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from textual.containers import Container
 from sgdwalk.tui.dashboard.widgets import FigureChart
 from sgdwalk.tui.figures import FIGURES
 
-SWAP = ("loss", "cosine", "alignment")  # panels that share one slot in the compact layout
-PANELS = ("slices", "barriers", *SWAP)
-assert set(PANELS) == set(FIGURES), "every figure has a panel"
+FIXED = ("slices", "barriers")  # always shown
+SWAP = tuple(name for name in FIGURES if name not in FIXED)  # share one slot when compact
+PANELS = (*FIXED, *SWAP)
 
 
 class ChartGrid(Container):

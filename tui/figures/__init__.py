@@ -8,7 +8,7 @@ from sgdwalk.tui.figures import alignment, barriers, cosine, loss, slices
 from sgdwalk.tui.figures.base import Figure, FigureData, Live, Needs, Options
 
 FIGURES: dict[str, Figure] = {
-    m.FIGURE.name: m.FIGURE for m in (slices, barriers, alignment, cosine, loss)
+    m.FIGURE.name: m.FIGURE for m in (slices, barriers, loss, cosine, alignment)
 }
 
 __all__ = ["FIGURES", "Figure", "FigureData", "Live", "Needs", "Options"]
