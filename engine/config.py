@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -102,16 +103,29 @@ PRESETS: dict[str, dict[str, Any]] = {
 FIELD_NAMES = {f.name for f in fields(RunConfig)}
 
 
+CONFIG_MAX_BYTES = 1 << 20  # a settings file is a few lines; anything this big is a mistake
+
+
 def load_toml(path: Path) -> dict[str, Any]:
-    """Read a ``--config`` file: top-level keys named like the flags (dashes or underscores)."""
+    """Read a ``--config`` file: top-level keys named like the flags (dashes or underscores),
+    or the same keys in a ``[run]`` table."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} is not a regular file")
     try:
+        if path.stat().st_size > CONFIG_MAX_BYTES:
+            raise ConfigError(f"config file {path} is larger than 1 MiB; is it a settings file?")
         with open(path, "rb") as fh:
             raw = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
     raw = raw.get("run", raw)  # allow a [run] table
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path}: 'run' must be a table of settings ([run])")
     out = {}
     for key, value in raw.items():
         name = key.replace("-", "_")
@@ -161,7 +175,7 @@ def _coerce(name: str, value: Any) -> Any:
                 raise ValueError
             return value
         return value if value is None else str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"--{name.replace('_', '-')}: bad value {value!r}") from None
 
 
@@ -183,7 +197,38 @@ def choose_slice_mode(slice_mode: str, device_type: str, convolutional: bool) ->
     return "vmap" if device_type == "cuda" or not convolutional else "loop"
 
 
+MAX_INT = 2**31 - 1  # counts and sizes beyond this are typing errors, and SQLite and torch limits
+MAX_SEED = 2**63 - 1  # torch's generators take a 64-bit seed (offsets are added to it)
+MAX_POINTS = 1000  # a slice of K points costs K forward passes of the probe set per step
+THREADS_PER_CORE = 4  # more threads than this per core only thrash (and can crash OpenMP)
+
+
+def _check_ranges(c: RunConfig) -> None:
+    """Integers within what the machine and the libraries can take, before anything runs."""
+    for f in fields(RunConfig):
+        value = getattr(c, f.name)
+        if f.name == "seed":
+            if not 0 <= value <= MAX_SEED:
+                _fail("seed", f"must be in 0..{MAX_SEED}, got {value}")
+        elif isinstance(value, int) and not isinstance(value, bool) and value > MAX_INT:
+            _fail(f.name.replace("_", "-"), f"{value} is beyond any sensible size (max {MAX_INT})")
+    for flag, text in (("batch-size", c.batch_size), ("probe", c.probe)):
+        if text is not None and text.isdigit() and int(text) > MAX_INT:
+            _fail(flag, f"{text} is beyond any sensible size (max {MAX_INT})")
+    if c.points > MAX_POINTS:
+        _fail("points", f"at most {MAX_POINTS} (each point is a forward pass of the probe set "
+                        f"every step), got {c.points}")  # fmt: skip
+    cores = os.cpu_count() or 1
+    if c.threads is not None and c.threads > THREADS_PER_CORE * cores:
+        _fail("threads", f"{c.threads} is far beyond this machine's {cores} cores "
+                         f"(at most {THREADS_PER_CORE * cores})")  # fmt: skip
+    for flag, folder in (("sessions-dir", c.sessions_dir), ("data-dir", c.data_dir)):
+        if not folder.strip():
+            _fail(flag, "give a folder (it is empty)")
+
+
 def validate(c: RunConfig) -> None:
+    _check_ranges(c)
     if c.model not in MODELS:
         _fail("model", f"unknown model {c.model!r}; choose from {', '.join(MODELS)}")
     if c.dataset not in DATASETS:
@@ -258,8 +303,15 @@ def parse_align_batch_sizes(value: str) -> list[int | None]:
     return out
 
 
-def check_against_data(c: RunConfig, n_train: int, n_params: int) -> None:
-    """Checks that need the loaded data and model."""
+LANCZOS_BYTES = 4 << 30  # the Lanczos basis (about 4k + 60 vectors of the model's size) fits this
+
+
+def check_against_data(c: RunConfig, n_train: int, n_params: int, available: int = 0) -> None:
+    """Checks that need the loaded data and model (``available``: training examples in the
+    dataset before ``--train-size``)."""
+    if c.train_size is not None and available and c.train_size > available:
+        _fail("train-size", f"{c.train_size} is more than the {available} training examples "
+                            f"of {c.dataset}")  # fmt: skip
     if c.batch_size != "full" and int(c.batch_size) > n_train:
         _fail(
             "batch-size", f"{c.batch_size} is larger than the training split ({n_train} examples)"
@@ -272,6 +324,10 @@ def check_against_data(c: RunConfig, n_train: int, n_params: int) -> None:
         _fail("train-size", "needs at least 2 examples")
     if parse_hessian_every(c.hessian_every) is not None and c.top_k > n_params:
         _fail("top-k", f"{c.top_k} is larger than the model's {n_params} parameters")
+    basis = (4 * c.top_k + 61) * n_params * 4
+    if parse_hessian_every(c.hessian_every) is not None and basis > LANCZOS_BYTES:
+        _fail("top-k", f"{c.top_k} eigenpairs of a {n_params:,}-parameter model need a "
+                       f"{basis / 2**30:.0f} GiB Lanczos basis (at most 4 GiB); ask for fewer")  # fmt: skip
     sizes = clip_align_batch_sizes(parse_align_batch_sizes(c.align_batch_sizes), n_train)
     if parse_hessian_every(c.hessian_every) is not None and not sizes:
         _fail("align-batch-sizes", "no batch size left after clipping to the training size")

@@ -10,9 +10,12 @@ digits uses a fixed shuffled 1,500/297 split; Tiny-ImageNet uses its own ``val``
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -36,6 +39,7 @@ class Data:
     mean: torch.Tensor  # per channel, shape (C, 1, 1), in raw units
     std: torch.Tensor
     augment: bool = False
+    available: int = 0  # training examples in the dataset, before --train-size
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -88,6 +92,7 @@ def load_data(
 ) -> Data:
     loader = _LOADERS[name]
     x_tr, y_tr, x_va, y_va, classes, default_augment = loader(Path(data_dir), download)
+    available = len(y_tr)
     if train_size is not None:
         x_tr, y_tr = x_tr[:train_size], y_tr[:train_size]
     x_tr_t = torch.as_tensor(x_tr)
@@ -102,6 +107,7 @@ def load_data(
         mean=mean.to(device, torch.get_default_dtype()),
         std=std.to(device, torch.get_default_dtype()),
         augment=default_augment if augment is None else augment,
+        available=available,
     )
 
 
@@ -139,11 +145,33 @@ def _missing(name: str, path: Path) -> DataError:
     )
 
 
+@contextlib.contextmanager
+def _downloading(name: str, url: str, folder: Path) -> Iterator[None]:
+    """A download as one ``DataError`` line when it fails (no network, a proxy, a dead mirror),
+    naming the host it tried and the folder to fill by hand; torchvision's own chatter is muted."""
+    host = urlparse(url).netloc or url
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    except (OSError, RuntimeError, ValueError) as e:  # urllib's URLError is an OSError
+        lines = [ln.strip() for ln in str(getattr(e, "reason", None) or e).splitlines()]
+        reason = ([ln for ln in lines if ln] or [type(e).__name__])[-1]
+        reason = reason.removeprefix("<urlopen error ").rstrip(">")
+        raise DataError(
+            f"cannot download {name} from {host} ({reason}); put its files in "
+            f"{folder} by hand (see README 'Data')"
+        ) from None
+
+
 def _mnist(root: Path, download: bool):
     from torchvision.datasets import MNIST
 
+    raw = root / "MNIST" / "raw"
+    if download:
+        with _downloading("MNIST", MNIST.mirrors[0], raw):
+            MNIST(str(root), train=True, download=True)
     try:
-        ds = MNIST(str(root), train=True, download=download)
+        ds = MNIST(str(root), train=True, download=False)
     except RuntimeError:
         raise _missing("MNIST", root / "MNIST" / "raw") from None
     x = ds.data.numpy().reshape(-1, 1, 28, 28)
@@ -174,8 +202,11 @@ def _cifar(classes: int):
                 self.classes: list[str] = []
                 self.class_to_idx: dict[str, int] = {}
 
+        if download:
+            with _downloading(f"CIFAR-{classes}", base.url, root / base.base_folder):
+                _Cifar(str(root), train=True, download=True)
         try:
-            ds = _Cifar(str(root), train=True, download=download)
+            ds = _Cifar(str(root), train=True, download=False)
         except RuntimeError:
             raise _missing(f"CIFAR-{classes}", root / base.base_folder) from None
         x = np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))
@@ -190,7 +221,8 @@ def _tiny_imagenet(root: Path, download: bool):
     if download and not folder.is_dir():
         from torchvision.datasets.utils import download_and_extract_archive
 
-        download_and_extract_archive(TINY_URL, str(root))
+        with _downloading("Tiny-ImageNet", TINY_URL, folder):
+            download_and_extract_archive(TINY_URL, str(root))
     if not (folder / "wnids.txt").is_file():
         raise _missing("Tiny-ImageNet", folder)
     cache = folder / "sgdwalk-cache.npz"

@@ -55,6 +55,15 @@ class StorageError(SgdwalkError):
     exit_code = EXIT_STORAGE
 
 
+class Stopped(Exception):
+    """A stop was asked for (a signal, the dashboard's ``s``) in the middle of a measurement.
+
+    Raised between probe chunks and Hessian-vector products, so a stop takes effect within one
+    chunk's forward pass even inside a long curvature pass; the trainer ends the run interrupted.
+    Not an ``SgdwalkError``: it never reaches the user as an error.
+    """
+
+
 class LaunchError(SgdwalkError):
     """A trainer process started for the dashboard ended before its session appeared."""
 

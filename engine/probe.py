@@ -16,11 +16,13 @@ statistics over chunks of the training batch size, running buffers of the real m
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from sgdwalk.errors import Stopped
 
 Chunks = Sequence[tuple[torch.Tensor, torch.Tensor]]
 
@@ -95,6 +97,7 @@ class Evaluator:
             raise ValueError(f"slice_mode must be 'loop' or 'vmap', got {slice_mode!r}")
         self.slice_mode = slice_mode
         self.batched: object | None = None  # the vmap machinery (sgdwalk.slicing), built once
+        self.should_stop: Callable[[], bool] = lambda: False  # asked between chunks
         self.shadow = copy.deepcopy(model)
         params = list(self.shadow.parameters())
         ref = params[0]
@@ -110,6 +113,11 @@ class Evaluator:
         self.params = params
         self.numel = offset
         set_probe_mode(self.shadow)
+
+    def checkpoint(self) -> None:
+        """Raise ``Stopped`` when a stop was asked for (called between probe chunks)."""
+        if self.should_stop():
+            raise Stopped
 
     # -- positioning
 
@@ -134,6 +142,7 @@ class Evaluator:
         total = torch.zeros((), dtype=self.flat.dtype, device=self.flat.device)
         n = 0
         for x, y in chunks:
+            self.checkpoint()
             total += nn.functional.cross_entropy(self.shadow(x), y, reduction="sum")
             n += y.shape[0]
         return total / n
@@ -147,6 +156,7 @@ class Evaluator:
             total = torch.zeros(2, dtype=torch.float64, device=self.flat.device)
             n = 0
             for x, y in chunks:
+                self.checkpoint()
                 logits = self.shadow(x)
                 total[0] += nn.functional.cross_entropy(logits, y, reduction="sum").double()
                 total[1] += (logits.argmax(1) == y).sum()

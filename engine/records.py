@@ -110,6 +110,8 @@ class CurvatureMeasured:
     residuals: list[float]  # relative: ‖H v_i − λ_i v_i‖ / |λ_i|
     hvps: int  # Hessian-vector products the pass used
     alignment: list[Alignment]
+    elapsed: float | None = None  # seconds since the run started, when the pass ended
+    seconds: float | None = None  # how long the pass took (training waits meanwhile)
 
 
 Level = Literal["info", "warning", "error"]

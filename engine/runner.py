@@ -109,8 +109,13 @@ def _failed(writer: SessionWriter, e: BaseException, where: tuple[int, int], t: 
             writer.write(EventLogged(*where, "error", FAILED, message, t))
     with contextlib.suppress(StorageError):
         writer.close(FAILED, message)
-    with contextlib.suppress(OSError):
-        (writer.directory / "error.txt").write_text(trace)
+    if isinstance(e, StorageError):
+        return  # not a bug: the one-line message says it all, and the disk may be full
+    path = writer.directory / "error.txt"
+    try:
+        path.write_text(trace)
+    except OSError:
+        path.unlink(missing_ok=True)
 
 
 class RunControls:

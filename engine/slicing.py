@@ -104,6 +104,7 @@ class BatchedLosses:
         total = torch.zeros(n_points, dtype=thetas.dtype, device=thetas.device)
         count = 0
         for x, y in chunks:
+            self.ev.checkpoint()
             logits = batched(params, x)  # [points, chunk, classes]
             ce = nn.functional.cross_entropy(
                 logits.flatten(0, 1), y.repeat(n_points), reduction="none"

@@ -29,6 +29,7 @@ from sgdwalk.config import (
     probe_size,
 )
 from sgdwalk.data import Data, load_data
+from sgdwalk.errors import Stopped
 from sgdwalk.landscape import interpolation_alphas
 from sgdwalk.meter import StepMeter
 from sgdwalk.models import build_model, count_params
@@ -94,6 +95,7 @@ class Run:
         self.steps_per_epoch = 1 if cfg.full_batch else per_epoch
         self.hessian_every = parse_hessian_every(cfg.hessian_every)
         self.curvature_meter: CurvatureMeter | None = None  # built on the first pass
+        self.clock: Callable[[], float] = lambda: 0.0  # seconds since records() began
 
     @property
     def alphas(self) -> list[float]:
@@ -115,23 +117,41 @@ class Run:
     def records(
         self, should_stop: Callable[[], bool] = lambda: False, bare: bool = False
     ) -> Generator[Record, None, None]:
-        """Train and yield records; ``bare`` keeps only the training fields (bench)."""
-        cfg = self.cfg
+        """Train and yield records; ``bare`` keeps only the training fields (bench).
+
+        ``should_stop`` is asked before each step and, through the evaluator, between the probe
+        chunks and Hessian-vector products of every measurement, so a stop takes effect within
+        one chunk's pass even inside a curvature pass; the run then ends interrupted.
+        """
         probe = self.probe_chunks if self.probe_n is not None else None
-        meter = StepMeter(self.model, self.evaluator, probe, cfg.points,
-                          0 if bare else cfg.measure_every)  # fmt: skip
-        step = 0
+        meter = StepMeter(self.model, self.evaluator, probe, self.cfg.points,
+                          0 if bare else self.cfg.measure_every)  # fmt: skip
+        self.clock = meter.elapsed
+        self.evaluator.should_stop = should_stop
+        at = [0, 0]  # the step and epoch reached
+        try:
+            yield from self._train(meter, should_stop, bare, at)
+        except Stopped:
+            yield _end(INTERRUPTED, at[0], at[1], meter, "stopped by request")
+        finally:
+            self.evaluator.should_stop = lambda: False
+
+    def _train(
+        self, meter: StepMeter, should_stop: Callable[[], bool], bare: bool, at: list[int]
+    ) -> Generator[Record, None, None]:
+        cfg, step = self.cfg, 0
         if not bare:
             yield from self._curvature(0, 0)  # at the start, before the first update
         for epoch in range(1, cfg.epochs + 1):
             self.model.train()
             tally = _Tally()
             for idx in self._batches():
+                at[:] = step, epoch
                 if should_stop():
-                    yield _end(INTERRUPTED, step, epoch, meter, "stopped by request")
-                    return
+                    raise Stopped
                 step += 1
                 rec = self._update(meter, step, epoch, idx)
+                at[0] = step
                 tally.add(rec)
                 yield rec
                 if not math.isfinite(rec.batch_loss) and not cfg.allow_divergence:
@@ -165,6 +185,7 @@ class Run:
             from sgdwalk.curvature import CurvatureMeter
 
             self.curvature_meter = CurvatureMeter.for_run(self)
+            self.curvature_meter.clock = self.clock
         self.evaluator.load(flat_params(self.model))
         yield from self.curvature_meter.run_pass(step, epoch)
 
@@ -278,10 +299,13 @@ def prepare(cfg: RunConfig) -> Run:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     data = load_data(cfg.dataset, cfg.data_dir, device, cfg.download, cfg.augment, cfg.train_size)
-    model = build_model(
-        cfg.model, data.input_shape, data.num_classes, cfg.batchnorm, cfg.wrn_depth, cfg.wrn_width
-    ).to(device)
-    check_against_data(cfg, data.n_train, count_params(model))
+    try:
+        model = build_model(cfg.model, data.input_shape, data.num_classes, cfg.batchnorm,
+                            cfg.wrn_depth, cfg.wrn_width).to(device)  # fmt: skip
+    except (RuntimeError, MemoryError) as e:  # torch's allocators say "out of memory" so
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"--model {cfg.model}: cannot build it on {device}: {first}") from None
+    check_against_data(cfg, data.n_train, count_params(model), data.available)
     return Run(cfg, data, model, device)
 
 

@@ -309,6 +309,7 @@ async def test_a_new_title_reuses_the_figure_new_data_rebuilds_it(tmp_path):
         from sgdwalk.tui.figures import FigureData
 
         chart = app.dashboard.chart("barriers")
+        chart.render()  # the figure of the data shown, built (the screen may not have painted yet)
         builds = []
         build = chart.plt.build
         chart.plt.build = lambda: (builds.append(1), build())[1]

@@ -332,8 +332,8 @@ def main(argv: list[str] | None = None) -> Any:
         cmd = e.ctx.command_path if e.ctx else "sgdwalk"
         say_error(f"{e.format_message()} (see {cmd} --help)")
         sys.exit(EXIT_USAGE)
-    except typer.Abort:
-        say_error("aborted")
+    except (typer.Abort, KeyboardInterrupt):
+        say_error("interrupted")
         sys.exit(130)
     except SgdwalkError as e:
         say_error(e)

@@ -9,8 +9,10 @@ read from a session is shown through ``plain``, which makes control characters v
 from __future__ import annotations
 
 import contextlib
+import io
 import re
 import sys
+from typing import Any
 
 ERROR_PREFIX = "sgdwalk: error: "
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -19,6 +21,48 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 def plain(value: object) -> str:
     """``str(value)`` with every control character (newlines too) written as an escape."""
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], str(value))
+
+
+class QuietStream(io.TextIOBase):
+    """A terminal stream that goes quiet once the terminal is gone.
+
+    After an SSH drop, writing to the terminal raises ``OSError`` (EIO, EPIPE); a run must not
+    fail for want of a screen (its session has every number), so the first failure makes this
+    stream drop everything after it.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__()
+        self.stream = stream
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                self.stream.write(text)
+            except OSError:
+                self.gone = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self.stream.flush()
+            except OSError:
+                self.gone = True
+
+    def isatty(self) -> bool:
+        try:
+            return not self.gone and self.stream.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def fileno(self) -> int:
+        return int(self.stream.fileno())
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.stream, "encoding", "utf-8")
 
 
 def say_error(message: object) -> None:

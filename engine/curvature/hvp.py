@@ -88,6 +88,7 @@ def flat_gradient(ev: Evaluator, chunks: Chunks) -> torch.Tensor:
     n = examples(chunks)
     out = torch.zeros_like(ev.flat)
     for x, y in chunks:
+        ev.checkpoint()
         out += _flat(torch.autograd.grad(_chunk_loss(ev, x, y, n), ev.params), ev)
     return out
 
@@ -106,6 +107,7 @@ class HessianOperator:
         self._graph: torch.Tensor | None = self._build_graph() if self.cached else None
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        self.ev.checkpoint()
         self.products += 1
         if self._graph is not None:
             return self._cached_hvp(v)
@@ -121,6 +123,7 @@ class HessianOperator:
         """
         if self._graph is None:
             return torch.stack([self(v) for v in vs])
+        self.ev.checkpoint()
         self.products += len(vs)
         hv = torch.autograd.grad(self._graph, self.ev.params, grad_outputs=vs, retain_graph=True,
                                  is_grads_batched=True, allow_unused=True)  # fmt: skip
@@ -137,6 +140,7 @@ class HessianOperator:
     def _build_graph(self) -> torch.Tensor:
         parts = []
         for x, y in self.chunks:
+            self.ev.checkpoint()
             grads = torch.autograd.grad(
                 _chunk_loss(self.ev, x, y, self.n), self.ev.params, create_graph=True
             )
@@ -155,6 +159,7 @@ class HessianOperator:
         out = torch.zeros_like(self.ev.flat)
         vs = _split(v, self.ev)
         for x, y in self.chunks:
+            self.ev.checkpoint()
             grads = torch.autograd.grad(
                 _chunk_loss(self.ev, x, y, self.n), self.ev.params, create_graph=True
             )
@@ -170,6 +175,7 @@ class HessianOperator:
         theta = ev.flat.detach()
         out = torch.zeros_like(ev.flat)
         for x, y in self.chunks:
+            ev.checkpoint()
 
             def loss(t: torch.Tensor, x: torch.Tensor = x, y: torch.Tensor = y) -> torch.Tensor:
                 params = dict(zip(names, _split(t, ev), strict=True))

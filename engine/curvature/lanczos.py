@@ -17,6 +17,8 @@ the exact residual ‖A v_i − θ_i v_i‖ = ‖T[p:m, :p] y_i‖ (A Q_p = Q_m 
 ``block=1`` is ordinary Lanczos. A single start vector cannot see the second copy of a repeated
 eigenvalue (the Krylov space holds one vector per eigenspace); ``block=b`` finds multiplicities up
 to b. A pair has converged when ‖A v − θ v‖ ≤ tol·|θ| (ARPACK's criterion, so the two compare).
+An operator that returns NaN or inf (the Hessian of a diverged model) ends the run at once with
+NaN eigenvalues, so a caller can record that there is no spectrum rather than fail.
 """
 
 from __future__ import annotations
@@ -152,6 +154,8 @@ def lanczos_steps(
         aq = op(basis.q[p])
         w, h = basis.orthogonalize(aq)
         h = h.double().cpu()  # sync point: the projection lives on the host, one per product
+        if not bool(torch.isfinite(h).all()):  # a diverged model: no spectrum to find
+            return _nonfinite(basis, k, p + 1)
         basis.t[: basis.m, p] = h  # T[i, p] = q_iᵀ A q_p
         basis.t[p, : basis.m] = h
         m_before = basis.m
@@ -166,6 +170,13 @@ def lanczos_steps(
                 break
     vectors = basis.q[:p].T @ y.to(basis.q.dtype).to(basis.q.device)
     return LanczosResult(theta, vectors, resid, resid <= tol * theta.abs(), p)
+
+
+def _nonfinite(basis: _Basis, k: int, products: int) -> LanczosResult:
+    """The result when the operator gave NaN or inf: NaN pairs, none converged."""
+    nan = torch.full((k,), float("nan"), dtype=torch.float64)
+    vectors = torch.zeros(basis.n, k, dtype=basis.q.dtype, device=basis.q.device)
+    return LanczosResult(nan, vectors, nan.clone(), torch.zeros(k, dtype=torch.bool), products)
 
 
 def lanczos(op: Operator, n: int, k: int, **kwargs: object) -> LanczosResult:

@@ -12,6 +12,7 @@ and the same meter serves a user's own training loop (``sgdwalk.Walker``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
@@ -22,7 +23,7 @@ from sgdwalk.curvature.alignment import alignment_values, draw_batches, summariz
 from sgdwalk.curvature.hvp import DEFAULT_METHOD, HessianOperator, flat_gradient, hessian_operator
 from sgdwalk.curvature.lanczos import LanczosResult, lanczos_steps
 from sgdwalk.probe import Chunks, Evaluator, make_chunks
-from sgdwalk.records import CurvatureMeasured, PhaseProgressed
+from sgdwalk.records import CurvatureMeasured, EventLogged, PhaseProgressed, Record
 
 PHASE = "curvature"
 
@@ -50,6 +51,7 @@ class CurvatureMeter:
         self.expected = 3 * k  # Lanczos products we expect, for the progress total
         self.last: LanczosResult | None = None
         self._total = 0
+        self.clock: Callable[[], float] = time.perf_counter  # the run's clock (seconds)
 
     @classmethod
     def for_run(cls, run: Any) -> CurvatureMeter:
@@ -65,9 +67,10 @@ class CurvatureMeter:
         return cls(run.evaluator, examples(idx), examples, data.n_train, cfg.top_k, sizes,
                    cfg.align_samples, cfg.seed)  # fmt: skip
 
-    def run_pass(self, step: int, epoch: int) -> Iterator[PhaseProgressed | CurvatureMeasured]:
+    def run_pass(self, step: int, epoch: int) -> Iterator[Record]:
         """Yield progress per product, then one ``CurvatureMeasured`` (call with θ loaded)."""
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        started = self.clock()
+        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + step) % 2**63)
         draws = {b: draw_batches(self.n_train, b, self.samples, gen) for b in self.sizes}
         n_align = sum(len(d) for d in draws.values())
         with hessian_operator(self.ev, self.hessian_chunks, self.method) as op:
@@ -75,17 +78,27 @@ class CurvatureMeter:
                                   start=self.previous, dtype=self.ev.flat.dtype,
                                   device=self.ev.flat.device)  # fmt: skip
             result = yield from self._progress(steps, step, epoch, n_align)
-            g_full = flat_gradient(self.ev, self.examples(torch.arange(self.n_train)))
+            finite = bool(torch.isfinite(result.eigenvalues).all())
             alignment = []
-            for b, batches in draws.items():
-                values = yield from self._draws(op, batches, result, g_full, (step, epoch))
-                alignment.append(summarize(b, values))
-        self.previous, self.expected, self.last = result.eigenvectors, result.matvecs, result
+            if finite:
+                g_full = flat_gradient(self.ev, self.examples(torch.arange(self.n_train)))
+                for b, batches in draws.items():
+                    values = yield from self._draws(op, batches, result, g_full, (step, epoch))
+                    alignment.append(summarize(b, values))
+        if finite:  # a spectrum that is not there is no warm start for the next pass
+            self.previous, self.expected = result.eigenvectors, result.matvecs
+        self.last = result
         rel = result.residuals / result.eigenvalues.abs()  # ‖Hv − λv‖ / |λ|
+        now = self.clock()
         yield CurvatureMeasured(
             step=step, epoch=epoch, eigenvalues=result.eigenvalues.tolist(),
-            residuals=rel.tolist(), hvps=op.products, alignment=alignment,
+            residuals=rel.tolist(), hvps=op.products, alignment=alignment, elapsed=now,
+            seconds=now - started,
         )  # fmt: skip
+        if not finite:
+            yield EventLogged(step, epoch, "warning", "warning",
+                              f"curvature at step {step} is not finite (NaN/inf): recorded "
+                              "as NaN, alignment skipped", now)  # fmt: skip
 
     def _progress(
         self, steps: Generator[int, None, LanczosResult], step: int, epoch: int, n_align: int

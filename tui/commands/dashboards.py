@@ -39,7 +39,7 @@ def run_in_terminal(cfg: RunConfig, flags: dict[str, Any], config_file: Path | N
     assert cfg.session is not None
     sessions = Path(cfg.sessions_dir)
     try:
-        watch(cfg.session, sessions, pid=proc.pid, owned=True)
+        shown = watch(cfg.session, sessions, pid=proc.pid, owned=True)
     finally:
         with open_session(sessions / cfg.session) as session:
             training = session.stored_status == RUNNING
@@ -48,6 +48,8 @@ def run_in_terminal(cfg: RunConfig, flags: dict[str, Any], config_file: Path | N
         code = proc.wait()  # a child that already recorded its ending exits by itself
     with open_session(sessions / cfg.session) as session:
         say(f"sgdwalk: {session.status}: session {session.path} (log: run.log there)")
+    if shown and code == 0:
+        return shown
     return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
 
 
@@ -76,6 +78,9 @@ def run_in_process(cfg: RunConfig) -> int:
     app = make_app(source)
     app.run()
     source.stop()
+    if crashed(app):
+        source.done.wait(STOP_WAIT)
+        return EXIT_CODES[FAILED]
     if not source.done.wait(STOP_WAIT):
         say(f"sgdwalk: the run did not stop within {STOP_WAIT:.0f}s; session {writer.directory}")
         return EXIT_CODES[FAILED]
@@ -108,6 +113,14 @@ def watch(
     else:
         say(f"sgdwalk: {session.name}: {status}")
     source.close()
+    return crashed(app)
+
+
+def crashed(app: Any) -> int:
+    """The exit code of a dashboard: 0, or 1 when it ended on an error (Textual printed it)."""
+    if app.return_code:
+        say("sgdwalk: the dashboard stopped on an error (above); the session is unharmed")
+        return EXIT_CODES[FAILED]
     return 0
 
 
@@ -119,5 +132,6 @@ def replay(spec: str, sessions_dir: Path) -> int:
     with open_session(spec, sessions_dir) as session:
         if session.step_count() == 0:
             raise SessionError(f"session {session.name!r} has no steps to replay")
-        make_app(ReplayCursor(session)).run()
-    return 0
+        app = make_app(ReplayCursor(session))
+        app.run()
+    return crashed(app)

@@ -7,6 +7,7 @@ log file still shows that the run is alive.
 
 from __future__ import annotations
 
+import sys
 import time
 
 from rich.console import Console
@@ -32,6 +33,7 @@ from sgdwalk.records import (
     Record,
     StepMeasured,
 )
+from sgdwalk.tui.text import QuietStream
 
 PLAIN_EVERY = 30.0
 
@@ -100,7 +102,7 @@ def run_headless(cfg: RunConfig, console: Console | None = None) -> int:
     """Train in this process with a progress bar; returns the exit code of the run's ending."""
     from sgdwalk.runner import claim, drive, open_run, stop_on_signals
 
-    console = console or Console(soft_wrap=True)
+    console = console or Console(file=QuietStream(sys.stdout), soft_wrap=True)
     run, writer = open_run(claim(cfg))
     info = run.info
     console.print(

@@ -8,6 +8,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
+from sgdwalk.tui.text import plain
+
 PANELS_HELP = """\
 Panels
   slices     Figure 1: the loss along each step's straight line θ_t + αΔ_t for the last N steps;
@@ -70,7 +72,7 @@ class QuitScreen(ModalScreen[str]):
             choices.append("[s] stop the run cleanly and quit")
         choices.append("[esc] keep watching")
         with Vertical():
-            yield Static(self.text + "\n\n" + "\n".join(choices), markup=False)
+            yield Static(plain(self.text) + "\n\n" + "\n".join(choices), markup=False)
 
     def action_choose(self, choice: str) -> None:
         if (choice == "leave" and not self.can_leave) or (choice == "stop" and not self.can_stop):

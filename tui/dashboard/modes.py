@@ -6,6 +6,7 @@ training worker's queue (``run``), the follower's queue (``watch``), or the repl
 
 from __future__ import annotations
 
+import math
 import time
 
 from textual.binding import Binding
@@ -17,6 +18,7 @@ from sgdwalk.tui.dashboard.replay import MAX_SPEED, ReplayCursor, parse_target
 from sgdwalk.tui.dashboard.screen import PANELS, DashboardScreen
 from sgdwalk.tui.dashboard.sources import FollowSource, LiveSource
 from sgdwalk.tui.dashboard.status import join
+from sgdwalk.tui.text import plain
 
 STATE_MARKS = {FINISHED: "✔", FAILED: "✖", RUNNING: "▶"}
 SILENT_AFTER = 3.0  # seconds without a heartbeat before the status line says so
@@ -24,14 +26,19 @@ REPLAY_FPS = 10.0
 MAX_FPS = 50.0
 
 
+def _count(value: object) -> int | None:
+    """A positive whole number from a session's info or config, or None (damaged, absent)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value) if math.isfinite(value) and 0 < value < 2**62 else None
+
+
 def facts_of(name: str, info: dict, config: dict | None = None) -> RunFacts:
-    epochs = (config or {}).get("epochs")
-    total = info.get("total_steps")
-    batch = info.get("batch_size")
-    return RunFacts(session=name, device=str(info.get("device", "")),
-                    total_steps=int(total) if total else None,
-                    epochs=int(epochs) if epochs else None,
-                    batch_size=int(batch) if batch else None)  # fmt: skip
+    """The status line's fixed facts; values a session file got wrong are left out."""
+    config = config or {}
+    return RunFacts(session=name, device=plain(info.get("device", "")),
+                    total_steps=_count(info.get("total_steps")), epochs=_count(config.get("epochs")),
+                    batch_size=_count(info.get("batch_size")))  # fmt: skip
 
 
 class LiveScreen(DashboardScreen):
@@ -55,6 +62,12 @@ class LiveScreen(DashboardScreen):
 
     def feed(self) -> None:
         self.add_records(self.source.drain())
+
+    def training(self) -> bool:
+        src = self.source
+        return self.held_at is None and not (
+            self.outcome or src.done.is_set() or src.stop_event.is_set()
+        )
 
     def state_text(self) -> str:
         if self.outcome:
@@ -101,7 +114,7 @@ class LiveScreen(DashboardScreen):
             self.outcome = f"{FAILED}: {type(error).__name__}: {error}"
             where = self.source.writer.directory / "error.txt"
             self.log_event(f"✖ engine failed: {type(error).__name__}: {error} (traceback: {where})")
-            self.app.notify(f"training failed: {error}", severity="error", timeout=10)
+            self.app.notify(plain(f"training failed: {error}"), severity="error", timeout=10)
         else:
             self.outcome = status
         self.redraw({"status"})
@@ -145,6 +158,9 @@ class WatchScreen(DashboardScreen):
             return f"{mark} {status}" + (" (writer stopped: no heartbeat)" if dead else "")
         age = src.heartbeat_age
         return f"● live, writer silent {age:.0f}s" if age > SILENT_AFTER else "● live"
+
+    def training(self) -> bool:
+        return self.held_at is None and self.source.writer_alive
 
     def state_text(self) -> str:
         """Paused only once the trainer says it holds (its ``paused`` event), not when asked."""

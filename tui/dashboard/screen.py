@@ -191,13 +191,17 @@ class DashboardScreen(Screen[None]):
             self.query_one(StatusLine).update_text(self.status_text())
 
     def status_text(self) -> str:
-        held = self.held_at is not None
+        quiet = not self.training()
         fields = [
             self.state_text(),
             *self.notes(),
-            *run_fields(self.buffers, self.size.width, held),
+            *run_fields(self.buffers, self.size.width, quiet),
         ]
         return join([f for f in fields if f], self.size.width)
+
+    def training(self) -> bool:
+        """Whether steps are being taken now (else the status line shows no rate or ETA)."""
+        return self.held_at is None
 
     def notes(self) -> list[str]:
         """A transient note, and how many non-finite values the panels leave out."""

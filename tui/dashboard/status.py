@@ -23,7 +23,8 @@ def _of(n: int, total: int | None) -> str:
 
 
 def run_fields(b: Buffers, width: int, held: bool = False) -> list[str]:
-    """step, epoch, steps/s, ETA, lr, batch size, device, session (no rate or ETA while held)."""
+    """step, epoch, steps/s, ETA, lr, batch size, device, session (no rate or ETA while ``held``:
+    paused, stopped, ended, or its writer gone)."""
     narrow = width < WIDE
     f = b.facts
     last = b.last

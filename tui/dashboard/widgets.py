@@ -21,6 +21,7 @@ from textual_plotext import PlotextPlot
 
 from sgdwalk.tui.figures import Figure, FigureData, Options
 from sgdwalk.tui.figures.base import draw_plotext
+from sgdwalk.tui.text import plain
 
 
 class FigureChart(PlotextPlot, can_focus=True):
@@ -117,6 +118,7 @@ class StatusLine(Static):
         super().__init__("", markup=False, **kw)  # type: ignore[arg-type]
 
     def update_text(self, text: str) -> None:
+        text = plain(text)  # names and messages come from session files
         self.text = text
         # one line of fixed height: no layout pass (that would repaint every chart, ~30 ms each)
         self.update(text, layout=False)
@@ -140,9 +142,9 @@ class EventLog(RichLog):
         old = list(self.lines_shown)
         if new[: len(old)] == old and len(old) < len(new):
             for line in new[len(old) :]:
-                self.write(line)
+                self.write(plain(line))
         elif new != old:
             self.clear()
             for line in new:
-                self.write(line)
+                self.write(plain(line))
         self.lines_shown = deque(new, maxlen=200)

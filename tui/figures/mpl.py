@@ -35,6 +35,10 @@ def build_figure(figure: Figure, data: list[FigureData], opts: Options | None = 
     shown = [d for d in data if figure.has_data(d)]
     if shown:
         figure.mpl(ax, shown, opts or Options())
+    skipped = sum(figure.skipped(d) for d in shown)
+    if skipped:  # a diverged run: say what is missing rather than draw a misleading picture
+        ax.text(0.99, 0.01, f"{skipped} NaN/inf values not drawn", transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=7, color="0.35")  # fmt: skip
     if ax.get_legend() is None and ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, frameon=False)
     ax.spines[["top"]].set_visible(False)
