@@ -28,6 +28,7 @@ from sgdwalk.config import (
     parse_hessian_every,
     probe_size,
 )
+from sgdwalk.cpu import choose_threads
 from sgdwalk.data import Data, load_data
 from sgdwalk.errors import Stopped
 from sgdwalk.landscape import interpolation_alphas
@@ -96,6 +97,7 @@ class Run:
         self.hessian_every = parse_hessian_every(cfg.hessian_every)
         self.curvature_meter: CurvatureMeter | None = None  # built on the first pass
         self.clock: Callable[[], float] = lambda: 0.0  # seconds since records() began
+        self.threads_reason = ""  # how the CPU thread count was chosen (sgdwalk.cpu)
 
     @property
     def alphas(self) -> list[float]:
@@ -282,6 +284,7 @@ def run_info(run: Run) -> dict[str, object]:
         "points": run.cfg.points,
         "slice_mode": run.slice_mode,
         "threads": torch.get_num_threads(),
+        "threads_reason": run.threads_reason,
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -295,8 +298,8 @@ def run_info(run: Run) -> dict[str, object]:
 def prepare(cfg: RunConfig) -> Run:
     """Load data and model and check the config against them; raises ConfigError / DataError."""
     device = choose_device(cfg.device)
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
+    threads, why = choose_threads(cfg.threads)
+    torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
     data = load_data(cfg.dataset, cfg.data_dir, device, cfg.download, cfg.augment, cfg.train_size)
     try:
@@ -306,7 +309,9 @@ def prepare(cfg: RunConfig) -> Run:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"--model {cfg.model}: cannot build it on {device}: {first}") from None
     check_against_data(cfg, data.n_train, count_params(model), data.available)
-    return Run(cfg, data, model, device)
+    run = Run(cfg, data, model, device)
+    run.threads_reason = why
+    return run
 
 
 def _version() -> str:

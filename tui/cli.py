@@ -79,7 +79,11 @@ def run(
     ] = None,
     device: Annotated[str | None, Opt(help="auto, cpu or cuda [default: auto]")] = None,
     threads: Annotated[
-        int | None, Opt(help="CPU threads for torch [default: torch's, usually the cores]")
+        int | None,
+        Opt(
+            help="CPU threads for torch [default: one per free core, measured at the "
+            "start: fewer when other jobs are busy]"
+        ),
     ] = None,
     points: Annotated[
         int | None, Opt(help="K: slice points α = 0, 1/K, .., 1 [default: 10]")
@@ -288,13 +292,19 @@ def bench(
     slice_mode: Annotated[
         str, Opt(help="the slice mode the run would use: auto, loop or vmap (both are timed)")
     ] = "auto",
-    repeats: Annotated[int, Opt(help="timing repeats (median is reported)")] = 7,
+    repeats: Annotated[int, Opt(help="timing repeats, 1-1000 (median is reported)")] = 7,
+    threads: Annotated[
+        int | None, Opt(help="CPU threads for torch [default: as sgdwalk run chooses]")
+    ] = None,
     as_json: Annotated[bool, Opt("--json", help="print JSON for machines")] = False,
 ) -> None:
     """Cost of each measurement relative to its ideal on this machine."""
     from sgdwalk.bench import run_bench
     from sgdwalk.config import build_config
+    from sgdwalk.errors import ConfigError
 
+    if not 1 <= repeats <= 1000:
+        raise ConfigError(f"--repeats: must be in 1..1000, got {repeats}")
     cfg = build_config(
         {
             "model": model,
@@ -303,6 +313,7 @@ def bench(
             "batch_size": batch_size,
             "points": points,
             "slice_mode": slice_mode,
+            "threads": threads,
             "data_dir": os.environ.get("SGDWALK_DATA", "data"),
         }  # fmt: skip
     )

@@ -75,6 +75,8 @@ class SessionFile:
             self.config: dict[str, Any] = _json_object(meta, "config")
             self.info: dict[str, Any] = _json_object(meta, "info")
             self.started_at = _number(meta, "started_at")
+            if meta.get("status") not in STATUSES:
+                raise SessionError(f"status holds {meta.get('status')!r}")
         except (SessionError, sqlite3.Error) as e:
             self._con.close()
             raise self._damaged(e) from None
@@ -227,11 +229,17 @@ class Session(SessionFile):
 
     def steps(self, start: int | None = None, stop: int | None = None) -> Iterator[StepMeasured]:
         """Steps with ``start <= step < stop`` in order (None: unbounded)."""
-        lo = -1 if start is None else start
+        lo = -1 if start is None else min(max(start, -1), 2**62)
         hi = 2**62 if stop is None else min(stop, 2**62)
         where = "WHERE step >= ? AND step < ?"
-        for _, rec in self._rows("steps", where, (max(lo, -1), hi), "ORDER BY step"):
+        for _, rec in self._rows("steps", where, (lo, hi), "ORDER BY step"):
             yield rec
+
+    def latest_measured(self, n: int) -> list[StepMeasured]:
+        """The last ``n`` steps that have a slice, oldest first (one indexed query)."""
+        order = "ORDER BY step DESC LIMIT ?"
+        rows = self._rows("steps", "WHERE slice IS NOT NULL", (min(max(n, 0), 2**62),), order)
+        return [rec for _, rec in rows][::-1]
 
     def step(self, step: int) -> StepMeasured | None:
         return next(self.steps(step, step + 1), None) if -1 <= step < 2**62 else None

@@ -108,7 +108,8 @@ def run_headless(cfg: RunConfig, console: Console | None = None) -> int:
     console.print(
         f"sgdwalk: session {writer.directory}  {cfg.model} on {cfg.dataset} "
         f"({info['n_train']} train, probe {info['probe_size'] or 'batch'})  "
-        f"{info['params']:,} params  device {info['device']}",
+        f"{info['params']:,} params  device {info['device']}, {info['threads']} threads "
+        f"({info['threads_reason']})",
         markup=False,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -11,6 +11,7 @@ import time
 
 from textual.binding import Binding
 
+from sgdwalk.errors import SessionError
 from sgdwalk.records import FAILED, FINISHED, RESUMED_EVENT, RUNNING, EventLogged
 from sgdwalk.tui.dashboard.buffers import RunFacts
 from sgdwalk.tui.dashboard.dialogs import QuitScreen, SeekScreen
@@ -150,7 +151,12 @@ class WatchScreen(DashboardScreen):
             self.buffers.dirty.add("status")
 
     def _check_writer(self) -> str:
-        src = self.source
+        try:
+            return self._liveness_of(self.source)
+        except SessionError as e:
+            return f"✖ {e}"
+
+    def _liveness_of(self, src: FollowSource) -> str:
         status = src.status
         if status != RUNNING:
             mark = STATE_MARKS.get(status, "■")
@@ -260,10 +266,21 @@ class ReplayScreen(DashboardScreen):
         if self.cursor.message:
             self.log_event(f"· session {self.cursor.status}: {self.cursor.message}")
 
+    def damaged(self, e: SessionError) -> None:
+        """A damaged row met while reading: say so, stop playing, keep what is shown."""
+        self.cursor.playing = False
+        self._sync_timers()
+        self.set_note("damaged rows here: see the events")
+        self.log_event(f"✖ {e}")
+
     def play_frame(self) -> None:
         now = time.monotonic()
         dt, self._last_frame = now - self._last_frame, now
-        records = self.cursor.frame(dt)
+        try:
+            records = self.cursor.frame(dt)
+        except SessionError as e:
+            self.damaged(e)
+            return
         if records:
             self.add_records(records)
             self.redraw(self.buffers.take_dirty() | {"status"})
@@ -274,7 +291,11 @@ class ReplayScreen(DashboardScreen):
         """Jump: the slices and the status line repaint at once; the context panels take their
         data now and repaint on the next timer tick, so a seek shows the new step fast."""
         had_curvature = bool(self.buffers.curvature)
-        self.cursor.seek(step, self.buffers)
+        try:
+            self.cursor.seek(step, self.buffers)
+        except SessionError as e:
+            self.damaged(e)
+            return
         if bool(self.buffers.curvature) != had_curvature:
             self.apply_layout()  # a layout pass repaints every panel: only when it changes
         context = [self.chart(name) for name in PANELS if name != "slices"]

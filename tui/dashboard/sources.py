@@ -15,6 +15,7 @@ import signal
 import threading
 from typing import Any
 
+from sgdwalk.errors import SessionError
 from sgdwalk.records import RUNNING
 from sgdwalk.runner import PAUSE_SIGNAL, RESUME_SIGNAL, RunControls
 from sgdwalk.session import Session
@@ -149,7 +150,11 @@ class FollowSource(Source):
 
     @property
     def writer_alive(self) -> bool:
-        return self._reader.alive
+        """Whether a writer is running the session (False when its meta cannot be read)."""
+        try:
+            return self._reader.alive
+        except SessionError:
+            return False
 
     @property
     def status(self) -> str:

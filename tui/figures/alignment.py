@@ -20,6 +20,7 @@ from sgdwalk.tui.figures.base import (
     Options,
     count_nonfinite,
     describe_run,
+    finite,
     finite_pairs,
     series_name,
 )
@@ -68,10 +69,10 @@ def alignment_series(
     for c in curvature:
         by_size = sorted(c.alignment, key=lambda a: a.batch_size)
         points = [(a.batch_size, value(a, metric), spread(a, metric)) for a in by_size]
-        kept = [p for p in points if math.isfinite(p[1])]
+        kept = [p for p in points if finite(p[1])]
         xs, ys = finite_pairs([p[0] for p in kept], [p[1] for p in kept])
         if xs:
-            errs = [p[2] if math.isfinite(p[2]) else 0.0 for p in kept]
+            errs = [p[2] if finite(p[2]) else 0.0 for p in kept]
             out.append((c, xs, ys, errs))
     return out
 

@@ -23,6 +23,7 @@ from sgdwalk.records import CurvatureMeasured, EpochEnded, StepMeasured
 
 PALETTE = ("blue+", "red+", "green+", "magenta+", "cyan+", "orange", "yellow", "gray")
 COLUMNS_PER_STEP_LINE = 4  # a gray step line needs this many columns of plot width to itself
+DRAWABLE = 1e300  # beyond this plotext's and matplotlib's axis arithmetic overflows
 MPL_COLUMNS = 800  # the width a png/pdf figure counts as, for the step-line rule (200 lines)
 # Config keys that say what a run trained (the science), used to label overlaid runs.
 SCIENCE_KEYS = ("model", "dataset", "lr", "batch_size", "momentum", "weight_decay", "seed",
@@ -93,7 +94,9 @@ def step_lines(n_steps: int, width: int) -> bool:
 
 
 def finite(v: float | None) -> bool:
-    return v is not None and math.isfinite(v)
+    """A value that can be drawn: not None, NaN or ±inf, and within ±1e300 (the axis arithmetic
+    of plotext and matplotlib overflows near the largest floats)."""
+    return v is not None and math.isfinite(v) and abs(v) <= DRAWABLE
 
 
 def finite_pairs(xs: Sequence[float], ys: Sequence[float | None]) -> tuple[list, list]:
@@ -103,8 +106,8 @@ def finite_pairs(xs: Sequence[float], ys: Sequence[float | None]) -> tuple[list,
 
 
 def count_nonfinite(values: Sequence[float | None]) -> int:
-    """NaN and ±inf among ``values`` (None means 'not measured', not a bad value)."""
-    return sum(1 for v in values if v is not None and not math.isfinite(v))
+    """Values that cannot be drawn among ``values`` (None means 'not measured': not counted)."""
+    return sum(1 for v in values if v is not None and not finite(v))
 
 
 def series_name(label: str | None, what: str) -> str:
@@ -140,11 +143,18 @@ def step_range(steps: Sequence[StepMeasured]) -> str:
     return f"{ep}, steps {steps[0].step}-{steps[-1].step}"
 
 
+def _drawable(v: float) -> float:
+    """``v`` as plotext can take it: subnormal magnitudes flushed to 0."""
+    v = float(v)
+    return 0.0 if abs(v) < 1e-300 else v
+
+
 class SafePlot:
     """A plotext figure (the module, or textual-plotext's ``Plot``) that only takes finite points.
 
-    ``plot``, ``scatter`` and ``bar`` drop non-finite points and add nothing when none are left
-    (plotext's legend fails on an empty labelled series). ``finish`` shortens the y-axis labels of
+    ``plot``, ``scatter`` and ``bar`` drop non-finite points (and magnitudes beyond 1e300, which
+    plotext's axis arithmetic overflows on) and add nothing when none are left (plotext's legend
+    fails on an empty labelled series). ``finish`` shortens the y-axis labels of
     huge or tiny numbers, which plotext prints in full (1e30 would take 31 columns).
     """
 
@@ -154,8 +164,8 @@ class SafePlot:
         self.drew = False
 
     def _add(self, kind: str, xs: Sequence[float], ys: Sequence[float | None], **kw: Any) -> None:
-        pairs = [(float(x), float(y)) for x, y in zip(xs, ys, strict=True)
-                 if finite(y) and math.isfinite(x)]  # fmt: skip
+        pairs = [(_drawable(x), _drawable(y)) for x, y in zip(xs, ys, strict=True)  # type: ignore[arg-type]
+                 if finite(y) and finite(x)]  # fmt: skip
         if not pairs:
             return
         fx, fy = [p[0] for p in pairs], [p[1] for p in pairs]

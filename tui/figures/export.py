@@ -101,7 +101,7 @@ def check_request(req: ExportRequest) -> list[str]:
     if not (20 <= req.width <= 1000 and 8 <= req.height <= 500):
         raise UsageError("--width must be in 20..1000 and --height in 8..500")
     if any(not 0 <= e < 2**62 for e in req.epochs):
-        raise UsageError("--epoch must be >= 0")
+        raise UsageError("--epoch must be a whole number from 0 (epoch 0: before training)")
     parse_steps(req.steps)
     if req.figure == "all" and req.output in (None, "-"):
         raise UsageError("--figure all writes one file per figure: give -o DIRECTORY")
@@ -149,7 +149,7 @@ def select_steps(s: Session, req: ExportRequest, figure: Figure) -> list[StepMea
             raise UsageError(f"--figure {figure.name} shows one epoch: give --epoch once")
         window = req.window or SLICE_WINDOW
         if not req.epochs:  # the latest steps: past the first drop, the valleys show
-            return _last_measured(s, window)
+            return s.latest_measured(window)
         steps = [r for r in s.epoch_steps(req.epochs[0]) if r.slice is not None][:window]
         if not steps:
             raise UsageError(f"session {s.name} has no measured steps in epoch {req.epochs[0]} "
@@ -160,18 +160,6 @@ def select_steps(s: Session, req: ExportRequest, figure: Figure) -> list[StepMea
     else:
         steps = list(s.steps())
     return steps[: req.window] if req.window else steps
-
-
-def _last_measured(s: Session, window: int) -> list[StepMeasured]:
-    """The last ``window`` measured steps, read backwards in pages (a long run is not loaded)."""
-    out: list[StepMeasured] = []
-    stop = s.last_step() + 1
-    page = max(window * 4, 256)
-    while stop > 0 and len(out) < window:
-        start = max(0, stop - page)
-        out = [r for r in s.steps(start, stop) if r.slice is not None] + out
-        stop = start
-    return out[-window:]
 
 
 def select_data(s: Session, label: str | None, req: ExportRequest, figure: Figure) -> FigureData:
@@ -265,6 +253,9 @@ def write_output(path: Path | None, content: str | bytes, force: bool) -> None:
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {path.parent}: {e.strerror or e}") from None
+    try:
         if force and (path.is_symlink() or path.is_file()):
             path.unlink()  # a link is replaced, never followed
         with open(path, "xb") as fh:

@@ -60,9 +60,9 @@ def slice_series(steps: Sequence[StepMeasured]) -> SliceSeries:
             s.curve_x.append(float(r.step))
             s.curve_y.append(None)
             _end_dot(s, prev)
-        s.curve_x.extend(r.step + a for a in r.alphas)
-        s.curve_y.extend(v if math.isfinite(v) else None for v in r.slice)
-        if math.isfinite(r.slice[0]):
+        s.curve_x.extend(r.step + a if finite(a) else math.nan for a in r.alphas)
+        s.curve_y.extend(v if finite(v) else None for v in r.slice)
+        if finite(r.slice[0]):
             s.step_x.append(float(r.step))
             s.step_y.append(r.slice[0])
         if finite(r.floor_loss) and finite(r.floor_alpha):
@@ -79,7 +79,7 @@ def slice_series(steps: Sequence[StepMeasured]) -> SliceSeries:
 def _end_dot(s: SliceSeries, r: StepMeasured) -> None:
     """The loss where step t ended (L_K), when no next step's dot stands there."""
     assert r.slice is not None
-    if math.isfinite(r.slice[-1]):
+    if finite(r.slice[-1]):
         s.step_x.append(float(r.step + 1))
         s.step_y.append(r.slice[-1])
 

@@ -1,0 +1,86 @@
+"""Bad input, every class of it: one ``sgdwalk: error:`` line and exit code 2, no traceback.
+
+Each case runs the command line in-process (``main``, as the ``sgdwalk`` script does), so the table
+is quick; the subprocess tests in test_cli.py show the same path end to end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import pytest
+from canned import write_canned_session
+
+from sgdwalk.tui.cli import main
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.ExitStack() as stack:
+        if cwd is not None:
+            stack.enter_context(contextlib.chdir(cwd))
+        stack.enter_context(contextlib.redirect_stdout(out))
+        stack.enter_context(contextlib.redirect_stderr(err))
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as e:
+            code = int(e.code or 0)
+    return code, out.getvalue(), err.getvalue()
+
+
+def headless(*args: str) -> tuple[str, ...]:
+    return ("run", "--headless", "--hessian-every", "off", "--epochs", "1", *args)
+
+
+# (arguments, a piece of the one line, exit code); {tmp} is a scratch folder
+CASES = [
+    (headless("--config", "{tmp}"), "is not a regular file", 2),
+    (headless("--config", "/dev/null"), "is not a regular file", 2),
+    (headless("--config", "{tmp}/run-not-a-table.toml"), "'run' must be a table", 2),
+    (headless("--config", "{tmp}/missing.toml"), "config file not found", 2),
+    (headless("--seed", str(2**70)), "--seed: must be in 0..", 2),
+    (headless("--seed", "-1"), "--seed: must be in 0..", 2),
+    (headless("--epochs", str(10**12)), "--epochs: 1000000000000 is beyond any sensible", 2),
+    (headless("--points", "100000000"), "--points: at most 1000", 2),
+    (headless("--threads", "100000"), "--threads: 100000 is far beyond this machine", 2),
+    (headless("--train-size", "100000"), "--train-size: 100000 is more than the 1500", 2),
+    (headless("--batch-size", "99999999999999"), "--batch-size: 99999999999999 is beyond", 2),
+    (headless("--sessions-dir", ""), "--sessions-dir: give a folder", 2),
+    (headless("--data-dir", " "), "--data-dir: give a folder", 2),
+    (headless("--session", "name\n"), "invalid session name 'name\\n'", 2),
+    (headless("--session", "../x"), "invalid session name", 2),
+    (headless("--lr", "inf"), "--lr: must be a positive number", 2),
+    (headless("--model", "vgg11", "--top-k", "5000", "--hessian-every", "1"), "Lanczos basis", 2),
+    (headless("--model", "wrn", "--wrn-width", "100000"), "--model wrn: cannot build it", 2),
+    (headless("--dataset", "cifar10", "--data-dir", "{tmp}/nothing"), "CIFAR-10 not found", 2),
+    (("bench", "--repeats", "0"), "--repeats: must be in 1..1000", 2),
+    (("bench", "--threads", "100000"), "--threads: 100000 is far beyond", 2),
+    (("export", "{session}", "--epoch", str(2**70)), "--epoch must be a whole number", 2),
+    (("export", "{session}", "--window", str(10**12)), "--window 1000000000000", 2),
+    (("export", "{session}", "--width", "100000"), "--width must be in 20..1000", 2),
+    (("export", "{session}", "--steps", f"1:{2**70}", "-o", "-"), None, 0),
+    (("export", "", "-o", "-"), "no session ''", 2),
+    (("replay", "bad\nname", "--sessions-dir", "{tmp}"), "invalid session name", 2),
+    (("watch", "ghost", "--sessions-dir", "{tmp}"), "no session 'ghost'", 2),
+    (("ls", "--sessions-dir", "{tmp}/nothing"), "no sessions folder", 2),
+    (("run", "--no-such-flag"), "No such option: --no-such-flag", 2),
+]
+
+
+@pytest.mark.parametrize("args, needle, code", CASES, ids=[" ".join(a)[:60] for a, _, _ in CASES])
+def test_bad_input_is_one_line(tmp_path, args, needle, code):
+    (tmp_path / "run-not-a-table.toml").write_text('run = "fast"\n')
+    session = write_canned_session(tmp_path / "sessions" / "canned")
+    args = tuple(a.format(tmp=tmp_path, session=session) for a in args)
+    got, out, err = run_cli(*args, cwd=tmp_path)
+    assert got == code, (out, err)
+    if needle is None:
+        assert err == ""
+        return
+    assert err.count("\n") == 1 and err.startswith("sgdwalk: error: "), err
+    assert needle in err
+    assert not (tmp_path / "sessions").is_dir() or [p.name for p in
+                                                     (tmp_path / "sessions").iterdir()] == ["canned"]  # fmt: skip
