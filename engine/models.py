@@ -148,5 +148,16 @@ def build_model(
     raise ValueError(f"unknown model {name!r}")
 
 
+def fit_notes(name: str, shape: tuple[int, ...]) -> list[str]:
+    """What a user should know when a model meets inputs smaller than it was designed for."""
+    if name == "vgg11" and len(shape) == 3 and shape[1] < 32:
+        pools = sum(1 for v in _VGG11 if v == "M")
+        kept = max(0, (shape[1] - 1).bit_length())  # halvings until the map is 1x1
+        return [f"vgg11 is built for 32x32 inputs or larger; on {shape[1]}x{shape[2]} it keeps "
+                f"{min(kept, pools)} of its {pools} poolings (the last feature maps are 1x1), "
+                "so it measures a smaller network than the paper's"]  # fmt: skip
+    return []
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

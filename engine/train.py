@@ -33,7 +33,7 @@ from sgdwalk.data import Data, load_data
 from sgdwalk.errors import Stopped
 from sgdwalk.landscape import interpolation_alphas
 from sgdwalk.meter import StepMeter
-from sgdwalk.models import build_model, count_params
+from sgdwalk.models import build_model, count_params, fit_notes
 from sgdwalk.probe import (
     Evaluator,
     flat_params,
@@ -98,6 +98,7 @@ class Run:
         self.curvature_meter: CurvatureMeter | None = None  # built on the first pass
         self.clock: Callable[[], float] = lambda: 0.0  # seconds since records() began
         self.threads_reason = ""  # how the CPU thread count was chosen (sgdwalk.cpu)
+        self.notes: list[str] = []  # warnings for the start of the run (a model/data mismatch)
 
     @property
     def alphas(self) -> list[float]:
@@ -142,6 +143,8 @@ class Run:
         self, meter: StepMeter, should_stop: Callable[[], bool], bare: bool, at: list[int]
     ) -> Generator[Record, None, None]:
         cfg, step = self.cfg, 0
+        for note in self.notes:
+            yield EventLogged(0, 0, "warning", "warning", note, meter.elapsed())
         if not bare:
             yield from self._curvature(0, 0)  # at the start, before the first update
         for epoch in range(1, cfg.epochs + 1):
@@ -311,6 +314,7 @@ def prepare(cfg: RunConfig) -> Run:
     check_against_data(cfg, data.n_train, count_params(model), data.available)
     run = Run(cfg, data, model, device)
     run.threads_reason = why
+    run.notes = fit_notes(cfg.model, data.input_shape)
     return run
 
 

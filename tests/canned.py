@@ -12,6 +12,7 @@ import math
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from sgdwalk.landscape import analyze_slice, interpolation_alphas
@@ -24,6 +25,8 @@ from sgdwalk.records import (
     StepMeasured,
 )
 from sgdwalk.session import SessionWriter
+
+HANG = 1800  # seconds: a bound against a hang for subprocesses, never a measure of speed
 
 CANNED_CONFIG = {
     "model": "mlp", "dataset": "digits", "lr": 0.1, "batch_size": "64", "epochs": 4,
@@ -130,16 +133,33 @@ def write_then_die(directory: Path, epochs: int = 1) -> None:
     subprocess.run([sys.executable, "-c", code], cwd=root, check=False)
 
 
-async def until(pilot, cond, tries: int = 200) -> None:
-    """Let the app run (Pilot pauses of 50 ms) until ``cond()`` holds; fail after ``tries``."""
-    for _ in range(tries):
-        if cond():
-            return
+def screen_text(app) -> str:
+    """What the terminal shows, as text: the app's screenshot (SVG) read back by position."""
+    import html
+    import re
+
+    rows: dict[float, dict[int, str]] = {}
+    svg = app.export_screenshot()
+    pattern = r'<text class="[^"]*" x="([\d.]+)" y="([\d.]+)"[^>]*>(.*?)</text>'
+    for x, y, text in re.findall(pattern, svg):
+        row = rows.setdefault(float(y), {})
+        for i, ch in enumerate(html.unescape(text).replace("\xa0", " ")):
+            row[round(float(x) / 12.2) + i] = ch
+    return "\n".join("".join(r.get(i, " ") for i in range(max(r) + 1)).rstrip()
+                     for _, r in sorted(rows.items()))  # fmt: skip
+
+
+async def until(pilot, cond, timeout: float = 300.0) -> None:
+    """Let the app run (Pilot pauses of 50 ms) until ``cond()`` holds; fail after ``timeout``
+    seconds (a bound against a hang: conditions normally hold within a second)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
         await pilot.pause(0.05)
-    raise AssertionError("condition not reached")
 
 
-async def drawn(pilot, app, tries: int = 400) -> None:
+async def drawn(pilot, app) -> None:
     """Wait until the dashboard has taken every queued record and repainted everything pending
     (and no panel waits for a deferred repaint)."""
     from sgdwalk.tui.dashboard.grid import PANELS
@@ -153,4 +173,4 @@ async def drawn(pilot, app, tries: int = 400) -> None:
         deferred = any(screen.chart(n).deferred for n in PANELS)
         return not (queued or shown or deferred or screen.buffers.dirty)
 
-    await until(pilot, settled, tries)
+    await until(pilot, settled)

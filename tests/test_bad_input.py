@@ -64,7 +64,8 @@ CASES = [
     (("export", "{session}", "--steps", f"1:{2**70}", "-o", "-"), None, 0),
     (("export", "", "-o", "-"), "no session ''", 2),
     (("replay", "bad\nname", "--sessions-dir", "{tmp}"), "invalid session name", 2),
-    (("watch", "ghost", "--sessions-dir", "{tmp}"), "no session 'ghost'", 2),
+    (("watch", "ghost", "--sessions-dir", "{tmp}", "--wait", "0"), "no session 'ghost'", 2),
+    (("watch", "ghost", "--wait", "-1"), "--wait: must be in 0..86400", 2),
     (("ls", "--sessions-dir", "{tmp}/nothing"), "no sessions folder", 2),
     (("run", "--no-such-flag"), "No such option: --no-such-flag", 2),
 ]

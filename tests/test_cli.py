@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from canned import write_canned_session
+from canned import HANG, write_canned_session
 
 from sgdwalk import open_session
 
@@ -18,7 +18,7 @@ SGDWALK = str(Path(sys.executable).with_name("sgdwalk"))
 
 
 def sgdwalk(
-    *args: str, cwd: Path | None = None, timeout: float = 120
+    *args: str, cwd: Path | None = None, timeout: float = HANG
 ) -> subprocess.CompletedProcess:
     env = os.environ | {"NO_COLOR": "1", "COLUMNS": "200"}
     env.pop("SGDWALK_SESSIONS", None)
@@ -169,4 +169,5 @@ def test_a_corrupt_or_foreign_file_is_not_a_session(tmp_path: Path, command: str
     foreign.parent.mkdir()
     sqlite3.connect(foreign).execute("CREATE TABLE t (x)").connection.commit()
     assert_one_line_error(sgdwalk(command, str(foreign.parent)), "foreign SQLite file")
-    assert_one_line_error(sgdwalk(command, str(tmp_path / "missing")), "no session")
+    waitless = ["--wait", "0"] if command == "watch" else []
+    assert_one_line_error(sgdwalk(command, str(tmp_path / "missing"), *waitless), "no session")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from canned import HANG
 
 from sgdwalk import open_session
 from sgdwalk.config import build_config
@@ -55,7 +56,7 @@ def test_off_means_no_curvature() -> None:
 def test_headless_digits_run_stores_curvature(tmp_path: Path) -> None:
     args = [*CLI, "--epochs", "2", "--train-size", "300", "--top-k", "3", "--align-samples", "2",
             "--batch-size", "100", "--sessions-dir", str(tmp_path), "--session", "c"]  # fmt: skip
-    out = subprocess.run(args, capture_output=True, text=True, env=_env(), timeout=240)
+    out = subprocess.run(args, capture_output=True, text=True, env=_env(), timeout=HANG)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("curvature @ step") == 3
     assert "subspace alignment b=100:" in out.stdout and "b=300:" in out.stdout
@@ -80,7 +81,7 @@ def test_bad_curvature_input_is_one_line_exit_2(
     tmp_path: Path, flags: list[str], message: str
 ) -> None:
     out = subprocess.run([*CLI, *flags, "--sessions-dir", str(tmp_path)], capture_output=True,
-                         text=True, env=_env(), timeout=120)  # fmt: skip
+                         text=True, env=_env(), timeout=HANG)  # fmt: skip
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], out.stderr

@@ -243,7 +243,7 @@ async def test_replay_and_watch_of_a_damaged_session_say_so_or_draw(pristine, tm
         return
     app = make_app(source)
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, source.done.is_set, tries=600)
+        await until(pilot, source.done.is_set)
         await drawn(pilot, app)
         status = app.dashboard.query_one("#status").text
         assert "\x1b" not in status

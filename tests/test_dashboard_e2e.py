@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from canned import HANG
 
 from sgdwalk.session import open_session
 
@@ -37,7 +38,16 @@ def screen(name: str) -> str:
     return tmux("capture-pane", "-p", "-t", name)
 
 
-def wait_for(name: str, pattern: str, timeout: float = 90.0) -> re.Match[str]:
+def wait_gone(name: str, pattern: str, timeout: float = HANG) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not re.search(pattern, screen(name)):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{pattern!r} never went away:\n{screen(name)}")
+
+
+def wait_for(name: str, pattern: str, timeout: float = HANG) -> re.Match[str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         m = re.search(pattern, screen(name))
@@ -49,7 +59,7 @@ def wait_for(name: str, pattern: str, timeout: float = 90.0) -> re.Match[str]:
 
 def test_run_in_tmux_shows_the_walk_and_obeys_pause_and_stop(tmp_path):
     name = f"sgdwalk-e2e-{tmp_path.name}"
-    cmd = (f"env -u COLUMNS -u LINES {SGDWALK} run --epochs 50 --hessian-every off --sessions-dir {tmp_path} "
+    cmd = (f"env -u COLUMNS -u LINES {SGDWALK} run --epochs 2000 --hessian-every off --sessions-dir {tmp_path} "
            f"--session e2e; echo EXIT=$?; sleep 30")  # fmt: skip
     tmux("-f", "/dev/null", "new", "-d", "-s", name, "-x", "120", "-y", "40", cmd)
     tmux("set-option", "-t", name, "window-size", "manual")
@@ -57,21 +67,26 @@ def test_run_in_tmux_shows_the_walk_and_obeys_pause_and_stop(tmp_path):
     try:
         wait_for(name, r"slices · last 20 steps")
         wait_for(name, r"barriers · \d+ total")
-        wait_for(name, r"step \d+/1200 · epoch \d+/50 · [\d.]+ steps/s")
+        wait_for(name, r"step \d+/48000 · epoch \d+/2000 · [\d.]+ steps/s")
         tmux("send-keys", "-t", name, "p")
         held = wait_for(name, r"⏸ paused after step (\d+)").group(1)  # the trainer says it holds
-        wait_for(name, rf"step {held}/1200")
+        wait_for(name, rf"step {held}/48000")
         with open_session(tmp_path / "e2e") as s:  # two heartbeats later, still at that step
             beat = float(s._meta()["heartbeat"])
             while float(s._meta()["heartbeat"]) < beat + 2.0:
                 time.sleep(0.1)
             assert s.last_step() == int(held)
-        assert wait_for(name, r"step (\d+)/1200").group(1) == held
+        assert wait_for(name, r"step (\d+)/48000").group(1) == held
         tmux("send-keys", "-t", name, "p")
         wait_for(name, r"● live")
+        tmux("send-keys", "-t", name, "?")  # the help page, as the terminal shows it
+        wait_for(name, r"sgdwalk watch — keys")
+        wait_for(name, r"p +pause / resume training")
+        tmux("send-keys", "-t", name, "Escape")
+        wait_gone(name, r"sgdwalk watch — keys")  # the slices title shows under the help too
+        tmux("send-keys", "-t", name, "C-c")  # Ctrl+C asks, as q does
+        wait_for(name, r"\[s\] stop the run cleanly and quit")
         tmux("send-keys", "-t", name, "s")
-        wait_for(name, r"■ interrupted · .*step")
-        tmux("send-keys", "-t", name, "q")
         wait_for(name, r"EXIT=130")
     finally:
         subprocess.run(["tmux", "-L", SOCKET, "kill-session", "-t", name], check=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from canned import CANNED_CONFIG, CANNED_INFO, canned_records, drawn
+from canned import CANNED_CONFIG, CANNED_INFO, aio, canned_records, drawn, screen_text
 
 from sgdwalk.records import FINISHED, CurvatureMeasured
 from sgdwalk.session import SessionWriter, open_session
@@ -52,3 +52,22 @@ def test_dashboard_mid_run_with_cosines_in_the_compact_slot(snap_compare, snap_s
 
 def test_terminal_too_small(snap_compare, snap_session):
     assert snap_compare(replay(snap_session), terminal_size=(60, 20))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+def test_the_help_page(snap_compare, snap_session, size):
+    assert snap_compare(replay(snap_session), press=["question_mark"], terminal_size=size)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+@aio
+async def test_the_help_page_shows_its_text_on_screen(snap_session, size):
+    """The page as the terminal shows it (an empty frame once passed a test of its widget)."""
+    app = replay(snap_session)
+    async with app.run_test(size=size) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause()
+        shown = screen_text(app)
+    assert "sgdwalk replay — keys" in shown
+    assert "play / pause" in shown and "escape or ? closes this page" in shown or size[1] < 40
+    assert "Panels" in shown

@@ -18,7 +18,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from canned import CANNED_CONFIG, CANNED_INFO, canned_records
+from canned import CANNED_CONFIG, CANNED_INFO, HANG, canned_records
 
 from sgdwalk.errors import UsageError
 from sgdwalk.records import FINISHED
@@ -34,7 +34,7 @@ SGDWALK = Path(sys.executable).parent / "sgdwalk"
 def sgdwalk(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "SGDWALK_SESSIONS")}
     return subprocess.run([str(SGDWALK), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+                          text=True, timeout=HANG)  # fmt: skip
 
 
 def write_session(directory: Path, curvature: bool = True, **config) -> Path:

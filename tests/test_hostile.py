@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from canned import aio, drawn, until, write_canned_session, write_then_die
+from canned import HANG, aio, drawn, until, write_canned_session, write_then_die
 from test_bad_input import run_cli
 
 from sgdwalk.errors import DataError, SessionError
@@ -40,7 +40,7 @@ def small_tmpfs(path: Path, size: str):
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-def wait_until(cond, timeout: float = 300.0) -> None:
+def wait_until(cond, timeout: float = HANG) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         assert time.monotonic() < deadline, "condition not reached in time"
@@ -55,7 +55,7 @@ def test_a_full_disk_is_one_line_exit_4_and_keeps_every_committed_step(tmp_path)
     with small_tmpfs(tmp_path / "small", "400k") as small:
         proc = subprocess.run([SGDWALK, "run", "--headless", "--epochs", "100", "--hessian-every",
                                "off", "--sessions-dir", str(small), "--session", "f"],
-                              capture_output=True, text=True, timeout=900)  # fmt: skip
+                              capture_output=True, text=True, timeout=HANG)  # fmt: skip
         assert proc.returncode == 4, proc.stderr
         assert proc.stderr.count("\n") == 1
         assert proc.stderr.startswith(f"sgdwalk: error: cannot write the session at {small}/f/")
@@ -199,7 +199,7 @@ async def test_watch_shows_no_rate_once_the_writer_is_gone(tmp_path):
     source = FollowSource(open_session(tmp_path / "dead"))
     app = make_app(source)
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, source.done.is_set, tries=600)
+        await until(pilot, source.done.is_set)
         await drawn(pilot, app)
         await until(pilot, lambda: "no heartbeat" in app.dashboard.query_one("#status").text)
         status = app.dashboard.query_one("#status").text
@@ -230,7 +230,7 @@ def test_a_stop_inside_a_curvature_pass_ends_the_run_within_seconds(tmp_path, si
         proc.stdout.close()  # the terminal is gone: every print now fails
         proc.send_signal(sig)
         sent = time.monotonic()
-        proc.wait(timeout=120)
+        proc.wait(timeout=HANG)
         took = time.monotonic() - sent
     finally:
         if proc.poll() is None:

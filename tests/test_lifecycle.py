@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from canned import HANG
 
 from sgdwalk import open_session
 from sgdwalk.records import PAUSED_EVENT, RESUMED_EVENT, StepMeasured
@@ -45,14 +46,14 @@ def start(
     return proc
 
 
-def wait_until(cond, timeout: float = 120.0) -> None:
+def wait_until(cond, timeout: float = HANG) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.05)
 
 
-def wait_for_steps(db: Path, n: int, proc: subprocess.Popen, timeout: float = 240) -> int:
+def wait_for_steps(db: Path, n: int, proc: subprocess.Popen, timeout: float = HANG) -> int:
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
@@ -103,7 +104,7 @@ def test_signals_stop_cleanly_as_interrupted(tmp_path: Path, sig: signal.Signals
         assert s.last_step() == events[0].step  # everything up to the stop was committed
 
 
-def wait_for_event(session_dir: Path, kind: str, proc: subprocess.Popen, timeout: float = 60):
+def wait_for_event(session_dir: Path, kind: str, proc: subprocess.Popen, timeout: float = HANG):
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
@@ -141,7 +142,7 @@ def test_detach_leaves_a_lower_priority_trainer_in_its_own_session(tmp_path: Pat
     args = [SGDWALK, "run", "--detach", "--sessions-dir", str(tmp_path), "--session", "bg",
             "--epochs", "200", "--train-size", "256", "--hessian-every", "off"]  # fmt: skip
     out = subprocess.run(
-        args, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+        args, capture_output=True, text=True, timeout=HANG, stdin=subprocess.DEVNULL
     )
     assert out.returncode == 0, out.stderr
     pid = int(out.stdout.split("(pid ")[1].split(")")[0])
@@ -168,7 +169,7 @@ def test_detach_leaves_a_lower_priority_trainer_in_its_own_session(tmp_path: Pat
 @pytest.mark.slow
 def test_divergence_stops_with_an_event(tmp_path: Path):
     proc = start(tmp_path, "boom", "--lr", "1e6", "--no-batchnorm")
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 3, err
     with open_session(tmp_path / "boom") as s:
         assert s.status == "diverged"

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from canned import aio, canned_records, drawn
+from canned import HANG, aio, canned_records, drawn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_bad_input import run_cli
@@ -81,7 +81,7 @@ def diverged(tmp_path_factory) -> Path:
     proc = subprocess.run(
         [SGDWALK, "run", "--headless", "--lr", "1e30", "--allow-divergence", "--epochs", "2",
          "--train-size", "300", "--top-k", "3", "--sessions-dir", str(folder), "--session", "d"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=HANG,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     return folder / "d"

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from canned import aio, drawn, until, write_then_die
+from canned import HANG, aio, drawn, until, write_then_die
 
 from sgdwalk.records import FINISHED, INTERRUPTED
 from sgdwalk.session import SessionError, open_session
@@ -46,7 +46,7 @@ async def test_watch_follows_a_headless_run_in_another_process(tmp_path):
         source = FollowSource(session)
         app = make_app(source)
         async with app.run_test(size=(120, 40)) as pilot:
-            await until(pilot, source.done.is_set, tries=600)
+            await until(pilot, source.done.is_set)
             await drawn(pilot, app)
             scr = app.dashboard
             assert scr.buffers.last.step == 5  # 320 examples / batch 64, 1 epoch
@@ -54,7 +54,7 @@ async def test_watch_follows_a_headless_run_in_another_process(tmp_path):
             assert scr.chart("slices").data.steps[-1].step == 5
             assert FINISHED in status(app)
     finally:
-        proc.wait(timeout=60)
+        proc.wait(timeout=HANG)
     assert proc.returncode == 0
 
 
@@ -63,7 +63,7 @@ async def test_watch_a_finished_session_shows_it_all(canned_session):
     source = FollowSource(open_session(canned_session))
     app = make_app(source)
     async with app.run_test(size=(80, 24)) as pilot:
-        await until(pilot, source.done.is_set, tries=600)
+        await until(pilot, source.done.is_set)
         await drawn(pilot, app)
         assert "step 96/96" in status(app) and FINISHED in status(app)
         await pilot.press("q")  # nothing is running: quits at once
@@ -76,7 +76,7 @@ async def test_watch_says_when_the_writer_died(tmp_path):
     source = FollowSource(open_session(tmp_path / "dead"))
     app = make_app(source)
     async with app.run_test(size=(80, 24)) as pilot:
-        await until(pilot, source.done.is_set, tries=600)
+        await until(pilot, source.done.is_set)
         await drawn(pilot, app)
         assert INTERRUPTED in status(app) and "no heartbeat" in status(app)
         assert app.dashboard.buffers.last.step == 24
@@ -89,3 +89,26 @@ def test_detach_passes_every_flag_and_the_session_name(tmp_path):
     assert argv[1:5] == ["-m", "sgdwalk.tui.cli", "run", "--headless"]
     assert argv[5:] == ["--model", "mlp", "--epochs", "2", "--no-batchnorm", "--download",
                         "--session", "bg", "--sessions-dir", str(tmp_path.resolve())]  # fmt: skip
+
+
+def test_watch_waits_for_a_session_a_starting_run_creates(tmp_path):
+    from canned import write_canned_session
+
+    from sgdwalk.tui.commands.dashboards import open_when_there
+
+    def create_soon() -> None:
+        time.sleep(0.5)  # the run starting in another window
+        write_canned_session(tmp_path / "late")
+
+    import threading
+
+    maker = threading.Thread(target=create_soon)
+    maker.start()
+    try:
+        session = open_when_there("late", tmp_path, wait=120)
+        assert session.step_count() == 96
+        session.close()
+    finally:
+        maker.join()
+    with pytest.raises(SessionError, match="no session 'never'"):
+        open_when_there("never", tmp_path, wait=0.3)

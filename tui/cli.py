@@ -35,7 +35,7 @@ SESSIONS_ENV = "SGDWALK_SESSIONS"
 
 
 def default_sessions_dir() -> str:
-    return os.environ.get(SESSIONS_ENV, "sessions")
+    return os.environ.get(SESSIONS_ENV) or "sessions"
 
 
 # ---------------------------------------------------------------- run
@@ -195,11 +195,18 @@ def run(
 def watch(
     session: SessionArg,
     sessions_dir: SessionsDirOpt = None,
+    wait: Annotated[
+        float, Opt(help="seconds to wait for a session that does not exist yet (a run starting)")
+    ] = 60.0,
 ) -> None:
     """Follow a session another process writes (live or finished) in the dashboard."""
+    from sgdwalk.errors import UsageError
     from sgdwalk.tui.commands.dashboards import watch as watch_session
 
-    raise typer.Exit(watch_session(session, Path(sessions_dir or default_sessions_dir())))
+    if not 0 <= wait <= 86_400:
+        raise UsageError(f"--wait: must be in 0..86400 seconds, got {wait}")
+    folder = Path(sessions_dir or default_sessions_dir())
+    raise typer.Exit(watch_session(session, folder, wait=wait))
 
 
 @app.command()

@@ -189,6 +189,19 @@ class Session(SessionFile):
         except (TypeError, ValueError):
             return None
 
+    def writer_pid(self) -> int | None:
+        """The pid of the process writing this session, if it runs on this machine now.
+
+        A pid alone could have been reused by an unrelated process since; this one must have
+        started before the session was created (Linux: ``/proc/PID/stat``), so a signal sent to
+        it reaches the trainer and nothing else. None elsewhere, or when it is not running.
+        """
+        pid = self.pid
+        if pid is None or pid <= 0 or not self.alive:
+            return None
+        started = _process_start(pid)
+        return pid if started is not None and started <= self.started_at + 1.0 else None
+
     @property
     def alive(self) -> bool:
         """True while a writer process is running this session.
@@ -301,6 +314,18 @@ class Session(SessionFile):
                     keyed.append(((getattr(rec, t.order), t.rank), rec))
         keyed.sort(key=lambda kv: kv[0])
         return [rec for _, rec in keyed]
+
+
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), from Linux's /proc; else None."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        with open("/proc/stat") as fh:
+            boot = next(float(ln.split()[1]) for ln in fh if ln.startswith("btime"))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime in ticks
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def _json_object(meta: dict[str, Any], key: str) -> dict[str, Any]:

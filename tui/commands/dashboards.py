@@ -13,6 +13,7 @@ its session always ends with a final status and everything committed.
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from sgdwalk.config import RunConfig
 from sgdwalk.errors import EXIT_CODES, SessionError, exit_code
 from sgdwalk.records import FAILED, RUNNING
 from sgdwalk.runner import claim, open_run
-from sgdwalk.session import open_session
+from sgdwalk.session import DB_NAME, Session, open_session
 from sgdwalk.tui.commands.trainer import start_trainer
 
 STOP_WAIT = 600.0  # seconds to wait for a stopped in-process run to finish its current step
@@ -94,13 +95,14 @@ def run_in_process(cfg: RunConfig) -> int:
 
 def watch(
     spec: str, sessions_dir: Path, pid: int | None = None, detached: bool = False,
-    owned: bool = False,
+    owned: bool = False, wait: float = 0.0,
 ) -> int:  # fmt: skip
-    """The dashboard over a session another process writes (or wrote)."""
+    """The dashboard over a session another process writes (or wrote); ``wait`` seconds for one
+    that does not exist yet."""
     from sgdwalk.tui.dashboard.app import make_app
     from sgdwalk.tui.dashboard.sources import FollowSource
 
-    session = open_session(spec, sessions_dir)
+    session = open_when_there(spec, sessions_dir, wait)
     source = FollowSource(session, pid=pid, detached=detached, owned=owned)
     app = make_app(source)
     app.run()
@@ -114,6 +116,39 @@ def watch(
         say(f"sgdwalk: {session.name}: {status}")
     source.close()
     return crashed(app)
+
+
+SCHEMA_GRACE = 2.0  # seconds a session file that exists may take to hold its schema
+
+
+def open_when_there(spec: str, sessions_dir: Path, wait: float) -> Session:
+    """Open a session; one that a run about to start will create (``watch`` typed in another
+    window just before ``run``) is waited for, up to ``wait`` seconds. A file that is there but
+    does not open within ``SCHEMA_GRACE`` seconds is damaged or foreign: its error goes up."""
+    deadline = time.monotonic() + wait
+    seen: float | None = None
+    told = False
+    while True:
+        try:
+            return open_session(spec, sessions_dir)
+        except SessionError:
+            now = time.monotonic()
+            if _file_there(spec, sessions_dir):
+                seen = now if seen is None else seen
+                if now - seen > SCHEMA_GRACE:
+                    raise
+            elif now > deadline:
+                raise
+            if not told and now + 0.5 < deadline:
+                say(f"sgdwalk: waiting for session {spec!r} to appear in {sessions_dir} "
+                    f"(up to {wait:.0f} s; Ctrl+C stops waiting)")  # fmt: skip
+                told = True
+            time.sleep(0.1)
+
+
+def _file_there(spec: str, sessions_dir: Path) -> bool:
+    candidates = (Path(sessions_dir) / spec / DB_NAME, Path(spec) / DB_NAME, Path(spec))
+    return any(p.is_file() for p in candidates if str(p))
 
 
 def crashed(app: Any) -> int:

@@ -14,8 +14,10 @@ from typing import Any
 
 from textual import on
 from textual.app import App
+from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
+from sgdwalk.tui.dashboard.dialogs import QuitScreen
 from sgdwalk.tui.dashboard.modes import LiveScreen, ReplayScreen, WatchScreen
 from sgdwalk.tui.dashboard.replay import ReplayCursor
 from sgdwalk.tui.dashboard.sources import FollowSource, LiveSource
@@ -26,6 +28,11 @@ ENGINE_WORKER = "engine"
 class SgdwalkApp(App[None]):
     TITLE = "sgdwalk"
     ENABLE_COMMAND_PALETTE = False
+    # Ctrl+C and Ctrl+Q mean what q means: the quit question (stop the run, or leave it running)
+    BINDINGS = [
+        Binding("ctrl+q", "ask_quit", "quit", show=False, priority=True),
+        Binding("ctrl+c", "ask_quit", "quit", show=False, priority=True),
+    ]
 
     def __init__(self, source: LiveSource | FollowSource | ReplayCursor) -> None:
         super().__init__()
@@ -52,6 +59,14 @@ class SgdwalkApp(App[None]):
                     loop.add_signal_handler(sig, self._hung_up)
                 except (NotImplementedError, RuntimeError, ValueError):
                     continue  # not the main thread (tests) or no signals on this platform
+
+    def action_ask_quit(self) -> None:
+        """Ctrl+C / Ctrl+Q: the quit question, from any page (the help closes first)."""
+        if isinstance(self.screen, QuitScreen):
+            return  # already asking
+        while self.screen is not self.dashboard and len(self.screen_stack) > 1:
+            self.pop_screen()
+        self.dashboard.action_quit_dashboard()
 
     def _hung_up(self) -> None:
         self.source.stop()  # type: ignore[union-attr]

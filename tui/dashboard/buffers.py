@@ -38,6 +38,22 @@ class RunFacts:
     total_steps: int | None = None
     epochs: int | None = None
     batch_size: int | None = None  # the configured size (an epoch's last batch may be smaller)
+    steps_per_epoch: int | None = None
+    curvature_every: tuple[str, int] | None = None  # ("epochs" | "steps", N), None: off
+
+    def passes_after(self, step: int) -> int | None:
+        """Curvature passes the run still has to make after ``step`` (None: unknown)."""
+        every, total, per = self.curvature_every, self.total_steps, self.steps_per_epoch
+        if every is None:
+            return 0
+        if not total:
+            return None
+        unit, n = every
+        if unit == "steps":
+            return max(0, total // n - step // n)
+        if not per:
+            return None
+        return max(0, total // per // n - step // per // n)
 
 
 @dataclass
@@ -144,13 +160,20 @@ class Buffers:
                     measurements=len(self.curvature))  # fmt: skip
 
     def steps_per_second(self) -> float | None:
-        """Training speed over the last ``RATE_SPAN`` steps, from their recorded times."""
+        """Training speed over the last ``RATE_SPAN`` steps, from their recorded times, without
+        the curvature passes among them (those are counted apart, in ``pass_seconds``)."""
         if len(self.trail) < 2:
             return None
         a = self.trail[max(0, len(self.trail) - 1 - RATE_SPAN)]
         b = self.trail[-1]
-        dt = b.elapsed - a.elapsed
+        passes = sum(c.seconds or 0.0 for c in self.curvature if a.step <= c.step < b.step)
+        dt = b.elapsed - a.elapsed - passes
         return (b.step - a.step) / dt if dt > 0 else None
+
+    def pass_seconds(self) -> float | None:
+        """How long a curvature pass takes, on the latest few (None before the first)."""
+        times = [c.seconds for c in list(self.curvature)[-3:] if c.seconds]
+        return sum(times) / len(times) if times else None
 
     def take_dirty(self) -> set[str]:
         out, self.dirty = self.dirty, set()
@@ -163,6 +186,10 @@ def event_line(rec: EventLogged) -> str:
 
 
 def curvature_line(rec: CurvatureMeasured) -> str:
+    """The event line of a curvature pass: λ1, its cost (a gap in training), the alignment."""
     top = f"{rec.eigenvalues[0]:.4g}" if rec.eigenvalues else "n/a"
+    took = f", {rec.seconds:.0f} s" if rec.seconds is not None else ""
     align = " ".join(f"b{a.batch_size}={a.subspace_mean:.2f}" for a in rec.alignment)
-    return f"· step {rec.step}: curvature λ1 {top} ({rec.hvps} products) {align}".rstrip()
+    return (
+        f"· step {rec.step}: curvature pass, λ1 {top} ({rec.hvps} products{took}) {align}".rstrip()
+    )

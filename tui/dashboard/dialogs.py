@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
@@ -12,25 +12,28 @@ from sgdwalk.tui.text import plain
 
 PANELS_HELP = """\
 Panels
-  slices     Figure 1: the loss along each step's straight line θ_t + αΔ_t for the last N steps;
-             dots are the loss at each step, the dashed line joins the valley floors.
-  barriers   Figure 4: barriers crossed per epoch (bars), running total in the title.
-  alignment  Figures 5-6: how much the gradient of a batch of size b lies in the top-k Hessian
-             subspace, per batch size (appears once curvature is measured).
-  cosine     Figure 7: cosine of consecutive mini-batch gradients and of consecutive updates.
-  loss       mini-batch loss per step; train/validation loss at each epoch end.
-  status     step, epoch, speed, ETA, lr, batch size, device, session (replay: the cursor).
-  events     divergence, warnings, curvature phases, the run's end.
+  slices     Figure 1: the loss along each step's line θ_t + αΔ_t, for the
+             last N steps; dots: the loss at each step; dashed: valley floors
+  barriers   Figure 4: barriers crossed per epoch; the total in the title
+  loss       mini-batch loss per step; train/validation loss at epoch ends
+  cosine     Figure 7: cosine of consecutive gradients (and updates)
+  alignment  Figures 5-6: how much a batch-b gradient lies in the top-k
+             Hessian subspace, by batch size (once curvature is measured)
+  status     step, epoch, speed, ETA, lr, batch size, device, session
+  events     divergence, warnings, curvature passes, the run's end
 """
 
 
 class HelpScreen(ModalScreen[None]):
     """Every key of the current mode, and one sentence per panel."""
 
+    # A fixed width: an auto-width container around an auto-width Static measures to nothing
+    # (the page was an empty box); the text scrolls when the terminal is shorter than it.
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > Vertical { width: auto; max-width: 100%; height: auto; max-height: 100%;
-        border: round $accent; background: $surface; padding: 0 1; overflow-y: auto; }
+    HelpScreen > VerticalScroll { width: 80; max-width: 100%; height: auto; max-height: 100%;
+        border: round $accent; background: $surface; padding: 0 1; }
+    HelpScreen Static { width: 100%; }
     """
     BINDINGS = [Binding("escape,question_mark,q", "dismiss", "close")]
 
@@ -40,9 +43,9 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         lines = [f"{self.title_} — keys"]
-        lines += [f"  {k:<14} {what}" for k, what in self.keys]
+        lines += [f"  {k:<16} {what}" for k, what in self.keys]
         lines += ["", PANELS_HELP, "escape or ? closes this page"]
-        with Vertical():
+        with VerticalScroll():
             yield Static("\n".join(lines), markup=False)
 
 

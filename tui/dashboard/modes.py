@@ -39,7 +39,33 @@ def facts_of(name: str, info: dict, config: dict | None = None) -> RunFacts:
     config = config or {}
     return RunFacts(session=name, device=plain(info.get("device", "")),
                     total_steps=_count(info.get("total_steps")), epochs=_count(config.get("epochs")),
-                    batch_size=_count(info.get("batch_size")))  # fmt: skip
+                    batch_size=_count(info.get("batch_size")),
+                    steps_per_epoch=_count(info.get("steps_per_epoch")),
+                    curvature_every=_schedule(config.get("hessian_every")))  # fmt: skip
+
+
+def phase_text(phase: dict | None) -> str:
+    """ "curvature 12/63 · 41 s" from a heartbeat's phase record ("" when there is none)."""
+    if not phase:
+        return ""
+    done, total, since = phase.get("done"), phase.get("total"), phase.get("since")
+    text = plain(phase.get("phase", ""))
+    if isinstance(done, int) and isinstance(total, int):
+        text += f" {done}/{total}"
+    if isinstance(since, int | float) and math.isfinite(since):
+        text += f" · {max(0.0, time.time() - since):.0f} s"
+    return text
+
+
+def _schedule(value: object) -> tuple[str, int] | None:
+    """The curvature schedule of a session's config (None when off or unreadable)."""
+    from sgdwalk.config import parse_hessian_every
+    from sgdwalk.errors import ConfigError
+
+    try:
+        return parse_hessian_every(str(value)) if value is not None else None
+    except ConfigError:
+        return None
 
 
 class LiveScreen(DashboardScreen):
@@ -63,6 +89,12 @@ class LiveScreen(DashboardScreen):
 
     def feed(self) -> None:
         self.add_records(self.source.drain())
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """p and s only while the run trains (the footer shows just the keys that work)."""
+        if action in ("pause", "stop"):
+            return not (self.source.done.is_set() or self.source.stop_event.is_set())
+        return True
 
     def training(self) -> bool:
         src = self.source
@@ -91,6 +123,7 @@ class LiveScreen(DashboardScreen):
     def action_stop(self) -> None:
         if not self.source.done.is_set():
             self.source.stop()
+            self.refresh_bindings()
             self.redraw({"status"})
 
     def action_quit_dashboard(self) -> None:
@@ -118,6 +151,7 @@ class LiveScreen(DashboardScreen):
             self.app.notify(plain(f"training failed: {error}"), severity="error", timeout=10)
         else:
             self.outcome = status
+        self.refresh_bindings()
         self.redraw({"status"})
 
 
@@ -126,8 +160,8 @@ class WatchScreen(DashboardScreen):
 
     BINDINGS = [Binding("p", "pause", "pause/resume"), Binding("s", "stop", "stop run")]
     KEYS_HELP = [
-        ("p", "pause / resume training (runs this dashboard started)"),
-        ("s", "ask the training process to stop cleanly (runs this dashboard started)"),
+        ("p", "pause / resume training (a trainer on this machine)"),
+        ("s", "stop the trainer cleanly (a trainer on this machine)"),
         *DashboardScreen.KEYS_HELP,
     ]
     TITLE = "sgdwalk watch"
@@ -148,7 +182,19 @@ class WatchScreen(DashboardScreen):
         if now - self._checked >= 1.0:
             self._checked = now
             self._liveness = self._check_writer()
+            self.buffers.phase = phase_text(self.source.phase) if self.source.writer_alive else ""
             self.buffers.dirty.add("status")
+            if self.source.can_pause != self._keys_shown:
+                self._keys_shown = self.source.can_pause
+                self.refresh_bindings()
+
+    _keys_shown = True
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """p and s only for a live writer on this machine (the footer shows the keys that work)."""
+        if action in ("pause", "stop"):
+            return self.source.can_pause
+        return True
 
     def _check_writer(self) -> str:
         try:
@@ -180,7 +226,7 @@ class WatchScreen(DashboardScreen):
     def action_pause(self) -> None:
         src = self.source
         if not src.can_pause:
-            self.set_note("cannot pause it from here: this dashboard did not start the run")
+            self.set_note("cannot pause it from here: its trainer is not running on this machine")
             return
         held = src.paused or self.held_at is not None
         if src.resume() if held else src.pause():
@@ -193,7 +239,7 @@ class WatchScreen(DashboardScreen):
         if self.source.stop_writer():
             self.set_note("asked the run to stop")
         else:
-            self.set_note("cannot stop it from here: not started by this dashboard, or not running")
+            self.set_note("cannot stop it from here: its trainer is not running on this machine")
 
     def action_quit_dashboard(self) -> None:
         if not self.source.writer_alive:

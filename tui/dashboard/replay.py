@@ -4,7 +4,8 @@ Why it is shaped so: a session may hold 100,000 steps or more, so nothing here l
 history. A seek reads the window the panels draw (``TRAIL`` steps ending at the cursor) through the
 indexed ``Session.steps(start, stop)``; epochs, curvature records and events are few (one per epoch
 or per schedule) and are read once. Playing feeds the steps between two frames into the same
-buffers live training fills, paced by the steps' recorded ``elapsed`` times (1x = as it trained).
+buffers live training fills, paced by the steps' recorded ``elapsed`` times (1x = as it trained, without the waits for curvature
+passes, which the event log marks with their length).
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ class ReplayCursor:
         self.clock = first.elapsed if first else 0.0
         self.speed_index = 0
         self.playing = False
+        # training waited for each curvature pass; "as recorded" speeds jump over those gaps
+        passes = sorted((c.step, c.seconds) for c in self.curvature if c.seconds)
+        self._pass_steps = [at for at, _ in passes]
+        self._pass_secs = [sec for _, sec in passes]
+        self._jumped_to = self.cursor  # passes after steps before this are behind the clock
 
     # -- positions
 
@@ -87,6 +93,7 @@ class ReplayCursor:
         cur = window[-1] if window else None
         self.epoch = cur.epoch if cur else self.epoch_of(self.cursor)
         self.clock = cur.elapsed if cur else 0.0
+        self._jumped_to = self.cursor
         buffers.load(
             window,
             (e for e in self.epochs if e.steps <= self.cursor),
@@ -121,6 +128,7 @@ class ReplayCursor:
             self.clock += self.speed * dt
             steps = []
             for s in self.session.steps(self.cursor + 1, self.cursor + 1 + FRAME_STEPS_CAP):
+                self.clock += self._pass_time(s.step)
                 if s.elapsed > self.clock:
                     break
                 steps.append(s)
@@ -129,6 +137,14 @@ class ReplayCursor:
         if not steps:
             return []
         return self._advance_to(steps)
+
+    def _pass_time(self, step: int) -> float:
+        """Seconds of curvature passes between the last step jumped to and ``step`` (each
+        counted once): training waited for them, a replay need not."""
+        lo, self._jumped_to = self._jumped_to, max(self._jumped_to, step)
+        a = bisect.bisect_left(self._pass_steps, lo)
+        b = bisect.bisect_left(self._pass_steps, step)
+        return sum(self._pass_secs[a:b])
 
     def _advance_to(self, steps: list[StepMeasured]) -> list[object]:
         lo, hi = self.cursor, steps[-1].step

@@ -110,12 +110,23 @@ class FollowSource(Source):
         self.session = session
         self.name = session.name
         self.info = session.info
-        self.pid = pid  # the writer's process, when this dashboard started it
+        self._reader = Session(session.db)  # the worker thread owns `session`, the UI this one
+        # the writer's process: the one this dashboard started, or the one the session names
+        # when it runs on this machine (so p and s work for a reattached run too)
+        self.pid = pid if pid is not None else self._writer_pid()
         self.detached = detached
         self.owned = owned  # started by this dashboard without --detach: quitting stops it
         self.paused = False
-        self.can_pause = pid is not None
-        self._reader = Session(session.db)  # the worker thread owns `session`, the UI this one
+
+    @property
+    def can_pause(self) -> bool:
+        return self.pid is not None and self.writer_alive
+
+    def _writer_pid(self) -> int | None:
+        try:
+            return self._reader.writer_pid()
+        except SessionError:
+            return None
 
     def work(self) -> int:
         """Follow in a daemon thread and wait for it or for ``stop``.
@@ -171,6 +182,14 @@ class FollowSource(Source):
     @property
     def message(self) -> str:
         return self._reader.message
+
+    @property
+    def phase(self) -> dict[str, Any] | None:
+        """The long computation the writer is in, from its heartbeat (None: none, or unknown)."""
+        try:
+            return self._reader.phase
+        except SessionError:
+            return None
 
     def _signal_writer(self, sig: int | None) -> bool:
         if self.pid is None or sig is None or not self.writer_alive:

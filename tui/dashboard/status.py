@@ -37,7 +37,7 @@ def run_fields(b: Buffers, width: int, held: bool = False) -> list[str]:
         f"{rate:.1f} {'st/s' if narrow else 'steps/s'}" if rate else "-- steps/s",
     ]
     if rate and f.total_steps and step < f.total_steps:
-        out.append(f"ETA {clock((f.total_steps - step) / rate)}")
+        out.append(eta(b, step, rate))
     if last is not None:
         out.append(f"lr {last.lr:g}")
         out.append(f"{'b' if narrow else 'batch '}{f.batch_size or last.batch_size}")
@@ -45,6 +45,19 @@ def run_fields(b: Buffers, width: int, held: bool = False) -> list[str]:
         out.insert(0, b.phase)
     out += [f.device, f.session]
     return [x for x in out if x]
+
+
+def eta(b: Buffers, step: int, rate: float) -> str:
+    """Time left: the steps at the training rate, plus the curvature passes still to come at
+    the time the last ones took (said so when passes are part of it)."""
+    total = b.facts.total_steps or step
+    seconds = (total - step) / rate
+    passes, each = b.facts.passes_after(step), b.pass_seconds()
+    if not passes:
+        return f"ETA {clock(seconds)}"
+    if each is None:
+        return f"ETA {clock(seconds)} + {passes} curvature passes"
+    return f"ETA {clock(seconds + passes * each)} incl. {passes} curvature"
 
 
 def join(fields: list[str], width: int) -> str:
