@@ -42,6 +42,7 @@ __all__ = [
     "list_sessions",
     "open_session",
     "prepare",
+    "Walker",
 ]
 
 
@@ -50,4 +51,8 @@ def __getattr__(name: str):  # noqa: ANN202
         from sgdwalk.train import prepare
 
         return prepare
+    if name == "Walker":  # loads torch: only when asked for
+        from sgdwalk.walker import Walker
+
+        return Walker
     raise AttributeError(name)

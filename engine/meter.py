@@ -92,6 +92,11 @@ class StepMeter:
         theta = self.trail.theta if self.trail.theta is not None else flat_params(model)
         self._before = (theta, flat_grads(model))
 
+    def discard(self) -> None:
+        """Forget the update begun with ``before_update``: it was not taken (a skipped step)."""
+        self._before = None
+        self.trail.forget()
+
     def after_update(
         self, model: nn.Module, step: int, epoch: int, lr: float, batch_size: int,
         batch_loss: torch.Tensor | float, chunks: Chunks | None = None,

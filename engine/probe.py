@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,7 +25,14 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from sgdwalk.errors import Stopped
 
-Chunks = Sequence[tuple[torch.Tensor, torch.Tensor]]
+Chunks = Sequence[tuple[Any, torch.Tensor]]  # (inputs, labels); see ``Criterion``
+# A chunk's loss summed over its examples: cross-entropy of module(x) against y by default; a user's
+# loss (``sgdwalk.batches.SummedLoss``) takes the whole batch as x and y only for its length.
+Criterion = Callable[[nn.Module, Any, torch.Tensor], torch.Tensor]
+
+
+def cross_entropy_sum(module: nn.Module, x: Any, y: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(module(x), y, reduction="sum")
 
 
 def flat_params(model: nn.Module) -> torch.Tensor:
@@ -58,7 +66,9 @@ def make_chunks(
     return list(zip(torch.split(x, size), torch.split(y, size), strict=True))
 
 
-def activations_per_example(module: nn.Module, x: torch.Tensor) -> float:
+def activations_per_example(
+    module: nn.Module, x: Any, y: torch.Tensor, criterion: Criterion = cross_entropy_sum
+) -> float:
     """Elements all leaf modules output for one example (forward hooks on two examples, no grad).
 
     An upper bound on what a forward pass holds at once, which frees each output once used.
@@ -71,14 +81,16 @@ def activations_per_example(module: nn.Module, x: torch.Tensor) -> float:
 
     leaves = [m for m in module.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
-    few = x[:2]  # two examples: BatchNorm in train mode needs more than one value per channel
+    from sgdwalk.batches import index_batch
+
+    n = min(2, int(y.shape[0]))  # two examples: BatchNorm in train mode needs more than one
     try:
         with torch.no_grad():
-            module(few)
+            criterion(module, index_batch(x, slice(0, n)), y[:n])
     finally:
         for h in handles:
             h.remove()
-    return count[0] / few.shape[0]
+    return count[0] / n
 
 
 def has_convolutions(model: nn.Module) -> bool:
@@ -92,10 +104,15 @@ class Evaluator:
     the module notes).
     """
 
-    def __init__(self, model: nn.Module, slice_mode: str = "loop"):
+    def __init__(
+        self, model: nn.Module, slice_mode: str = "loop", criterion: Criterion | None = None
+    ):
         if slice_mode not in ("loop", "vmap"):
             raise ValueError(f"slice_mode must be 'loop' or 'vmap', got {slice_mode!r}")
+        if criterion is not None and slice_mode == "vmap":
+            raise ValueError("a custom loss evaluates its slices in 'loop' mode")
         self.slice_mode = slice_mode
+        self.criterion = criterion or cross_entropy_sum
         self.batched: object | None = None  # the vmap machinery (sgdwalk.slicing), built once
         self.should_stop: Callable[[], bool] = lambda: False  # asked between chunks
         self.shadow = copy.deepcopy(model)
@@ -143,7 +160,7 @@ class Evaluator:
         n = 0
         for x, y in chunks:
             self.checkpoint()
-            total += nn.functional.cross_entropy(self.shadow(x), y, reduction="sum")
+            total += self.criterion(self.shadow, x, y)
             n += y.shape[0]
         return total / n
 

@@ -116,7 +116,9 @@ class CurvatureMeasured:
 
 Level = Literal["info", "warning", "error"]
 # Run outcomes are events of their own kind; the last one names the session's final status.
-EventKind = Literal["finished", "interrupted", "diverged", "failed", "paused", "resumed", "warning"]
+EventKind = Literal[
+    "finished", "interrupted", "diverged", "failed", "paused", "resumed", "skipped", "warning"
+]
 EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 
 
@@ -156,3 +158,4 @@ ENDINGS = (FINISHED, INTERRUPTED, DIVERGED, FAILED)
 
 PAUSED_EVENT: Final = "paused"  # written once training really holds, naming the last step taken
 RESUMED_EVENT: Final = "resumed"
+SKIPPED_EVENT: Final = "skipped"  # an update the loop did not take (an AMP scaler skipped it)

@@ -122,7 +122,7 @@ class BatchedLosses:
             ev = self.ev
             size = ev.flat.element_size()
             by_params = VMAP_PARAM_BYTES // (ev.numel * size)
-            per_example = activations_per_example(ev.shadow, chunks[0][0])
+            per_example = activations_per_example(ev.shadow, *chunks[0])
             budget = VMAP_ACTIVATION_BYTES
             if ev.flat.device.type == "cuda":
                 budget = max(budget, torch.cuda.mem_get_info(ev.flat.device)[0] // 4)

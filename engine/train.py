@@ -149,7 +149,7 @@ class Run:
             yield from self._curvature(0, 0)  # at the start, before the first update
         for epoch in range(1, cfg.epochs + 1):
             self.model.train()
-            tally = _Tally()
+            tally = Tally()
             for idx in self._batches():
                 at[:] = step, epoch
                 if should_stop():
@@ -226,7 +226,7 @@ class Run:
         """``--probe batch``: the step's own mini-batch, un-augmented."""
         return make_chunks(self.data.inputs(idx), self.data.y_train[idx], self.chunk)
 
-    def _epoch_summary(self, epoch: int, step: int, tally: _Tally) -> EpochEnded:
+    def _epoch_summary(self, epoch: int, step: int, tally: Tally) -> EpochEnded:
         ev = self.evaluator
         ev.load(flat_params(self.model))
         train = ev.loss_and_accuracy(self.probe_chunks)
@@ -240,7 +240,7 @@ class Run:
 
 
 @dataclass
-class _Tally:
+class Tally:
     """Barriers and interior minima among an epoch's measured steps."""
 
     barriers: int = 0

@@ -137,3 +137,17 @@ def test_no_module_imports_one_that_imports_it_back():
 
     cycles = [c for name in sorted(graph) if (c := cycle_from(name))]
     assert not cycles, " -> ".join(cycles[0])
+
+
+def test_every_package_folder_is_installed():
+    """A folder with an ``__init__.py`` under engine/ or tui/ that pyproject does not list would be
+    missing from a wheel (an editable install hides it)."""
+    import tomllib
+
+    root = Path(__file__).parent.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(project["packages"])
+    for top, name in (("engine", "sgdwalk"), ("tui", "sgdwalk.tui")):
+        for init in (root / top).rglob("__init__.py"):
+            parts = init.parent.relative_to(root / top).parts
+            assert ".".join((name, *parts)) in listed, init

@@ -91,3 +91,51 @@ def test_run_in_tmux_shows_the_walk_and_obeys_pause_and_stop(tmp_path):
     finally:
         subprocess.run(["tmux", "-L", SOCKET, "kill-session", "-t", name], check=False)
     assert open_session(tmp_path / "e2e").status == "interrupted"
+
+
+USER_SCRIPT = """
+import torch
+from torch import nn
+import sgdwalk
+
+torch.manual_seed(0)
+x, y = torch.randn(512, 3, 8, 8), torch.randint(0, 4, (512,))
+model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 36, 4))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+with sgdwalk.Walker(model, probe=(x[:128], y[:128])) as walker:
+    walker.attach(optimizer)
+    for step in range(10**6):
+        i = step * 32 % 512
+        loss = nn.functional.cross_entropy(model(x[i:i + 32]), y[i:i + 32])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+"""
+
+
+def test_exec_shows_a_users_script_live_and_pauses_and_stops_it(tmp_path):
+    name = f"sgdwalk-exec-{tmp_path.name}"
+    (tmp_path / "train.py").write_text(USER_SCRIPT)
+    python = ROOT / ".venv" / "bin" / "python"
+    cmd = (f"cd {tmp_path} && env -u COLUMNS -u LINES {SGDWALK} exec --session mine "
+           f"--sessions-dir {tmp_path} -- {python} train.py; echo EXIT=$?; sleep 30")  # fmt: skip
+    tmux("-f", "/dev/null", "new", "-d", "-s", name, "-x", "120", "-y", "40", cmd)
+    tmux("set-option", "-t", name, "window-size", "manual")
+    tmux("resize-window", "-t", name, "-x", "120", "-y", "40")
+    try:
+        wait_for(name, r"● live · step \d+ · epoch 1 · [\d.]+ steps/s .* batch 32 · cpu · mine")
+        wait_for(name, r"slices · last 20 steps")
+        tmux("send-keys", "-t", name, "p")
+        held = wait_for(name, r"⏸ paused after step (\d+)").group(1)  # the script holds
+        tmux("send-keys", "-t", name, "p")
+        wait_for(name, r"● live")
+        tmux("send-keys", "-t", name, "s")
+        wait_for(name, r"■ interrupted")
+        wait_for(name, r"interrupted: stopped by SIGTERM")
+        tmux("send-keys", "-t", name, "q")
+        wait_for(name, r"EXIT=130")
+    finally:
+        subprocess.run(["tmux", "-L", SOCKET, "kill-session", "-t", name], check=False)
+    with open_session(tmp_path / "mine") as s:
+        assert s.status == "interrupted" and s.step_count() > int(held)
+        assert s.config["model"] == "Sequential" and s.config["source"] == "walker"

@@ -188,6 +188,40 @@ def run(
     raise typer.Exit(dashboards.run_in_terminal(cfg, flags, config))
 
 
+# ---------------------------------------------------------------- exec
+
+
+@app.command(
+    "exec",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def exec_(
+    ctx: typer.Context,
+    session: Annotated[
+        str | None, Opt(help="session name [default: SCRIPT-YYYYmmdd-HHMMSS]")
+    ] = None,
+    sessions_dir: SessionsDirOpt = None,
+    headless: Annotated[
+        bool, Opt("--headless", help="no dashboard: run the script here, its output passing through")
+    ] = False,
+    detach: Annotated[
+        bool,
+        Opt("--detach", help="run the script in the background and watch it; quitting leaves it "
+            "running"),
+    ] = False,
+) -> None:  # fmt: skip
+    """Run your own training script (it uses sgdwalk.Walker) and watch it in the dashboard.
+
+    Usage: sgdwalk exec [OPTIONS] -- python train.py ARGS. The script's Walker writes the session
+    this command names (through $SGDWALK_SESSION and $SGDWALK_SESSIONS); p pauses it between steps,
+    s stops it cleanly, q asks. Exit code: the script's own (130 when it was stopped).
+    """
+    from sgdwalk.tui.commands.execute import exec_script
+
+    folder = Path(sessions_dir or default_sessions_dir())
+    raise typer.Exit(exec_script(list(ctx.args), session, folder, detach, headless))
+
+
 # ---------------------------------------------------------------- watch, replay
 
 

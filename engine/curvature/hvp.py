@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from sgdwalk.probe import Chunks, Evaluator, activations_per_example
+from sgdwalk.probe import Chunks, Evaluator, activations_per_example, cross_entropy_sum
 
 METHODS = ("double_backward", "forward_over_reverse")
 DEFAULT_METHOD = "double_backward"
@@ -76,7 +76,7 @@ def _split(v: torch.Tensor, ev: Evaluator) -> list[torch.Tensor]:
 
 def _chunk_loss(ev: Evaluator, x: torch.Tensor, y: torch.Tensor, n: int) -> torch.Tensor:
     # this chunk's share of the mean: (1/|P|) Σ_{i in chunk} CE(f_θ(x_i), y_i)
-    return nn.functional.cross_entropy(ev.shadow(x), y, reduction="sum") / n
+    return ev.criterion(ev.shadow, x, y) / n
 
 
 def examples(chunks: Chunks) -> int:
@@ -99,6 +99,8 @@ class HessianOperator:
     def __init__(self, ev: Evaluator, chunks: Chunks, method: str, cache: bool):
         if method not in METHODS:
             raise ValueError(f"unknown HVP method {method!r}; choose from {', '.join(METHODS)}")
+        if method == "forward_over_reverse" and ev.criterion is not cross_entropy_sum:
+            raise ValueError("forward_over_reverse products take the default cross-entropy only")
         self.ev, self.chunks, self.method = ev, list(chunks), method
         self.n = examples(self.chunks)
         self.dim = ev.numel
@@ -194,7 +196,7 @@ def graph_bytes(ev: Evaluator, chunks: Chunks) -> int:
     Counts the elements every leaf module outputs per example (``activations_per_example``),
     scales by the probe size and by ``GRAPH_FACTOR`` saved tensors per element.
     """
-    per_example = activations_per_example(ev.shadow, chunks[0][0])
+    per_example = activations_per_example(ev.shadow, *chunks[0], criterion=ev.criterion)
     return int(per_example * examples(chunks) * GRAPH_FACTOR * ev.flat.element_size())
 
 

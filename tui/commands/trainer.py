@@ -70,8 +70,9 @@ def start_trainer(
 
 
 def start_child(
-    argv: list[str], name: str, sessions_dir: Path, new_session: bool
-) -> subprocess.Popen[bytes]:
+    argv: list[str], name: str, sessions_dir: Path, new_session: bool,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:  # fmt: skip
     """Start the child with its output in a log file; returns once its session can be opened.
 
     ``new_session=False`` keeps the child in the terminal's process group, so a hang-up (SSH drop)
@@ -80,7 +81,7 @@ def start_child(
     """
     sessions_dir.mkdir(parents=True, exist_ok=True)
     log_tmp = sessions_dir / f".{name}.{LOG_NAME}"
-    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    env = os.environ | {"PYTHONUNBUFFERED": "1"} | (env or {})
     with open(log_tmp, "wb") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=new_session, env=env)  # fmt: skip

@@ -3,6 +3,7 @@ epoch's end."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,8 +40,11 @@ def has_data(d: FigureData) -> bool:
 
 
 def skipped(d: FigureData) -> int:
-    return count_nonfinite([r.batch_loss for r in d.steps]
-                           + [e.train_loss for e in d.epochs] + [e.val_loss for e in d.epochs])  # fmt: skip
+    """Non-finite values left out. A series with no finite value at all is absent, not skipped:
+    a user's loop that reports no batch loss, a Walker session (no validation split)."""
+    series = ([r.batch_loss for r in d.steps], [e.train_loss for e in d.epochs],
+              [e.val_loss for e in d.epochs])  # fmt: skip
+    return sum(count_nonfinite(v) for v in series if count_nonfinite(v) < len(v))
 
 
 _PLOTEXT = {"batch loss": ("braille", "blue+"), "train loss": ("●", "red+"),
@@ -91,7 +95,9 @@ def rows(d: FigureData) -> list[dict[str, Any]]:
 
 def panel_title(d: FigureData, live: Live) -> str:
     last = d.epochs[-1] if d.epochs else None
-    return f"loss · val acc {last.val_acc:.1%}" if last is not None else "loss"
+    if last is None or not math.isfinite(last.val_acc):
+        return "loss"
+    return f"loss · val acc {last.val_acc:.1%}"
 
 
 FIGURE = Figure(

@@ -1,0 +1,58 @@
+"""``WalkerCallback`` for the Hugging Face ``Trainer``: ``Trainer(..., callbacks=[WalkerCallback()])``.
+
+The step starts in ``on_pre_optimizer_step`` (after gradient accumulation and clipping; the clip
+unscales fp16 gradients) and ends in ``on_optimizer_step``; a step the fp16 scaler skipped
+(``optimizer.step_was_skipped``) is recorded as skipped. The batch loss is the ``loss`` the model
+returns in training mode (a forward hook). The probe defaults to the first ``probe_size`` examples
+of the training dataloader, and the loss to the model's own (``model(**batch).loss``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from sgdwalk.records import FINISHED
+from sgdwalk.walker import Walker
+
+
+def model_loss(model: torch.nn.Module, batch: Any) -> torch.Tensor:
+    """The loss a Hugging Face model computes itself from a batch with ``labels``."""
+    return model(**batch).loss
+
+
+class WalkerCallback(TrainerCallback):
+    """Measures a ``Trainer`` run with a ``sgdwalk.Walker``; keyword arguments go to the Walker."""
+
+    def __init__(self, probe: Any = None, loss_fn: Any = model_loss, **walker_args: Any) -> None:
+        self.probe, self.loss_fn, self.walker_args = probe, loss_fn, walker_args
+        self.walker: Walker | None = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        model, optimizer = kw["model"], kw["optimizer"]
+        probe = self.probe if self.probe is not None else kw.get("train_dataloader")
+        batch = args.per_device_train_batch_size * args.gradient_accumulation_steps
+        defaults = {"total_steps": state.max_steps or None, "batch_size": batch,
+                    "meta": {"framework": "transformers"}}  # fmt: skip
+        self.walker = Walker(model, probe, self.loss_fn, **(defaults | self.walker_args))
+        self.walker.optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps it
+        self.walker.watch_loss()
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.walker is not None:
+            self.walker.epoch = int(state.epoch or 0) + 1
+            self.walker.before_step()
+
+    def on_optimizer_step(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.walker is None:
+            return
+        if getattr(kw.get("optimizer"), "step_was_skipped", False):
+            self.walker.skipped()
+        else:
+            self.walker.after_step()
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.walker is not None:
+            self.walker.close(FINISHED)

@@ -1,0 +1,453 @@
+"""Measuring a user's own training loop: ``sgdwalk.Walker``.
+
+Why optimizer hooks: the one moment every training loop shares, whatever wraps it (plain PyTorch,
+gradient accumulation, ``GradScaler``, Lightning, the Hugging Face ``Trainer``), is
+``optimizer.step()``. Just before it, the gradient the update uses is in ``.grad`` (accumulated and,
+under a ``GradScaler``, already unscaled: ``scaler.step`` unscales before it steps, and does not
+step at all when it skips), and just after it the parameters are θ_{t+1}.
+``Optimizer.register_step_pre_hook`` / ``register_step_post_hook`` give exactly those two moments,
+so ``attach`` needs nothing else from the loop. The measurements are the step meter's
+(``sgdwalk.meter``), the code the built-in trainer drives too.
+
+What the Walker never does is change the user's training: it measures on a private eager copy of
+the model (``sgdwalk.probe.Evaluator``; a compiled or DDP-wrapped model is unwrapped first, so
+Hessian-vector products never go through a compiled graph), and restores the RNG states it finds.
+A failure inside the Walker (a full disk, a bug) ends the session ``failed`` with one line on
+stderr, and training goes on unmeasured.
+
+Signals (see ``WalkerSignals``): SIGUSR1/SIGUSR2 pause and resume between steps (a dashboard's
+``p``); SIGTERM and SIGHUP, where the script left them at their defaults (which kill with no chance
+to record an ending), raise ``KeyboardInterrupt`` as Ctrl+C does, outside the Walker's own work.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import torch
+from torch import nn
+
+from sgdwalk.batches import (
+    LossFn,
+    SummedLoss,
+    batch_size_of,
+    index_batch,
+    make_probe_chunks,
+    take_probe,
+    to_device,
+    unwrap,
+)
+from sgdwalk.config import DEFAULT_PROBE, choose_slice_mode
+from sgdwalk.errors import ConfigError, StorageError
+from sgdwalk.meter import StepMeter
+from sgdwalk.probe import Evaluator, flat_params, has_batchnorm, has_convolutions
+from sgdwalk.records import (
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    PAUSED_EVENT,
+    RESUMED_EVENT,
+    SKIPPED_EVENT,
+    EpochEnded,
+    EventLogged,
+    Record,
+)
+from sgdwalk.session import SessionWriter, check_session_name, session_dir
+from sgdwalk.train import Tally
+from sgdwalk.walker_parts import (
+    Budget,
+    WalkerSignals,
+    curvature_meter,
+    describe,
+    parse_curvature_every,
+)
+
+SESSION_ENV = "SGDWALK_SESSION"  # set by `sgdwalk exec` for the script it starts
+SESSIONS_DIR_ENV = "SGDWALK_SESSIONS"  # the CLI's sessions folder variable too
+DEFAULT_CHUNK = 1024  # probe examples per forward pass
+
+
+class Walker:
+    """Measures every optimiser step of a model into an sgdwalk session (see the README).
+
+    ``probe``: the fixed set the slices are measured on, taken once: tensors ``(x, y)``, a batch,
+    a ``Dataset`` or a ``DataLoader`` (its first ``probe_size`` examples). ``loss_fn(model, batch)``
+    returns the mean loss of a batch; by default cross-entropy of ``model(x)`` against ``y``.
+    ``session``: the session's name (``$SGDWALK_SESSION`` wins, so ``sgdwalk exec`` can name it).
+    ``budget``: measure at most this fraction of the training time (every N-th step, N adapted).
+    ``chunk``: probe examples per forward pass; for a model with BatchNorm (which normalises each
+    chunk with its own statistics) it is ``batch_size`` when given, as in training.
+    """
+
+    def __init__(
+        self, model: nn.Module, probe: Any, loss_fn: LossFn | None = None, *,
+        session: str | None = None, sessions_dir: str | os.PathLike[str] | None = None,
+        points: int = 10, measure_every: int = 1, hessian_every: int | str | None = None,
+        top_k: int = 10, probe_size: int = DEFAULT_PROBE, chunk: int | None = None,
+        budget: float | None = None, batch_size: int | None = None,
+        total_steps: int | None = None, meta: dict[str, Any] | None = None, seed: int = 0,
+        slice_mode: str = "auto",
+    ) -> None:  # fmt: skip
+        _check(points >= 1, "points must be at least 1")
+        _check(measure_every >= 0, "measure_every must be 0 (off) or more")
+        _check(budget is None or budget > 0, "budget must be a positive fraction")
+        self.model = model
+        self.module = unwrap(model)
+        self.loss_fn = loss_fn
+        params = list(self.module.parameters())
+        _check(bool(params), "the model has no parameters")
+        self.device = params[0].device
+        with torch.no_grad():
+            self.probe = to_device(take_probe(probe, probe_size), self.device)
+        self.probe_n = batch_size_of(self.probe)
+        # BatchNorm normalises a probe chunk with its own statistics: chunks of the training
+        # batch size, as in training (the built-in trainer's probe rule); else any size will do
+        bn_chunk = batch_size if has_batchnorm(self.module) and batch_size else None
+        self.chunk = chunk or bn_chunk or DEFAULT_CHUNK
+        self.chunks = make_probe_chunks(self.probe, loss_fn, self.chunk)
+        mode = "loop" if loss_fn is not None else slice_mode
+        mode = choose_slice_mode(mode, self.device.type, has_convolutions(self.module))
+        criterion = SummedLoss(loss_fn) if loss_fn is not None else None
+        self.evaluator = Evaluator(self.module, slice_mode=mode, criterion=criterion)
+        self.meter = StepMeter(self.module, self.evaluator, self.chunks, points, measure_every)
+        self.settings = {"points": points, "measure_every": measure_every, "top_k": top_k,
+                         "hessian_every": None if hessian_every is None else str(hessian_every),
+                         "probe": self.probe_n, "budget": budget, "seed": seed}  # fmt: skip
+        self.curvature_every = parse_curvature_every(hessian_every)
+        self.top_k, self.seed = top_k, seed
+        self.budget = Budget(budget) if budget is not None else None
+        self.batch_size, self.total_steps, self.meta = batch_size, total_steps, dict(meta or {})
+        self.name, where = _where(session, sessions_dir, self.module)
+        check_session_name(self.name)
+        self.directory = session_dir(Path(where), self.name)
+        self.step = 0
+        self.epoch = 1  # the loop may set it; the records carry it
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.writer: SessionWriter | None = None
+        self.signals = WalkerSignals()
+        self._hooks: list[Any] = []
+        self._losses: list[float] = []  # batch losses reported since the last step
+        self._reported = 0  # the batch size reported since the last step (0: none)
+        self._seen = 0  # examples the model saw in training mode since the last step
+        self._open_step = False  # before_step came and after_step not yet
+        self._tally, self._tally_epoch, self._epoch_start = Tally(), 1, 0
+        self._probe_loss = math.nan  # L_P at the last measured step's end
+        self._scaler: Any = None
+        self._curvature: Any = None
+        self._closed = False
+
+    # -- wiring
+
+    def attach(self, optimizer: torch.optim.Optimizer, scaler: Any = None, *,
+               before: bool = True) -> Walker:  # fmt: skip
+        """Measure every ``optimizer.step()`` through its step hooks, and take the batch loss a
+        model returns itself (``watch_loss``). With a ``GradScaler``, the steps it skips are
+        recorded. ``before=False``: the caller calls ``before_step`` (a framework whose step runs
+        forward and backward inside ``optimizer.step(closure)``, where the pre-hook is too early).
+        """
+        self.optimizer = optimizer
+        if before:
+            self._hooks.append(optimizer.register_step_pre_hook(lambda *_: self.before_step()))
+        self._hooks.append(optimizer.register_step_post_hook(lambda *_: self.after_step()))
+        if scaler is not None:
+            self._watch_scaler(scaler)
+        self.watch_loss()
+        self._open()
+        return self
+
+    def watch_loss(self) -> None:
+        """Take the batch loss from the model's output when it carries one (``output.loss`` or
+        ``output["loss"]``, as Hugging Face models return in training mode)."""
+        walker_ref = self
+
+        def capture(module: nn.Module, args: Any, output: Any) -> None:
+            # the Walker's private copy carries this hook too, hence the check
+            if module is walker_ref.model and module.training:
+                walker_ref._capture(args, output)
+
+        self._hooks.append(self.model.register_forward_hook(capture))
+
+    def _watch_scaler(self, scaler: Any) -> None:
+        original = scaler.step
+
+        def step(optimizer: Any, *args: Any, **kwargs: Any) -> Any:
+            taken = self.step
+            out = original(optimizer, *args, **kwargs)
+            if self.step == taken and not self._closed:
+                self._event("info", SKIPPED_EVENT, _skip_message(self.step, scaler))
+            return out
+
+        scaler.step = step
+        self._scaler = (scaler, original)
+
+    def report(self, loss: torch.Tensor | float, batch_size: int | None = None) -> None:
+        """The loop's mini-batch loss (and size); several before one step are averaged
+        (gradient accumulation). Optional: without it the step's batch loss is the one the model
+        returned (``watch_loss``), or NaN; the batch size is what the model saw since the last
+        step, or the Walker's ``batch_size``."""
+        value = loss.detach().float().mean().item() if isinstance(loss, torch.Tensor) else loss
+        self._losses.append(float(value))
+        if batch_size is not None:
+            self._reported += batch_size
+
+    def _capture(self, args: Any, output: Any) -> None:
+        with contextlib.suppress(TypeError):
+            self._seen += batch_size_of(args)
+        loss = getattr(output, "loss", None)
+        if loss is None and isinstance(output, dict):
+            loss = output.get("loss")
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+            self._losses.append(float(loss.detach()))
+
+    # -- the two moments of an update
+
+    def before_step(self) -> None:
+        """After backward, before ``optimizer.step()``: θ_t and the gradient it will use.
+
+        A step begun but never ended (its ``after_step`` did not come) was skipped."""
+        if self._closed:
+            return
+        with self._working():
+            if self._open_step:
+                self.skipped()
+            self._open()
+            self._hold_while_paused()
+            if self.epoch != self._tally_epoch:
+                self._end_epoch()
+            if self.step == 0 and self.curvature_every:
+                self._curvature_pass()  # θ_0, as the built-in trainer does
+            self.step += 1
+            self._open_step = True
+            if self.budget is not None:
+                self.meter.every = self.budget.every(self.meter.every)
+            self.meter.before_update(self.module, self.step)
+
+    def skipped(self, why: str = "inf/NaN gradients") -> None:
+        """The step begun with ``before_step`` was not taken (an AMP scaler skipped it): it is
+        recorded as skipped, not measured as a zero move."""
+        if not self._open_step or self._closed:
+            return
+        self._open_step = False
+        self.step -= 1
+        self.meter.discard()
+        self._event("info", SKIPPED_EVENT, f"the update after step {self.step} was skipped "
+                    f"({why}): not measured")  # fmt: skip
+
+    def after_step(
+        self, loss: torch.Tensor | float | None = None, batch_size: int | None = None
+    ) -> None:
+        """After ``optimizer.step()``: measure the update and store its record."""
+        if self._closed:
+            return
+        if loss is not None:
+            self.report(loss, batch_size)
+        if not self._open_step:
+            return  # a step whose start the Walker did not see (attached mid-step)
+        self._open_step = False
+        with self._working():
+            lr = self._lr()
+            batch_loss = sum(self._losses) / len(self._losses) if self._losses else math.nan
+            self._losses.clear()
+            size = self._reported or self._seen or self.batch_size or 0
+            self._reported = self._seen = 0
+            rec = self.meter.after_update(self.module, self.step, self.epoch, lr, size,
+                                          batch_loss)  # fmt: skip
+            self._write(rec)
+            self._tally.add(rec)
+            if rec.measured and rec.slice:
+                self._probe_loss = rec.slice[-1]
+            if self.budget is not None:
+                self.budget.measured(rec.measured)
+            if self.curvature_every and self.step % self.curvature_every == 0:
+                self._curvature_pass()
+
+    def _end_epoch(self) -> None:
+        """The epoch the loop just left, as the built-in trainer records one: its barriers and
+        interior minima; the probe loss at its last measured step (the Walker runs no
+        validation: NaN there)."""
+        tally, self._tally = self._tally, Tally()
+        epoch, self._tally_epoch = self._tally_epoch, self.epoch
+        if self.step == self._epoch_start:
+            return
+        self._epoch_start = self.step
+        nan = math.nan
+        self._write(EpochEnded(epoch=epoch, steps=self.step, train_loss=self._probe_loss,
+                               train_acc=nan, val_loss=nan, val_acc=nan, barriers=tally.barriers,
+                               interior_min_fraction=tally.interior_fraction))  # fmt: skip
+
+    def _lr(self) -> float:
+        if self.optimizer is None:
+            return math.nan
+        return float(self.optimizer.param_groups[0].get("lr", math.nan))
+
+    def _curvature_pass(self) -> None:
+        if self._curvature is None:
+            self._curvature = curvature_meter(self)
+        started = time.perf_counter()
+        self.evaluator.load(flat_params(self.module))
+        for rec in self._curvature.run_pass(self.step, self.epoch):
+            self._write(rec)
+        if self.budget is not None:
+            self.budget.left_out(time.perf_counter() - started)
+
+    # -- pausing, signals, failures
+
+    def _hold_while_paused(self) -> None:
+        if not self.signals.paused:
+            return
+        self._event("info", PAUSED_EVENT, f"training held after step {self.step}")
+        while self.signals.paused and not self.signals.stop_pending:
+            time.sleep(0.05)
+        if not self.signals.stop_pending:
+            self._event("info", RESUMED_EVENT, "training goes on")
+
+    @contextlib.contextmanager
+    def _working(self) -> Any:
+        """The Walker's own work: deferred stops, restored RNG, failures kept from training."""
+        self.signals.busy = True
+        started = time.perf_counter()
+        try:
+            with torch.random.fork_rng(devices=_cuda_devices(self.device)), torch.no_grad():
+                yield
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as e:  # noqa: BLE001 - the user's training must survive its instrument
+            self._give_up(e)
+        finally:
+            self.signals.busy = False
+            if self.budget is not None:
+                self.budget.spent(time.perf_counter() - started)
+        self.signals.raise_pending_stop()
+
+    def _give_up(self, e: Exception) -> None:
+        cause = str(e) if isinstance(e, StorageError) else f"{type(e).__name__}: {e}"
+        with contextlib.suppress(OSError):
+            print(f"sgdwalk: measuring stopped, training goes on: {cause}", file=sys.stderr)
+        with contextlib.suppress(Exception):
+            self.close(FAILED, cause)
+        self._closed = True
+
+    # -- the session
+
+    def _open(self) -> None:
+        if self.writer is not None or self._closed:
+            return
+        config, info = describe(self)
+        self.writer = SessionWriter(self.directory, config, info)
+        self.signals.install()
+        atexit.register(self._at_exit)
+        self._previous_excepthook = sys.excepthook
+        sys.excepthook = self._excepthook
+
+    def _write(self, rec: Record) -> None:
+        if self.writer is not None:
+            self.writer.write(rec)
+
+    def _event(self, level: str, kind: str, message: str) -> None:
+        self._write(EventLogged(self.step, self.epoch, level, kind, message,  # type: ignore[arg-type]
+                                self.meter.elapsed()))  # fmt: skip
+
+    def _excepthook(
+        self, kind: type[BaseException], e: BaseException, tb: TracebackType | None
+    ) -> None:
+        self.close(*self._ending(kind, e))
+        self._previous_excepthook(kind, e, tb)
+
+    def _ending(self, kind: type[BaseException], e: BaseException | None) -> tuple[str, str]:
+        """The status and message of a session an exception ended."""
+        if issubclass(kind, KeyboardInterrupt):
+            by = self.signals.stopped_by
+            return INTERRUPTED, f"stopped by {by}" if by else "interrupted (Ctrl+C)"
+        return FAILED, f"{kind.__name__}: {e}" if str(e) else kind.__name__
+
+    def _at_exit(self) -> None:
+        self.close(FINISHED, "the script ended")
+
+    def close(self, status: str = FINISHED, message: str = "") -> None:
+        """End the session with ``status`` (finished, interrupted, failed); remove every hook and
+        handler. Idempotent; also called at exit, so a script that forgets it still ends well."""
+        if self._closed:
+            return
+        self._closed = True
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks.clear()
+        if self._scaler is not None:
+            scaler, original = self._scaler
+            scaler.step = original
+        self.signals.restore()
+        atexit.unregister(self._at_exit)
+        if sys.excepthook == self._excepthook:
+            sys.excepthook = self._previous_excepthook
+        if self.writer is None:
+            return
+        message = message or f"{status} after {self.step} steps"
+        with contextlib.suppress(Exception):
+            self._end_epoch()
+        try:
+            self._write(EventLogged(self.step, self.epoch, "error" if status == FAILED else "info",
+                                    status, message, self.meter.elapsed()))  # type: ignore[arg-type]  # fmt: skip
+        finally:
+            self.writer.close(status, message)
+
+    def __enter__(self) -> Walker:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if kind is None:
+            self.close(FINISHED)
+        else:
+            self.close(*self._ending(kind, e))
+
+    def examples(self, idx: torch.Tensor) -> list[tuple[Any, torch.Tensor]]:
+        """Probe examples ``idx`` as evaluator chunks (the curvature pass's alignment draws)."""
+        part = index_batch(self.probe, idx.to(self.device))
+        return make_probe_chunks(part, self.loss_fn, self.chunk)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"Walker: {message}")
+
+
+def _cuda_devices(device: torch.device) -> list[int]:
+    return [device.index or 0] if device.type == "cuda" else []
+
+
+def _skip_message(step: int, scaler: Any) -> str:
+    scale = scaler.get_scale() if hasattr(scaler, "get_scale") else math.nan
+    return (f"the GradScaler skipped the update after step {step} (inf/NaN gradients; "
+            f"scale now {scale:g}): not measured")  # fmt: skip
+
+
+def _where(
+    session: str | None, sessions_dir: str | os.PathLike[str] | None, model: nn.Module
+) -> tuple[str, str | os.PathLike[str]]:
+    """The session's name and folder. Under ``sgdwalk exec`` (``$SGDWALK_SESSION`` set) the
+    dashboard waits on the name and folder it chose, so they win over the script's arguments;
+    otherwise an argument wins over ``$SGDWALK_SESSIONS``, then ``./sessions``."""
+    env_dir = os.environ.get(SESSIONS_DIR_ENV)
+    if os.environ.get(SESSION_ENV):
+        return os.environ[SESSION_ENV], env_dir or sessions_dir or "sessions"
+    folder = sessions_dir or env_dir or "sessions"
+    return session or _free_name(model, Path(folder)), folder
+
+
+def _free_name(model: nn.Module, folder: Path) -> str:
+    """MODELCLASS-YYYYmmdd-HHMMSS, with -2, -3, ... if that is taken."""
+    base = f"{type(model).__name__.lower()}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name, n = base, 1
+    while (folder / name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name

@@ -1,0 +1,100 @@
+"""``sgdwalk exec -- python train.py ARGS``: the user's own script as the trainer child.
+
+The script measures itself with ``sgdwalk.Walker``; this command names its session through the
+environment (``SGDWALK_SESSION`` and ``SGDWALK_SESSIONS``, which the Walker reads), starts it the
+way ``run`` starts its trainer (in this terminal's process group, or in its own with ``--detach``;
+output in ``run.log`` in the session), and opens the dashboard once the session exists. ``p`` and
+``s`` signal the script (SIGUSR1/SIGUSR2, SIGTERM), which the Walker turns into a pause between
+steps and a clean stop. Without a terminal (or with ``--headless``) the script simply runs here,
+its output passing through, and its exit code is this command's.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sgdwalk.errors import LaunchError, SessionError, UsageError
+from sgdwalk.records import RUNNING
+from sgdwalk.session import check_session_name, open_session, session_dir
+from sgdwalk.tui.commands.dashboards import say, watch
+from sgdwalk.tui.commands.trainer import start_child
+
+SESSION_ENV = "SGDWALK_SESSION"
+SESSIONS_ENV = "SGDWALK_SESSIONS"
+
+
+def exec_name(argv: list[str], sessions_dir: Path) -> str:
+    """SCRIPT-YYYYmmdd-HHMMSS (the first argument ending in .py, else the program), free."""
+    script = next((a for a in argv if a.endswith(".py")), argv[0])
+    base = f"{Path(script).stem or 'script'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name, n = base, 1
+    while (sessions_dir / name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    return check_session_name(name)
+
+
+def exec_script(
+    argv: list[str], name: str | None, sessions_dir: Path, detach: bool, headless: bool
+) -> int:
+    if not argv:
+        raise UsageError("exec: give the command to run after --, e.g. "
+                         "`sgdwalk exec -- python train.py`")  # fmt: skip
+    sessions_dir = sessions_dir.resolve()
+    if name is None:
+        name = exec_name(argv, sessions_dir)
+    elif session_dir(sessions_dir, name).exists():
+        raise SessionError(f"session {name!r} already exists in {sessions_dir}; "
+                           "choose another --session name")  # fmt: skip
+    env = {SESSION_ENV: name, SESSIONS_ENV: str(sessions_dir)}
+    if headless or not sys.stdout.isatty():
+        return _run_here(argv, env)
+    proc = _start(argv, name, sessions_dir, detach, env)
+    if detach:
+        say(f"sgdwalk: {argv[0]} runs in the background (pid {proc.pid}), "
+            f"session {sessions_dir / name}")  # fmt: skip
+        return watch(name, sessions_dir, pid=proc.pid, detached=True)
+    try:
+        shown = watch(name, sessions_dir, pid=proc.pid, owned=True)
+    finally:
+        with open_session(sessions_dir / name) as session:
+            training = session.stored_status == RUNNING
+        if training and proc.poll() is None:
+            proc.terminate()  # quitting without --detach stops the script (cleanly: the Walker)
+        code = proc.wait()
+    with open_session(sessions_dir / name) as session:
+        say(f"sgdwalk: {session.status}: session {session.path} (log: run.log there)")
+    if shown and code == 0:
+        return shown
+    return code if code >= 0 else 128 - code
+
+
+def _start(
+    argv: list[str], name: str, sessions_dir: Path, detach: bool, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    try:
+        return start_child(argv, name, sessions_dir, new_session=detach, env=env)
+    except FileNotFoundError:
+        raise UsageError(f"exec: {argv[0]!r} was not found") from None
+    except LaunchError as e:
+        raise LaunchError(f"{e} (the script ended before it created its session: does it make "
+                          "a sgdwalk.Walker?)", e.exit_code) from None  # fmt: skip
+
+
+def _run_here(argv: list[str], env: dict[str, str]) -> int:
+    """The script in the foreground with this terminal's output; Ctrl+C reaches it directly."""
+    try:
+        proc = subprocess.Popen(argv, env=os.environ | env)
+    except FileNotFoundError:
+        raise UsageError(f"exec: {argv[0]!r} was not found") from None
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the script decides what Ctrl+C does
+    try:
+        code = proc.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return code if code >= 0 else 128 - code
