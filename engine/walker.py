@@ -22,7 +22,6 @@ to record an ending), raise ``KeyboardInterrupt`` as Ctrl+C does, outside the Wa
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import math
 import os
@@ -52,7 +51,6 @@ from sgdwalk.probe import Evaluator, flat_params, has_batchnorm, has_convolution
 from sgdwalk.records import (
     FAILED,
     FINISHED,
-    INTERRUPTED,
     PAUSED_EVENT,
     RESUMED_EVENT,
     SKIPPED_EVENT,
@@ -64,7 +62,8 @@ from sgdwalk.session import SessionWriter, check_session_name, session_dir
 from sgdwalk.train import Tally
 from sgdwalk.walker_parts import (
     Budget,
-    WalkerSignals,
+    LoopTap,
+    ScriptGuard,
     curvature_meter,
     describe,
     parse_curvature_every,
@@ -132,11 +131,10 @@ class Walker:
         self.epoch = 1  # the loop may set it; the records carry it
         self.optimizer: torch.optim.Optimizer | None = None
         self.writer: SessionWriter | None = None
-        self.signals = WalkerSignals()
+        self.guard = ScriptGuard(self.close)  # signals, an uncaught exception, exit
+        self.signals = self.guard.signals
         self._hooks: list[Any] = []
-        self._losses: list[float] = []  # batch losses reported since the last step
-        self._reported = 0  # the batch size reported since the last step (0: none)
-        self._seen = 0  # examples the model saw in training mode since the last step
+        self.tap = LoopTap()  # batch losses and sizes since the last step
         self._open_step = False  # before_step came and after_step not yet
         self._tally, self._tally_epoch, self._epoch_start = Tally(), 1, 0
         self._probe_loss = math.nan  # L_P at the last measured step's end
@@ -166,12 +164,12 @@ class Walker:
     def watch_loss(self) -> None:
         """Take the batch loss from the model's output when it carries one (``output.loss`` or
         ``output["loss"]``, as Hugging Face models return in training mode)."""
-        walker_ref = self
+        model, tap = self.model, self.tap
 
         def capture(module: nn.Module, args: Any, output: Any) -> None:
             # the Walker's private copy carries this hook too, hence the check
-            if module is walker_ref.model and module.training:
-                walker_ref._capture(args, output)
+            if module is model and module.training:
+                tap.capture(args, output)
 
         self._hooks.append(self.model.register_forward_hook(capture))
 
@@ -193,19 +191,7 @@ class Walker:
         (gradient accumulation). Optional: without it the step's batch loss is the one the model
         returned (``watch_loss``), or NaN; the batch size is what the model saw since the last
         step, or the Walker's ``batch_size``."""
-        value = loss.detach().float().mean().item() if isinstance(loss, torch.Tensor) else loss
-        self._losses.append(float(value))
-        if batch_size is not None:
-            self._reported += batch_size
-
-    def _capture(self, args: Any, output: Any) -> None:
-        with contextlib.suppress(TypeError):
-            self._seen += batch_size_of(args)
-        loss = getattr(output, "loss", None)
-        if loss is None and isinstance(output, dict):
-            loss = output.get("loss")
-        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
-            self._losses.append(float(loss.detach()))
+        self.tap.report(loss, batch_size)
 
     # -- the two moments of an update
 
@@ -254,10 +240,8 @@ class Walker:
         self._open_step = False
         with self._working():
             lr = self._lr()
-            batch_loss = sum(self._losses) / len(self._losses) if self._losses else math.nan
-            self._losses.clear()
-            size = self._reported or self._seen or self.batch_size or 0
-            self._reported = self._seen = 0
+            batch_loss, size = self.tap.take()
+            size = size or self.batch_size or 0
             rec = self.meter.after_update(self.module, self.step, self.epoch, lr, size,
                                           batch_loss)  # fmt: skip
             self._write(rec)
@@ -342,10 +326,7 @@ class Walker:
             return
         config, info = describe(self)
         self.writer = SessionWriter(self.directory, config, info)
-        self.signals.install()
-        atexit.register(self._at_exit)
-        self._previous_excepthook = sys.excepthook
-        sys.excepthook = self._excepthook
+        self.guard.install()
 
     def _write(self, rec: Record) -> None:
         if self.writer is not None:
@@ -354,22 +335,6 @@ class Walker:
     def _event(self, level: str, kind: str, message: str) -> None:
         self._write(EventLogged(self.step, self.epoch, level, kind, message,  # type: ignore[arg-type]
                                 self.meter.elapsed()))  # fmt: skip
-
-    def _excepthook(
-        self, kind: type[BaseException], e: BaseException, tb: TracebackType | None
-    ) -> None:
-        self.close(*self._ending(kind, e))
-        self._previous_excepthook(kind, e, tb)
-
-    def _ending(self, kind: type[BaseException], e: BaseException | None) -> tuple[str, str]:
-        """The status and message of a session an exception ended."""
-        if issubclass(kind, KeyboardInterrupt):
-            by = self.signals.stopped_by
-            return INTERRUPTED, f"stopped by {by}" if by else "interrupted (Ctrl+C)"
-        return FAILED, f"{kind.__name__}: {e}" if str(e) else kind.__name__
-
-    def _at_exit(self) -> None:
-        self.close(FINISHED, "the script ended")
 
     def close(self, status: str = FINISHED, message: str = "") -> None:
         """End the session with ``status`` (finished, interrupted, failed); remove every hook and
@@ -383,10 +348,7 @@ class Walker:
         if self._scaler is not None:
             scaler, original = self._scaler
             scaler.step = original
-        self.signals.restore()
-        atexit.unregister(self._at_exit)
-        if sys.excepthook == self._excepthook:
-            sys.excepthook = self._previous_excepthook
+        self.guard.remove()
         if self.writer is None:
             return
         message = message or f"{status} after {self.step} steps"
@@ -407,7 +369,7 @@ class Walker:
         if kind is None:
             self.close(FINISHED)
         else:
-            self.close(*self._ending(kind, e))
+            self.close(*self.guard.ending(kind, e))
 
     def examples(self, idx: torch.Tensor) -> list[tuple[Any, torch.Tensor]]:
         """Probe examples ``idx`` as evaluator chunks (the curvature pass's alignment draws)."""

@@ -3,9 +3,12 @@ curvature meter. Kept apart so ``sgdwalk.walker`` reads as the two moments of an
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import math
 import platform
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -16,6 +19,7 @@ import torch
 from sgdwalk.config import clip_align_batch_sizes, parse_align_batch_sizes, parse_hessian_every
 from sgdwalk.errors import ConfigError
 from sgdwalk.models import count_params
+from sgdwalk.records import FAILED, FINISHED, INTERRUPTED
 from sgdwalk.runner import PAUSE_SIGNAL, RESUME_SIGNAL
 
 if TYPE_CHECKING:
@@ -77,6 +81,77 @@ class WalkerSignals:
         if self.stop_pending:
             self.stop_pending = False
             raise KeyboardInterrupt
+
+
+class ScriptGuard:
+    """How a user's script ends, as its Walker sees it: a stop signal, an uncaught exception, or
+    the interpreter's exit; each calls ``on_end(status, message)`` once."""
+
+    def __init__(self, on_end: Callable[[str, str], None]) -> None:
+        self.signals = WalkerSignals()
+        self._on_end = on_end
+        self._previous_hook: Any = None
+
+    def install(self) -> None:
+        self.signals.install()
+        atexit.register(self._at_exit)
+        self._previous_hook = sys.excepthook
+        sys.excepthook = self._excepthook
+
+    def remove(self) -> None:
+        self.signals.restore()
+        atexit.unregister(self._at_exit)
+        if sys.excepthook == self._excepthook:
+            sys.excepthook = self._previous_hook
+
+    def ending(self, kind: type[BaseException], e: BaseException | None) -> tuple[str, str]:
+        """The status and message of a session an exception ended."""
+        if issubclass(kind, KeyboardInterrupt):
+            by = self.signals.stopped_by
+            return INTERRUPTED, f"stopped by {by}" if by else "interrupted (Ctrl+C)"
+        return FAILED, f"{kind.__name__}: {e}" if str(e) else kind.__name__
+
+    def _excepthook(self, kind: type[BaseException], e: BaseException, tb: Any) -> None:
+        previous = self._previous_hook
+        self._on_end(*self.ending(kind, e))
+        previous(kind, e, tb)
+
+    def _at_exit(self) -> None:
+        self._on_end(FINISHED, "the script ended")
+
+
+class LoopTap:
+    """What the loop shows of a step besides its update: the batch loss (reported, or returned by
+    the model) and the examples the model saw in training mode."""
+
+    def __init__(self) -> None:
+        self._losses: list[float] = []
+        self._reported = 0  # batch sizes reported since the last step
+        self._seen = 0  # examples the model saw in training mode since the last step
+
+    def report(self, loss: torch.Tensor | float, batch_size: int | None = None) -> None:
+        value = loss.detach().float().mean().item() if isinstance(loss, torch.Tensor) else loss
+        self._losses.append(float(value))
+        self._reported += batch_size or 0
+
+    def capture(self, args: Any, output: Any) -> None:
+        from sgdwalk.batches import batch_size_of
+
+        with contextlib.suppress(TypeError):
+            self._seen += batch_size_of(args)
+        loss = getattr(output, "loss", None)
+        if loss is None and isinstance(output, dict):
+            loss = output.get("loss")
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+            self._losses.append(float(loss.detach()))
+
+    def take(self) -> tuple[float, int]:
+        """The step's mean batch loss (NaN: none) and batch size (0: unknown); then forget."""
+        loss = sum(self._losses) / len(self._losses) if self._losses else math.nan
+        size = self._reported or self._seen
+        self._losses.clear()
+        self._reported = self._seen = 0
+        return loss, size
 
 
 class Budget:
