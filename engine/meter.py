@@ -141,7 +141,14 @@ class StepMeter:
         probe = self.probe if self.probe is not None else chunks
         assert probe is not None, "a meter without a probe set needs the step's chunks"
         first = self.trail.last_loss if fixed else None
-        losses = slice_losses(self.evaluator, theta, theta_next, self.alphas, probe, first)
+        shard = self.evaluator.shard if fixed else None
+        if shard is None:
+            losses = slice_losses(self.evaluator, theta, theta_next, self.alphas, probe, first)
+        else:  # this rank's rows, then one all_reduce: the slice over the whole probe
+            local = (slice_losses(self.evaluator, theta, theta_next, self.alphas, probe, first)
+                     if shard.local else torch.zeros(len(self.alphas), dtype=theta.dtype,
+                                                     device=theta.device))  # fmt: skip
+            losses = shard.mean_of(local)
         trail = self.trail
         stats = torch.stack([
             loss.to(losses.dtype), grad.norm(), delta.norm(), (theta_next - trail.theta_init).norm(),

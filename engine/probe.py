@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from sgdwalk.errors import Stopped
+
+if TYPE_CHECKING:
+    from sgdwalk.shard import Shard
 
 Chunks = Sequence[tuple[Any, torch.Tensor]]  # (inputs, labels); see ``Criterion``
 # A chunk's loss summed over its examples: cross-entropy of module(x) against y by default; a user's
@@ -115,6 +118,7 @@ class Evaluator:
         self.criterion = criterion or cross_entropy_sum
         self.batched: object | None = None  # the vmap machinery (sgdwalk.slicing), built once
         self.should_stop: Callable[[], bool] = lambda: False  # asked between chunks
+        self.shard: Shard | None = None  # this rank's probe rows, under torch.distributed
         self.shadow = copy.deepcopy(model)
         params = list(self.shadow.parameters())
         ref = params[0]

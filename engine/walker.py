@@ -36,18 +36,13 @@ from torch import nn
 
 from sgdwalk.batches import (
     LossFn,
-    SummedLoss,
-    batch_size_of,
-    index_batch,
-    make_probe_chunks,
-    take_probe,
-    to_device,
+    ProbeSetup,
     unwrap,
 )
-from sgdwalk.config import DEFAULT_PROBE, choose_slice_mode
+from sgdwalk.config import DEFAULT_PROBE
 from sgdwalk.errors import ConfigError, StorageError
 from sgdwalk.meter import StepMeter
-from sgdwalk.probe import Evaluator, flat_params, has_batchnorm, has_convolutions
+from sgdwalk.probe import flat_params, has_batchnorm
 from sgdwalk.records import (
     FAILED,
     FINISHED,
@@ -104,18 +99,15 @@ class Walker:
         params = list(self.module.parameters())
         _check(bool(params), "the model has no parameters")
         self.device = params[0].device
-        with torch.no_grad():
-            self.probe = to_device(take_probe(probe, probe_size), self.device)
-        self.probe_n = batch_size_of(self.probe)
         # BatchNorm normalises a probe chunk with its own statistics: chunks of the training
         # batch size, as in training (the built-in trainer's probe rule); else any size will do
         bn_chunk = batch_size if has_batchnorm(self.module) and batch_size else None
-        self.chunk = chunk or bn_chunk or DEFAULT_CHUNK
-        self.chunks = make_probe_chunks(self.probe, loss_fn, self.chunk)
-        mode = "loop" if loss_fn is not None else slice_mode
-        mode = choose_slice_mode(mode, self.device.type, has_convolutions(self.module))
-        criterion = SummedLoss(loss_fn) if loss_fn is not None else None
-        self.evaluator = Evaluator(self.module, slice_mode=mode, criterion=criterion)
+        self.setup = ProbeSetup(self.module, probe, loss_fn, probe_size,
+                                chunk or bn_chunk or DEFAULT_CHUNK, slice_mode)  # fmt: skip
+        self.probe, self.probe_n, self.chunk = self.setup.probe, self.setup.n, self.setup.chunk
+        self.chunks, self.evaluator = self.setup.chunks, self.setup.evaluator
+        self.shard = self.setup.shard  # None, or this rank's rows under torch.distributed
+        self.writes = self.shard is None or self.shard.leader  # rank 0 alone writes the session
         self.meter = StepMeter(self.module, self.evaluator, self.chunks, points, measure_every)
         self.settings = {"points": points, "measure_every": measure_every, "top_k": top_k,
                          "hessian_every": None if hessian_every is None else str(hessian_every),
@@ -213,7 +205,10 @@ class Walker:
             self.step += 1
             self._open_step = True
             if self.budget is not None:
-                self.meter.every = self.budget.every(self.meter.every)
+                every = self.budget.every(self.meter.every)
+                if self.shard is not None and self.budget.decides:
+                    every = self.shard.agree(every)  # every rank measures the same steps
+                self.meter.every = every
             self.meter.before_update(self.module, self.step)
 
     def skipped(self, why: str = "inf/NaN gradients") -> None:
@@ -322,7 +317,7 @@ class Walker:
     # -- the session
 
     def _open(self) -> None:
-        if self.writer is not None or self._closed:
+        if self.writer is not None or self._closed or not self.writes:
             return
         config, info = describe(self)
         self.writer = SessionWriter(self.directory, config, info)
@@ -373,8 +368,7 @@ class Walker:
 
     def examples(self, idx: torch.Tensor) -> list[tuple[Any, torch.Tensor]]:
         """Probe examples ``idx`` as evaluator chunks (the curvature pass's alignment draws)."""
-        part = index_batch(self.probe, idx.to(self.device))
-        return make_probe_chunks(part, self.loss_fn, self.chunk)
+        return self.setup.examples(idx)
 
 
 def _check(ok: bool, message: str) -> None:

@@ -182,6 +182,11 @@ class Budget:
     def measured(self, was_measured: bool) -> None:
         self._was_measured = was_measured
 
+    @property
+    def decides(self) -> bool:
+        """Whether the coming ``every`` call may change N (it follows a measured step)."""
+        return self._was_measured
+
     def every(self, current: int) -> int:
         """The measuring interval from this step on (called as a step begins)."""
         now = time.perf_counter()
@@ -191,8 +196,8 @@ class Budget:
             if self._was_measured:
                 self._cost = _smooth(self._cost, inside)
         self._mark = (now, self._inside)
-        if math.isnan(self._train) or math.isnan(self._cost):
-            return current
+        if not self._was_measured or math.isnan(self._train) or math.isnan(self._cost):
+            return current  # decided after measured steps only (all ranks measure alike)
         return max(1, math.ceil(self._cost / (self.fraction * self._train)))
 
 
@@ -277,6 +282,7 @@ def describe(w: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         "points": w.settings["points"],
         "slice_mode": w.evaluator.slice_mode,
         "threads": torch.get_num_threads(),
+        "world_size": w.shard.world if w.shard is not None else 1,
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }  # fmt: skip
     return config, info
