@@ -35,7 +35,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def batch_size_of(batch: Any) -> int:
     """Examples in a batch: the first dimension of its first tensor with one."""
-    for t in _tensors(batch):
+    for t in tensors_of(batch):
         if t.dim():
             return int(t.shape[0])
     raise TypeError(f"cannot tell the batch size of a {type(batch).__name__}")
@@ -125,88 +125,18 @@ def make_probe_chunks(
             raise ConfigError("probe: without a loss_fn the probe must be (inputs, labels)")
         x, y = probe
         return list(zip(torch.split(x, size), torch.split(y, size), strict=True))
-    device = next((t.device for t in _tensors(probe)), torch.device("cpu"))
+    device = next((t.device for t in tensors_of(probe)), torch.device("cpu"))
     counter = torch.arange(n, device=device)
     return [(index_batch(probe, slice(i, i + size)), counter[i : i + size])
             for i in range(0, n, size)]  # fmt: skip
 
 
-def _tensors(batch: Any) -> Iterator[torch.Tensor]:
+def tensors_of(batch: Any) -> Iterator[torch.Tensor]:
     if isinstance(batch, torch.Tensor):
         yield batch
     elif isinstance(batch, Mapping):
         for v in batch.values():
-            yield from _tensors(v)
+            yield from tensors_of(v)
     elif isinstance(batch, tuple | list):
         for v in batch:
-            yield from _tensors(v)
-
-
-# -- the Walker's probe: taken, chunked, sharded, and the private copy that evaluates it
-
-
-class _AnyBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """BatchNorm for inputs of any rank: what a ``SyncBatchNorm`` becomes in the private copy."""
-
-    def _check_input_dim(self, input: torch.Tensor) -> None:
-        pass
-
-
-def without_sync_batchnorm(module: nn.Module) -> nn.Module:
-    """``module``, or a copy with each ``SyncBatchNorm`` made a plain BatchNorm (same parameters
-    and buffers, in the same order): a probe chunk is normalised on its own rank, never across
-    ranks, and the private copy must make no collective calls of its own."""
-    import copy
-
-    if not any(isinstance(m, nn.SyncBatchNorm) for m in module.modules()):
-        return module
-    out = copy.deepcopy(module)
-    for parent in list(out.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.SyncBatchNorm):
-                plain = _AnyBatchNorm(child.num_features, child.eps, child.momentum,
-                                      child.affine, child.track_running_stats)  # fmt: skip
-                plain.load_state_dict(child.state_dict())
-                setattr(parent, name, plain.to(next(child.parameters(), child.running_mean)))
-    return out
-
-
-class ProbeSetup:
-    """The probe as the Walker uses it: all of it (alignment draws), this rank's chunks (slices
-    and Hessian products; under ``torch.distributed`` a shard, see ``sgdwalk.shard``), and the
-    evaluator: a private copy of the model with the loss as a sum over a chunk."""
-
-    def __init__(self, module: nn.Module, probe: Any, loss_fn: LossFn | None, size: int,
-                 chunk: int, slice_mode: str) -> None:  # fmt: skip
-        from sgdwalk.config import choose_slice_mode
-        from sgdwalk.probe import Evaluator, has_convolutions
-        from sgdwalk.shard import shard_for
-
-        device = next(module.parameters()).device
-        with torch.no_grad():
-            self.probe = to_device(take_probe(probe, size), device)
-        self.n = batch_size_of(self.probe)
-        self.loss_fn, self.chunk = loss_fn, chunk
-        self.shard = shard_for(self.n, device)
-        mine = self.probe
-        if self.shard is not None:
-            if not self.shard.same_everywhere(_checksum(self.probe)):
-                raise ConfigError("probe: it differs between ranks; give every rank the same "
-                                  "probe (not a DistributedSampler's part)")  # fmt: skip
-            mine = index_batch(self.probe, self.shard.rows)
-        self.chunks = make_probe_chunks(mine, loss_fn, chunk) if batch_size_of(mine) else []
-        mode = "loop" if loss_fn is not None else slice_mode
-        mode = choose_slice_mode(mode, device.type, has_convolutions(module))
-        criterion = SummedLoss(loss_fn) if loss_fn is not None else None
-        self.evaluator = Evaluator(without_sync_batchnorm(module), slice_mode=mode,
-                                   criterion=criterion)  # fmt: skip
-        self.evaluator.shard = self.shard
-
-    def examples(self, idx: torch.Tensor) -> list[tuple[Any, torch.Tensor]]:
-        """Probe examples ``idx`` (of the whole probe) as evaluator chunks."""
-        part = index_batch(self.probe, idx.to(next(_tensors(self.probe)).device))
-        return make_probe_chunks(part, self.loss_fn, self.chunk)
-
-
-def _checksum(batch: Any) -> float:
-    return float(sum(t.double().sum() for t in _tensors(batch)))
+            yield from tensors_of(v)

@@ -58,6 +58,9 @@ class RunConfig:
     session: str | None = None
     sessions_dir: str = "sessions"
     preset: str | None = None
+    nproc: int = 1  # processes (torchrun --nproc-per-node): DDP over ranks, the probe sharded
+    nnodes: str | None = None  # torchrun --nnodes (e.g. "2" or "1:4"); with rdzv_endpoint
+    rdzv_endpoint: str | None = None  # torchrun --rdzv-endpoint host:port (several machines)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -65,6 +68,11 @@ class RunConfig:
     @property
     def full_batch(self) -> bool:
         return self.batch_size == "full"
+
+    @property
+    def launches(self) -> bool:
+        """Whether this run starts several processes (torchrun), rather than being one of them."""
+        return (self.nproc > 1 or self.nnodes is not None) and "LOCAL_RANK" not in os.environ
 
 
 # The paper's settings (README "Presets"): plain SGD, momentum 0, constant lr, weight decay
@@ -200,6 +208,7 @@ def choose_slice_mode(slice_mode: str, device_type: str, convolutional: bool) ->
 MAX_INT = 2**31 - 1  # counts and sizes beyond this are typing errors, and SQLite and torch limits
 MAX_SEED = 2**63 - 1  # torch's generators take a 64-bit seed (offsets are added to it)
 MAX_POINTS = 1000  # a slice of K points costs K forward passes of the probe set per step
+MAX_NPROC = 1024  # processes per machine
 THREADS_PER_CORE = 4  # more threads than this per core only thrash (and can crash OpenMP)
 
 
@@ -225,6 +234,10 @@ def _check_ranges(c: RunConfig) -> None:
     for flag, folder in (("sessions-dir", c.sessions_dir), ("data-dir", c.data_dir)):
         if not folder.strip():
             _fail(flag, "give a folder (it is empty)")
+    if not 1 <= c.nproc <= MAX_NPROC:
+        _fail("nproc", f"must be in 1..{MAX_NPROC}, got {c.nproc}")
+    if (c.nnodes is None) != (c.rdzv_endpoint is None):
+        _fail("nnodes", "several machines need both --nnodes and --rdzv-endpoint host:port")
 
 
 def validate(c: RunConfig) -> None:

@@ -24,10 +24,13 @@ DEFAULT_TIMEOUT = 600.0  # seconds a collective of the Walker's may wait for the
 class Shard:
     """This rank's rows of a probe of ``total`` examples, and the sums across ranks."""
 
-    def __init__(self, total: int, rank: int, world: int, group: Any = None) -> None:
+    def __init__(self, total: int, rank: int, world: int, group: Any = None, unit: int = 1) -> None:
+        """``unit``: rows are handed out in whole chunks of this many (a BatchNorm probe chunk
+        never spans two ranks, so its statistics are those of one process)."""
         self.total, self.rank, self.world, self.group = total, rank, world, group
-        self.start = total * rank // world
-        self.stop = total * (rank + 1) // world
+        units = -(-total // unit)
+        self.start = min(total, units * rank // world * unit)
+        self.stop = min(total, units * (rank + 1) // world * unit)
 
     @property
     def local(self) -> int:
@@ -84,18 +87,43 @@ def _device(group: Any) -> torch.device:
     return torch.device("cpu")
 
 
-def shard_for(total: int, device: torch.device, timeout: float = DEFAULT_TIMEOUT) -> Shard | None:
-    """The shard of this process when a default process group is initialised, else None.
-
-    Called on every rank at the same point (it creates the Walker's group collectively).
-    """
+def distributed() -> bool:
+    """Whether this process is one of several in an initialised ``torch.distributed`` group."""
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()):
-        return None
-    world = dist.get_world_size()
-    if world == 1:
-        return None
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def own_group(device: torch.device, timeout: float = DEFAULT_TIMEOUT) -> Any:
+    """A group of all ranks for sgdwalk's collectives, with a bounded timeout (collective: every
+    rank calls it at the same point)."""
+    import torch.distributed as dist
+
     backend = "nccl" if device.type == "cuda" else "gloo"
-    group = dist.new_group(backend=backend, timeout=datetime.timedelta(seconds=timeout))
-    return Shard(total, dist.get_rank(), world, group)
+    return dist.new_group(backend=backend, timeout=datetime.timedelta(seconds=timeout))
+
+
+def shard_for(total: int, device: torch.device, unit: int = 1, group: Any = None) -> Shard | None:
+    """This process's shard when a default process group of several ranks is initialised, else
+    None. Called on every rank at the same point (it may create a group collectively)."""
+    import torch.distributed as dist
+
+    if not distributed():
+        return None
+    group = group if group is not None else own_group(device)
+    return Shard(total, dist.get_rank(), dist.get_world_size(), group, unit)
+
+
+def join_workers(device: torch.device) -> torch.device:
+    """In a process torchrun started: join its process group (gloo on CPU, nccl on CUDA) and
+    return this rank's device (``cuda:LOCAL_RANK`` on CUDA)."""
+    import os
+
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device

@@ -41,6 +41,7 @@ from sgdwalk.probe import (
     has_convolutions,
     make_chunks,
 )
+from sgdwalk.ranks import GD_CHUNK, Ranks
 from sgdwalk.records import (
     DIVERGED,
     FINISHED,
@@ -54,7 +55,6 @@ from sgdwalk.records import (
 if TYPE_CHECKING:
     from sgdwalk.curvature import CurvatureMeter
 
-GD_CHUNK = 1000  # examples per chunk when accumulating a full-batch gradient
 NO_BN_PROBE_CHUNK = 1024  # without BatchNorm the chunk size changes nothing but speed
 
 
@@ -91,6 +91,12 @@ class Run:
         self.probe_idx = self._probe_indices(self.probe_n or min(DEFAULT_PROBE, data.n_train))
         self.probe_chunks = make_chunks(data.inputs(self.probe_idx), data.y_train[self.probe_idx],
                                         self.chunk)  # fmt: skip
+        self.ranks = Ranks.of(model, device, len(self.probe_idx), self.chunk)
+        self.evaluator.shard = self.ranks.probe
+        self.meter_chunks = self.probe_chunks  # the slice's rows: this rank's under torchrun
+        if self.ranks.probe is not None:
+            mine = self.probe_idx[self.ranks.probe.rows]
+            self.meter_chunks = make_chunks(data.inputs(mine), data.y_train[mine], self.chunk)
         self.val_chunks = make_chunks(data.inputs(slice(None), "val"), data.y_val, self.chunk)
         per_epoch = (math.floor if cfg.drop_last else math.ceil)(data.n_train / self.batch_size)
         self.steps_per_epoch = 1 if cfg.full_batch else per_epoch
@@ -126,7 +132,7 @@ class Run:
         chunks and Hessian-vector products of every measurement, so a stop takes effect within
         one chunk's pass even inside a curvature pass; the run then ends interrupted.
         """
-        probe = self.probe_chunks if self.probe_n is not None else None
+        probe = self.meter_chunks if self.probe_n is not None else None
         meter = StepMeter(self.model, self.evaluator, probe, self.cfg.points,
                           0 if bare else self.cfg.measure_every)  # fmt: skip
         self.clock = meter.elapsed
@@ -198,6 +204,8 @@ class Run:
         """Forward/backward on the mini-batch (or the whole split in chunks, for GD)."""
         self.optimizer.zero_grad(set_to_none=True)
         crit = nn.functional.cross_entropy
+        if self.ranks.world > 1:
+            return self.ranks.train_step(self, idx)
         if not self.cfg.full_batch:
             x = self.data.train_batch(idx, self.gen)
             loss = crit(self.model(x), self.data.y_train[idx])
@@ -288,6 +296,7 @@ def run_info(run: Run) -> dict[str, object]:
         "slice_mode": run.slice_mode,
         "threads": torch.get_num_threads(),
         "threads_reason": run.threads_reason,
+        "world_size": run.ranks.world,
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -301,6 +310,10 @@ def run_info(run: Run) -> dict[str, object]:
 def prepare(cfg: RunConfig) -> Run:
     """Load data and model and check the config against them; raises ConfigError / DataError."""
     device = choose_device(cfg.device)
+    if cfg.nproc > 1 or cfg.nnodes is not None:  # one of the processes torchrun started
+        from sgdwalk.shard import join_workers
+
+        device = join_workers(device)
     threads, why = choose_threads(cfg.threads)
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
@@ -315,6 +328,10 @@ def prepare(cfg: RunConfig) -> Run:
     run = Run(cfg, data, model, device)
     run.threads_reason = why
     run.notes = fit_notes(cfg.model, data.input_shape)
+    if run.ranks.world > 1 and has_batchnorm(model):
+        run.notes.append(f"BatchNorm normalises each rank's part of the batch ({run.ranks.world} "
+                         "ranks): training differs slightly from one process's; the probe's "
+                         "statistics are per chunk as always (--no-batchnorm for an exact match)")  # fmt: skip
     return run
 
 

@@ -34,11 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sgdwalk.batches import (
-    LossFn,
-    ProbeSetup,
-    unwrap,
-)
+from sgdwalk.batches import LossFn, unwrap
 from sgdwalk.config import DEFAULT_PROBE
 from sgdwalk.errors import ConfigError, StorageError
 from sgdwalk.meter import StepMeter
@@ -63,6 +59,7 @@ from sgdwalk.walker_parts import (
     describe,
     parse_curvature_every,
 )
+from sgdwalk.walker_probe import ProbeSetup
 
 SESSION_ENV = "SGDWALK_SESSION"  # set by `sgdwalk exec` for the script it starts
 SESSIONS_DIR_ENV = "SGDWALK_SESSIONS"  # the CLI's sessions folder variable too

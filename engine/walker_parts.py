@@ -227,7 +227,7 @@ def curvature_meter(w: Any) -> CurvatureMeter:
 
     sizes = clip_align_batch_sizes(parse_align_batch_sizes(ALIGN_BATCH_SIZES), w.probe_n)
     meter = CurvatureMeter(w.evaluator, w.chunks, w.examples, w.probe_n, w.top_k, sizes,
-                           ALIGN_SAMPLES, w.seed)  # fmt: skip
+                           ALIGN_SAMPLES, w.seed, shard=w.shard)  # fmt: skip
     meter.clock = w.meter.elapsed
     return meter
 

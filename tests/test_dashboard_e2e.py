@@ -38,6 +38,13 @@ def screen(name: str) -> str:
     return tmux("capture-pane", "-p", "-t", name)
 
 
+def start(name: str, cmd: str) -> None:
+    """``cmd`` in a detached 120x40 tmux window named ``name``."""
+    tmux("-f", "/dev/null", "new", "-d", "-s", name, "-x", "120", "-y", "40", cmd)
+    tmux("set-option", "-t", name, "window-size", "manual")
+    tmux("resize-window", "-t", name, "-x", "120", "-y", "40")  # a fresh server may start at 80x24
+
+
 def wait_gone(name: str, pattern: str, timeout: float = HANG) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -61,9 +68,7 @@ def test_run_in_tmux_shows_the_walk_and_obeys_pause_and_stop(tmp_path):
     name = f"sgdwalk-e2e-{tmp_path.name}"
     cmd = (f"env -u COLUMNS -u LINES {SGDWALK} run --epochs 2000 --hessian-every off --sessions-dir {tmp_path} "
            f"--session e2e; echo EXIT=$?; sleep 30")  # fmt: skip
-    tmux("-f", "/dev/null", "new", "-d", "-s", name, "-x", "120", "-y", "40", cmd)
-    tmux("set-option", "-t", name, "window-size", "manual")
-    tmux("resize-window", "-t", name, "-x", "120", "-y", "40")  # a fresh server may start at 80x24
+    start(name, cmd)
     try:
         wait_for(name, r"slices · last 20 steps")
         wait_for(name, r"barriers · \d+ total")
@@ -119,9 +124,7 @@ def test_exec_shows_a_users_script_live_and_pauses_and_stops_it(tmp_path):
     python = ROOT / ".venv" / "bin" / "python"
     cmd = (f"cd {tmp_path} && env -u COLUMNS -u LINES {SGDWALK} exec --session mine "
            f"--sessions-dir {tmp_path} -- {python} train.py; echo EXIT=$?; sleep 30")  # fmt: skip
-    tmux("-f", "/dev/null", "new", "-d", "-s", name, "-x", "120", "-y", "40", cmd)
-    tmux("set-option", "-t", name, "window-size", "manual")
-    tmux("resize-window", "-t", name, "-x", "120", "-y", "40")
+    start(name, cmd)
     try:
         wait_for(name, r"● live · step \d+ · epoch 1 · [\d.]+ steps/s .* batch 32 · cpu · mine")
         wait_for(name, r"slices · last 20 steps")
@@ -139,3 +142,24 @@ def test_exec_shows_a_users_script_live_and_pauses_and_stops_it(tmp_path):
     with open_session(tmp_path / "mine") as s:
         assert s.status == "interrupted" and s.step_count() > int(held)
         assert s.config["model"] == "Sequential" and s.config["source"] == "walker"
+
+
+def test_run_nproc_2_in_tmux_shows_rank_0s_session_and_stops_it(tmp_path):
+    name = f"sgdwalk-nproc-{tmp_path.name}"
+    cmd = (f"env -u COLUMNS -u LINES {SGDWALK} run --nproc 2 --epochs 2000 --hessian-every off "
+           f"--sessions-dir {tmp_path} --session np; echo EXIT=$?; sleep 30")  # fmt: skip
+    start(name, cmd)
+    try:
+        wait_for(name, r"● live · step \d+/48000 · epoch \d+/2000 · [\d.]+ steps/s")
+        tmux("send-keys", "-t", name, "p")  # reaches rank 0, the session's writer
+        wait_for(name, r"⏸ paused after step (\d+)")
+        tmux("send-keys", "-t", name, "p")
+        wait_for(name, r"● live")
+        tmux("send-keys", "-t", name, "q")
+        wait_for(name, r"\[s\] stop the run cleanly and quit")
+        tmux("send-keys", "-t", name, "s")
+        wait_for(name, r"EXIT=130")
+    finally:
+        subprocess.run(["tmux", "-L", SOCKET, "kill-session", "-t", name], check=False)
+    with open_session(tmp_path / "np") as s:
+        assert s.status == "interrupted" and s.info["world_size"] == 2

@@ -139,6 +139,19 @@ def run(
     session: Annotated[str | None, Opt(help="session name [default: DATASET-MODEL-TIME]")] = None,
     sessions_dir: SessionsDirOpt = None,
     preset: Annotated[str | None, Opt(help="one of the paper's settings (see README)")] = None,
+    nproc: Annotated[
+        int | None,
+        Opt(
+            help="train on N processes with torchrun and DDP (gloo on CPU, nccl on CUDA), the "
+            "probe sharded across them; the batch size stays the global one [default: 1]"
+        ),
+    ] = None,
+    nnodes: Annotated[
+        str | None, Opt(help="machines for torchrun (e.g. 2), with --rdzv-endpoint")
+    ] = None,
+    rdzv_endpoint: Annotated[
+        str | None, Opt(help="host:port every machine's torchrun meets at, with --nnodes")
+    ] = None,
     config: Annotated[Path | None, Opt(help="TOML file with any of these settings")] = None,
     headless: Annotated[
         bool, Opt("--headless", help="no dashboard: progress bar and epoch lines")
@@ -167,12 +180,29 @@ def run(
     """
     flags = {k: v for k, v in locals().items()
              if k not in ("config", "headless", "detach", "in_process")}  # fmt: skip
+    if "LOCAL_RANK" in os.environ and "LOCAL_WORLD_SIZE" in os.environ:  # a rank torchrun started
+        flags["nproc"] = int(os.environ["LOCAL_WORLD_SIZE"])
+        nodes = int(os.environ.get("WORLD_SIZE", "1")) // flags["nproc"]
+        if nodes > 1:
+            flags["nnodes"] = str(nodes)
+            flags["rdzv_endpoint"] = (
+                f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+            )
     from sgdwalk.config import build_config
 
     if flags["sessions_dir"] is None and SESSIONS_ENV in os.environ:
         flags["sessions_dir"] = os.environ[SESSIONS_ENV]
     cfg = build_config(flags, config)
     terminal = sys.stdout.isatty()
+    if cfg.launches and in_process:
+        from sgdwalk.errors import UsageError
+
+        raise UsageError("--in-process: several processes (--nproc) cannot train in the "
+                         "dashboard's own process")  # fmt: skip
+    if cfg.launches and (headless or not terminal) and not detach:
+        from sgdwalk.tui.commands.headless import run_torchrun
+
+        raise typer.Exit(run_torchrun(cfg, flags, config))
     if detach:
         from sgdwalk.tui.commands import dashboards
 

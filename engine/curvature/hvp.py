@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from sgdwalk.probe import Chunks, Evaluator, activations_per_example, cross_entropy_sum
+from sgdwalk.shard import Shard
 
 METHODS = ("double_backward", "forward_over_reverse")
 DEFAULT_METHOD = "double_backward"
@@ -96,7 +97,9 @@ def flat_gradient(ev: Evaluator, chunks: Chunks) -> torch.Tensor:
 class HessianOperator:
     """v ↦ H v for L over ``chunks`` at the shadow's current θ. Build with ``hessian_operator``."""
 
-    def __init__(self, ev: Evaluator, chunks: Chunks, method: str, cache: bool):
+    def __init__(
+        self, ev: Evaluator, chunks: Chunks, method: str, cache: bool, shard: Shard | None = None
+    ):
         if method not in METHODS:
             raise ValueError(f"unknown HVP method {method!r}; choose from {', '.join(METHODS)}")
         if method == "forward_over_reverse" and ev.criterion is not cross_entropy_sum:
@@ -104,7 +107,7 @@ class HessianOperator:
         self.ev, self.chunks, self.method = ev, list(chunks), method
         # under torch.distributed the chunks are this rank's rows: each product is this rank's
         # share of H v over the whole probe, summed across ranks (sgdwalk.shard)
-        self.shard = ev.shard
+        self.shard = shard
         self.n = self.shard.total if self.shard is not None else examples(self.chunks)
         self.dim = ev.numel
         self.products = 0
@@ -219,17 +222,19 @@ def hessian_operator(
     method: str = DEFAULT_METHOD,
     cache: bool | None = None,
     cache_budget: int = CACHE_BUDGET,
+    shard: Shard | None = None,
 ) -> Iterator[HessianOperator]:
     """The operator at the shadow's current θ, valid inside the ``with`` block only.
 
-    ``cache=None`` caches when the estimated graph fits ``cache_budget``. On leaving, gradients are
+    ``cache=None`` caches when the estimated graph fits ``cache_budget``. ``shard``: the chunks
+    are this rank's rows of a probe shared across ranks (``sgdwalk.shard``). On leaving, gradients are
     off again, the cache is freed and BatchNorm tracks running statistics as before.
     """
     with differentiable(ev):
         if cache is None:
             cache = (method == "double_backward" and bool(chunks)
                      and graph_bytes(ev, chunks) <= cache_budget)  # fmt: skip
-        op = HessianOperator(ev, chunks, method, cache)
+        op = HessianOperator(ev, chunks, method, cache, shard)
         try:
             yield op
         finally:

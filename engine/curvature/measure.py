@@ -24,6 +24,7 @@ from sgdwalk.curvature.hvp import DEFAULT_METHOD, HessianOperator, flat_gradient
 from sgdwalk.curvature.lanczos import LanczosResult, lanczos_steps
 from sgdwalk.probe import Chunks, Evaluator, make_chunks
 from sgdwalk.records import CurvatureMeasured, EventLogged, PhaseProgressed, Record
+from sgdwalk.shard import Shard
 
 PHASE = "curvature"
 
@@ -43,10 +44,12 @@ class CurvatureMeter:
         seed: int = 0,
         tol: float = 1e-3,
         method: str = DEFAULT_METHOD,
+        shard: Shard | None = None,
     ):
         self.ev, self.hessian_chunks, self.examples = ev, list(hessian_chunks), examples
         self.n_train, self.k, self.sizes, self.samples = n_train, k, sizes, samples
         self.seed, self.tol, self.method = seed, tol, method
+        self.shard = shard  # hessian_chunks are this rank's rows (torch.distributed), or None
         self.previous: torch.Tensor | None = None  # last eigenvectors: the warm start
         self.expected = 3 * k  # Lanczos products we expect, for the progress total
         self.last: LanczosResult | None = None
@@ -64,8 +67,12 @@ class CurvatureMeter:
             return make_chunks(data.inputs(i), data.y_train[i], run.chunk)
 
         sizes = clip_align_batch_sizes(parse_align_batch_sizes(cfg.align_batch_sizes), data.n_train)
-        return cls(run.evaluator, examples(idx), examples, data.n_train, cfg.top_k, sizes,
-                   cfg.align_samples, cfg.seed)  # fmt: skip
+        shard = run.ranks.shard_of(
+            len(idx)
+        )  # under torchrun: this rank's rows of the Hessian probe
+        mine = idx[shard.rows] if shard is not None else idx
+        return cls(run.evaluator, examples(mine), examples, data.n_train, cfg.top_k, sizes,
+                   cfg.align_samples, cfg.seed, shard=shard)  # fmt: skip
 
     def run_pass(self, step: int, epoch: int) -> Iterator[Record]:
         """Yield progress per product, then one ``CurvatureMeasured`` (call with θ loaded)."""
@@ -73,7 +80,7 @@ class CurvatureMeter:
         gen = torch.Generator().manual_seed((self.seed * 1_000_003 + step) % 2**63)
         draws = {b: draw_batches(self.n_train, b, self.samples, gen) for b in self.sizes}
         n_align = sum(len(d) for d in draws.values())
-        with hessian_operator(self.ev, self.hessian_chunks, self.method) as op:
+        with hessian_operator(self.ev, self.hessian_chunks, self.method, shard=self.shard) as op:
             steps = lanczos_steps(op, self.ev.numel, self.k, tol=self.tol, seed=self.seed,
                                   start=self.previous, dtype=self.ev.flat.dtype,
                                   device=self.ev.flat.device)  # fmt: skip

@@ -4,7 +4,8 @@ The step starts in ``on_pre_optimizer_step`` (after gradient accumulation and cl
 unscales fp16 gradients) and ends in ``on_optimizer_step``; a step the fp16 scaler skipped
 (``optimizer.step_was_skipped``) is recorded as skipped. The batch loss is the ``loss`` the model
 returns in training mode (a forward hook). The probe defaults to the first ``probe_size`` examples
-of the training dataloader, and the loss to the model's own (``model(**batch).loss``).
+of the training set through the dataloader's collator (the same rows on every rank under DDP), and
+the loss to the model's own (``model(**batch).loss``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,16 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from sgdwalk.config import DEFAULT_PROBE
 from sgdwalk.records import FINISHED
 from sgdwalk.walker import Walker
+
+
+def _first_rows(loader: Any, n: int) -> Any:
+    """The training set's first ``n`` examples through the loader's collator: the same rows on
+    every rank (a distributed loader's own batches differ between ranks)."""
+    data = loader.dataset
+    return loader.collate_fn([data[i] for i in range(min(n, len(data)))])
 
 
 def model_loss(model: torch.nn.Module, batch: Any) -> torch.Tensor:
@@ -32,7 +41,13 @@ class WalkerCallback(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         model, optimizer = kw["model"], kw["optimizer"]
-        probe = self.probe if self.probe is not None else kw.get("train_dataloader")
+        probe = (
+            self.probe
+            if self.probe is not None
+            else _first_rows(
+                kw["train_dataloader"], self.walker_args.get("probe_size", DEFAULT_PROBE)
+            )
+        )
         batch = args.per_device_train_batch_size * args.gradient_accumulation_steps
         defaults = {"total_steps": state.max_steps or None, "batch_size": batch,
                     "meta": {"framework": "transformers"}}  # fmt: skip

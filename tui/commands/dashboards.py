@@ -39,8 +39,10 @@ def run_in_terminal(cfg: RunConfig, flags: dict[str, Any], config_file: Path | N
     proc = start_trainer(cfg, flags, config_file, detached=False)
     assert cfg.session is not None
     sessions = Path(cfg.sessions_dir)
+    # under torchrun the child is torchrun's agent: p and s signal rank 0 (the session's writer)
+    pid = None if cfg.launches else proc.pid
     try:
-        shown = watch(cfg.session, sessions, pid=proc.pid, owned=True)
+        shown = watch(cfg.session, sessions, pid=pid, owned=True)
     finally:
         with open_session(sessions / cfg.session) as session:
             training = session.stored_status == RUNNING
@@ -49,8 +51,11 @@ def run_in_terminal(cfg: RunConfig, flags: dict[str, Any], config_file: Path | N
         code = proc.wait()  # a child that already recorded its ending exits by itself
     with open_session(sessions / cfg.session) as session:
         say(f"sgdwalk: {session.status}: session {session.path} (log: run.log there)")
+        ending = exit_code(session.status)
     if shown and code == 0:
         return shown
+    if cfg.launches:
+        return shown or ending  # torchrun says 1 for any rank that did not exit 0
     return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
 
 
@@ -66,7 +71,7 @@ def run_detached(
     say(f"sgdwalk: training in the background (pid {proc.pid}), session {sessions / cfg.session}")
     if not then_watch:
         return 0
-    return watch(cfg.session, sessions, pid=proc.pid, detached=True)
+    return watch(cfg.session, sessions, pid=None if cfg.launches else proc.pid, detached=True)
 
 
 def run_in_process(cfg: RunConfig) -> int:

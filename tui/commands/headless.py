@@ -22,7 +22,7 @@ from rich.progress import (
 from rich.text import Text
 
 from sgdwalk.config import RunConfig
-from sgdwalk.errors import exit_code
+from sgdwalk.errors import SgdwalkError, exit_code
 from sgdwalk.records import (
     PAUSED_EVENT,
     RESUMED_EVENT,
@@ -102,6 +102,8 @@ def run_headless(cfg: RunConfig, console: Console | None = None) -> int:
     """Train in this process with a progress bar; returns the exit code of the run's ending."""
     from sgdwalk.runner import claim, drive, open_run, stop_on_signals
 
+    if _follower(cfg):
+        return _train_quietly(cfg)
     console = console or Console(file=QuietStream(sys.stdout), soft_wrap=True)
     run, writer = open_run(claim(cfg))
     info = run.info
@@ -125,3 +127,56 @@ def run_headless(cfg: RunConfig, console: Console | None = None) -> int:
         markup=False,
     )
     return exit_code(status)
+
+
+def _follower(cfg: RunConfig) -> bool:
+    """One of torchrun's processes other than rank 0 (which alone writes and prints)."""
+    import os
+
+    return (cfg.nproc > 1 or cfg.nnodes is not None) and os.environ.get("RANK", "0") != "0"
+
+
+def _train_quietly(cfg: RunConfig) -> int:
+    """A rank other than 0: train in step with the others, write and print nothing."""
+    from sgdwalk.records import ENDINGS
+    from sgdwalk.runner import stop_on_signals
+    from sgdwalk.train import prepare
+
+    run = prepare(cfg)
+    status = "interrupted"
+    with stop_on_signals() as controls:
+        for rec in run.records(controls.should_stop):
+            if isinstance(rec, EventLogged) and rec.kind in ENDINGS:
+                status = rec.kind
+    return exit_code(status)
+
+
+def run_torchrun(cfg: RunConfig, flags: dict[str, object], config_file: object) -> int:
+    """``run --headless --nproc N``: torchrun starts N trainers here; rank 0 prints and writes.
+
+    The exit code is the session's ending (torchrun's own is 1 for any worker that did not exit
+    0, which would say "failed" for a run that was merely interrupted).
+    """
+    import signal
+    import subprocess
+    from pathlib import Path
+
+    from sgdwalk.runner import claim
+    from sgdwalk.session import open_session
+    from sgdwalk.tui.commands.trainer import child_argv, torchrun_argv
+
+    cfg = claim(cfg)
+    assert cfg.session is not None
+    sessions = Path(cfg.sessions_dir)
+    argv = torchrun_argv(cfg, child_argv(dict(flags), config_file, cfg.session, sessions))  # type: ignore[arg-type]
+    proc = subprocess.Popen(argv)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the ranks directly
+    try:
+        code = proc.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        with open_session(sessions / cfg.session) as session:
+            return exit_code(session.status)
+    except SgdwalkError:
+        return code if code > 0 else 1  # the ranks ended before rank 0 created the session

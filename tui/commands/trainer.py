@@ -66,7 +66,30 @@ def start_trainer(
     assert cfg.session is not None, "claim(cfg) first"
     sessions = Path(cfg.sessions_dir)
     argv = child_argv(flags, config_file, cfg.session, sessions)
+    if cfg.launches:
+        argv = torchrun_argv(cfg, argv)
     return start_child(argv, cfg.session, sessions, new_session=detached)
+
+
+def torchrun_argv(cfg: RunConfig, argv: list[str]) -> list[str]:
+    """``python -m sgdwalk.tui.cli ...`` as ``python -m torch.distributed.run [...] -m
+    sgdwalk.tui.cli ...``: one machine (``--standalone``), or several meeting at the endpoint."""
+    opts = [f"--nproc-per-node={cfg.nproc}"]
+    if cfg.nnodes is not None:
+        opts += [f"--nnodes={cfg.nnodes}", "--rdzv-backend=c10d",
+                 f"--rdzv-endpoint={cfg.rdzv_endpoint}"]  # fmt: skip
+    else:
+        opts.append("--standalone")
+    rest, skip = [], False
+    for arg in argv[2:]:  # torchrun would take these (or their prefixes) as its own options
+        if skip or arg in DISTRIBUTED_FLAGS:
+            skip = not skip
+            continue
+        rest.append(arg)
+    return [argv[0], "-m", "torch.distributed.run", *opts, "-m", *rest]
+
+
+DISTRIBUTED_FLAGS = ("--nproc", "--nnodes", "--rdzv-endpoint")  # each takes a value
 
 
 def start_child(

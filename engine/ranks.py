@@ -1,0 +1,81 @@
+"""The built-in trainer on several processes (``sgdwalk run --nproc N``, under torchrun).
+
+Every rank holds the same data, the same seeded generator and so the same global batches; each
+takes a contiguous part of each global batch, and ``DistributedDataParallel`` averages the
+gradients. Each rank back-propagates its part's loss *sum* times W/N (N the global batch), so DDP's
+mean over the W ranks is exactly the gradient of the global batch's mean loss, even when the parts
+are uneven; the batch loss is one all_reduce of the sums. The probe is sharded (``sgdwalk.shard``),
+so a slice costs about 1/W per rank. The configured batch size stays the global one, as in the
+paper. Rank 0 alone writes the session (``sgdwalk.tui.commands.headless``).
+
+Augmentation draws from the run's generator, so every rank draws the whole global batch (and
+keeps its part): the generators stay in step and the next epoch's order is the same everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+from torch import nn
+
+from sgdwalk.shard import Shard, distributed, own_group
+
+GD_CHUNK = 1000  # examples per backward pass when accumulating a full-batch gradient
+
+
+class Ranks:
+    """This process's place among the trainer's ranks; one rank of one when not distributed."""
+
+    def __init__(self, rank: int = 0, world: int = 1, group: Any = None,
+                 ddp: nn.Module | None = None, unit: int = 1, probe_n: int = 0) -> None:  # fmt: skip
+        self.rank, self.world, self.group, self.ddp, self.unit = rank, world, group, ddp, unit
+        self.probe = self.shard_of(probe_n)
+
+    @classmethod
+    def of(cls, model: nn.Module, device: torch.device, probe_n: int, unit: int) -> Ranks:
+        """The ranks of a run: several when torchrun started this process, else one."""
+        if not distributed():
+            return cls()
+        import torch.distributed as dist
+
+        group = own_group(device)
+        ddp = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+        return cls(dist.get_rank(), dist.get_world_size(), group, ddp, unit, probe_n)
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+    def shard_of(self, total: int) -> Shard | None:
+        """This rank's rows of ``total`` probe rows, in whole chunks (None: one process)."""
+        if self.world == 1:
+            return None
+        return Shard(total, self.rank, self.world, self.group, self.unit)
+
+    def train_step(self, run: Any, idx: torch.Tensor) -> torch.Tensor:
+        """Forward/backward on this rank's part of the global batch ``idx``; the global loss."""
+        assert self.ddp is not None
+        n = len(idx)
+        x = torch.cat([run.data.train_batch(part, run.gen) for part in torch.split(idx, GD_CHUNK)])
+        lo, hi = n * self.rank // self.world, n * (self.rank + 1) // self.world
+        if hi == lo:  # no rows here (a last batch smaller than the ranks): a zero-weight pass,
+            lo, hi, n_weight = 0, 1, 0.0  # so DDP's gradient all_reduce still happens everywhere
+        else:
+            n_weight = 1.0
+        xs, ys = (
+            torch.split(x[lo:hi], GD_CHUNK),
+            torch.split(run.data.y_train[idx[lo:hi]], GD_CHUNK),
+        )
+        total = torch.zeros((), device=x.device)
+        for i, (xc, yc) in enumerate(zip(xs, ys, strict=True)):
+            last = i == len(xs) - 1
+            sync = contextlib.nullcontext() if last else self.ddp.no_sync()  # type: ignore[operator]
+            with sync:
+                part = nn.functional.cross_entropy(self.ddp(xc), yc, reduction="sum") * n_weight
+                (part * (self.world / n)).backward()  # DDP's mean over ranks: Σ sums / n
+            total += part.detach()
+        return Shard(1, self.rank, self.world, self.group).sum(total) / n
