@@ -31,7 +31,7 @@ class RunConfig:
     data_dir: str = "data"
     download: bool = False
     epochs: int = 10
-    lr: float = 0.1
+    lr: float = 0.5  # measured: interior minima on 77% of the first 2 epochs' steps (0.1: 2%)
     batch_size: str = "64"  # an integer, or "full" for full-batch gradient descent
     drop_last: bool = False  # leave out each epoch's short last mini-batch
     momentum: float = 0.0

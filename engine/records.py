@@ -117,7 +117,15 @@ class CurvatureMeasured:
 Level = Literal["info", "warning", "error"]
 # Run outcomes are events of their own kind; the last one names the session's final status.
 EventKind = Literal[
-    "finished", "interrupted", "diverged", "failed", "paused", "resumed", "skipped", "warning"
+    "finished",
+    "interrupted",
+    "diverged",
+    "failed",
+    "paused",
+    "resumed",
+    "skipped",
+    "warning",
+    "edge",
 ]
 EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 
@@ -158,4 +166,5 @@ ENDINGS = (FINISHED, INTERRUPTED, DIVERGED, FAILED)
 
 PAUSED_EVENT: Final = "paused"  # written once training really holds, naming the last step taken
 RESUMED_EVENT: Final = "resumed"
+EDGE_EVENT: Final = "edge"  # λ1 first reached the stability threshold (2 + 2β)/η
 SKIPPED_EVENT: Final = "skipped"  # an update the loop did not take (an AMP scaler skipped it)

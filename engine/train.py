@@ -46,11 +46,13 @@ from sgdwalk.records import (
     DIVERGED,
     FINISHED,
     INTERRUPTED,
+    CurvatureMeasured,
     EpochEnded,
     EventLogged,
     Record,
     StepMeasured,
 )
+from sgdwalk.sharpness import EdgeWatch
 
 if TYPE_CHECKING:
     from sgdwalk.curvature import CurvatureMeter
@@ -102,6 +104,7 @@ class Run:
         self.steps_per_epoch = 1 if cfg.full_batch else per_epoch
         self.hessian_every = parse_hessian_every(cfg.hessian_every)
         self.curvature_meter: CurvatureMeter | None = None  # built on the first pass
+        self.edge = EdgeWatch(cfg.momentum, cfg.weight_decay)  # λ1 against (2 + 2β)/η
         self.clock: Callable[[], float] = lambda: 0.0  # seconds since records() began
         self.threads_reason = ""  # how the CPU thread count was chosen (sgdwalk.cpu)
         self.notes: list[str] = []  # warnings for the start of the run (a model/data mismatch)
@@ -198,7 +201,12 @@ class Run:
             self.curvature_meter = CurvatureMeter.for_run(self)
             self.curvature_meter.clock = self.clock
         self.evaluator.load(flat_params(self.model))
-        yield from self.curvature_meter.run_pass(step, epoch)
+        for rec in self.curvature_meter.run_pass(step, epoch):
+            yield rec
+            if isinstance(rec, CurvatureMeasured):
+                event = self.edge.check(rec, self.cfg.lr, self.clock())
+                if event is not None:
+                    yield event
 
     def _train_step(self, idx: torch.Tensor) -> torch.Tensor:
         """Forward/backward on the mini-batch (or the whole split in chunks, for GD)."""

@@ -45,11 +45,13 @@ from sgdwalk.records import (
     PAUSED_EVENT,
     RESUMED_EVENT,
     SKIPPED_EVENT,
+    CurvatureMeasured,
     EpochEnded,
     EventLogged,
     Record,
 )
 from sgdwalk.session import SessionWriter, check_session_name, session_dir
+from sgdwalk.sharpness import EdgeWatch
 from sgdwalk.train import Tally
 from sgdwalk.walker_parts import (
     Budget,
@@ -57,6 +59,7 @@ from sgdwalk.walker_parts import (
     ScriptGuard,
     curvature_meter,
     describe,
+    optimizer_params,
     parse_curvature_every,
 )
 from sgdwalk.walker_probe import ProbeSetup
@@ -129,6 +132,7 @@ class Walker:
         self._probe_loss = math.nan  # L_P at the last measured step's end
         self._scaler: Any = None
         self._curvature: Any = None
+        self._edge = EdgeWatch()  # λ1 against the optimiser's (2 + 2β)/η
         self._closed = False
 
     # -- wiring
@@ -271,6 +275,13 @@ class Walker:
         self.evaluator.load(flat_params(self.module))
         for rec in self._curvature.run_pass(self.step, self.epoch):
             self._write(rec)
+            if isinstance(rec, CurvatureMeasured):
+                hyper = optimizer_params(self.optimizer) if self.optimizer is not None else {}
+                self._edge.momentum = _number(hyper.get("momentum"))
+                self._edge.weight_decay = _number(hyper.get("weight_decay"))
+                event = self._edge.check(rec, self._lr(), self.meter.elapsed())
+                if event is not None:
+                    self._write(event)
         if self.budget is not None:
             self.budget.left_out(time.perf_counter() - started)
 
@@ -366,6 +377,11 @@ class Walker:
     def examples(self, idx: torch.Tensor) -> list[tuple[Any, torch.Tensor]]:
         """Probe examples ``idx`` as evaluator chunks (the curvature pass's alignment draws)."""
         return self.setup.examples(idx)
+
+
+def _number(value: Any) -> float:
+    """A hyper-parameter as a float (0 when absent or not a number: Adam has no momentum)."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 def _check(ok: bool, message: str) -> None:

@@ -64,7 +64,7 @@ def run(
         bool | None, Opt("--download", help="download the dataset if missing")
     ] = None,
     epochs: Annotated[int | None, Opt(help="epochs to train [default: 10]")] = None,
-    lr: Annotated[float | None, Opt(help="learning rate (constant) [default: 0.1]")] = None,
+    lr: Annotated[float | None, Opt(help="learning rate (constant) [default: 0.5]")] = None,
     batch_size: Annotated[
         str | None, Opt(help="mini-batch size, or 'full' for full-batch GD [default: 64]")
     ] = None,

@@ -21,8 +21,9 @@ from sgdwalk.errors import SessionError, UsageError
 from sgdwalk.session import Session, list_sessions
 from sgdwalk.tui.text import plain
 
-COLUMNS = ("name", "model", "dataset", "lr", "batch", "steps", "status", "barriers", "final loss")
-NUMERIC = {"lr", "steps", "barriers", "final loss"}
+COLUMNS = ("name", "model", "dataset", "lr", "batch", "steps", "status", "barriers", "final loss",
+           "λ1·η/2")  # fmt: skip
+NUMERIC = {"lr", "steps", "barriers", "final loss", "λ1·η/2"}
 
 
 def _batch_size(value: Any) -> int | str | None:
@@ -47,9 +48,26 @@ def session_summary(s: Session) -> dict[str, Any]:
         "status": s.status,
         "barriers": s.barrier_count(),
         "final_loss": final_loss if final_loss is None or math.isfinite(final_loss) else None,
+        "edge_ratio": _edge(s),
         "started": s.started_at,
         "path": str(s.path),
     }
+
+
+def _edge(s: Session) -> float | None:
+    """λ1 of the last curvature pass over the stability threshold (None: no curvature)."""
+    from sgdwalk.sharpness import edge_ratio
+
+    last = None
+    for last in s.curvature():  # noqa: B007 - the last one
+        pass
+    cfg = s.config
+    lr, beta, wd = cfg.get("lr"), cfg.get("momentum") or 0.0, cfg.get("weight_decay") or 0.0
+    numbers = all(isinstance(v, int | float) for v in (lr, beta, wd))
+    if last is None or not last.eigenvalues or not numbers or not lr or lr <= 0:
+        return None
+    ratio = edge_ratio(last.eigenvalues[0], float(lr), float(beta), float(wd))
+    return ratio if math.isfinite(ratio) else None
 
 
 def summaries(sessions_dir: Path) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
@@ -74,6 +92,8 @@ def _cell(key: str, value: Any) -> Text:
         return Text(f"{value:g}")
     if key == "final_loss" and isinstance(value, int | float):
         return Text(f"{value:.4f}")
+    if key == "edge_ratio" and isinstance(value, int | float):
+        return Text(f"{value:.2f}")
     return Text(plain(value))
 
 
@@ -94,7 +114,7 @@ def print_sessions(sessions_dir: Path, as_json: bool) -> None:
         for col in COLUMNS:
             table.add_column(col, justify="right" if col in NUMERIC else "left")
         keys = ("name", "model", "dataset", "lr", "batch_size", "steps", "status", "barriers",
-                "final_loss")  # fmt: skip
+                "final_loss", "edge_ratio")  # fmt: skip
         for r in rows:
             table.add_row(*(_cell(k, r[k]) for k in keys))
         console.print(table)

@@ -15,7 +15,8 @@ from sgdwalk.tui.dashboard.widgets import FigureChart
 from sgdwalk.tui.figures import FIGURES
 
 FIXED = ("slices", "barriers")  # always shown
-SWAP = tuple(name for name in FIGURES if name not in FIXED)  # share one slot when compact
+SWAP = tuple(name for name, f in FIGURES.items() if f.panel and name not in FIXED)  # one slot
+# when compact; figures that are not panels (sharpness) are exported only
 PANELS = (*FIXED, *SWAP)
 
 

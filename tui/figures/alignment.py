@@ -25,6 +25,7 @@ from sgdwalk.tui.figures.base import (
     series_name,
 )
 from sgdwalk.tui.figures.rows import record_row
+from sgdwalk.tui.figures.sharpness import edge_text
 
 METRICS = ("subspace", "eig_cos", "rayleigh", "full_cos")
 TITLES = {
@@ -149,6 +150,8 @@ FIGURE = Figure(
     plotext=draw_plotext,
     mpl=draw_mpl,
     rows=rows,
-    panel_title=lambda d, live: f"alignment · {live.measurements} measurements",
+    panel_title=lambda d, live: " · ".join(
+        t for t in (f"alignment · {live.measurements} measurements", edge_text(d)) if t
+    ),
     empty_panel="alignment appears with curvature records",
 )

@@ -1,0 +1,48 @@
+"""Sharpness against the stability threshold (Cohen et al. 2021, "Gradient Descent on Neural Networks
+Typically Occurs at the Edge of Stability").
+
+Gradient descent with step η on a quadratic of curvature λ is stable while λ < 2/η; heavy-ball
+momentum β moves the bound to (2 + 2β)/η. Training often sharpens until λ1 reaches that line and
+then hovers there. Weight decay wd (L2, added to the gradient as wd·θ) adds wd·I to the Hessian
+of the objective that is being descended, so the curvature compared with the line is λ1(H) + wd,
+where λ1(H) is what the curvature pass measures (the loss alone).
+"""
+
+from __future__ import annotations
+
+import math
+
+from sgdwalk.records import EDGE_EVENT, CurvatureMeasured, EventLogged
+
+
+def threshold(lr: float, momentum: float = 0.0) -> float:
+    """(2 + 2β)/η: the largest curvature a step of this size is stable on."""
+    return (2.0 + 2.0 * momentum) / lr if lr > 0 else math.inf
+
+
+def edge_ratio(
+    lambda1: float, lr: float, momentum: float = 0.0, weight_decay: float = 0.0
+) -> float:
+    """(λ1 + wd) / ((2 + 2β)/η): 1 at the edge of stability, above it past the edge."""
+    return (lambda1 + weight_decay) / threshold(lr, momentum)
+
+
+class EdgeWatch:
+    """Says once when a curvature pass first finds λ1 (+ wd) at or past the threshold."""
+
+    def __init__(self, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
+        self.momentum, self.weight_decay = momentum, weight_decay
+        self.reached = False
+
+    def check(self, rec: CurvatureMeasured, lr: float, time: float) -> EventLogged | None:
+        if self.reached or not rec.eigenvalues or not math.isfinite(rec.eigenvalues[0]):
+            return None
+        ratio = edge_ratio(rec.eigenvalues[0], lr, self.momentum, self.weight_decay)
+        if not ratio >= 1.0:
+            return None
+        self.reached = True
+        line = threshold(lr, self.momentum)
+        return EventLogged(rec.step, rec.epoch, "info", EDGE_EVENT,
+                           f"λ1 {rec.eigenvalues[0]:.4g} reached the stability threshold "
+                           f"(2+2β)/η = {line:.4g} (λ1·η/(2+2β) = {ratio:.2f}): the edge of "
+                           "stability", time)  # fmt: skip
