@@ -49,6 +49,7 @@ class RunConfig:
     top_k: int = 10
     align_batch_sizes: str = "100,1000,10000,full"
     align_samples: int = 10
+    decompose: bool = False  # split each step by the latest top-k eigenvectors (2 forward passes)
     batchnorm: bool | None = None  # None: the model's default
     augment: bool | None = None  # None: the dataset's default (crop+flip on CIFAR)
     wrn_depth: int = 16
@@ -234,6 +235,9 @@ def _check_ranges(c: RunConfig) -> None:
     for flag, folder in (("sessions-dir", c.sessions_dir), ("data-dir", c.data_dir)):
         if not folder.strip():
             _fail(flag, "give a folder (it is empty)")
+    if c.decompose and c.hessian_every.strip().lower() in ("off", "none", "0", "never"):
+        _fail("decompose", "splits steps by the eigenvectors of curvature passes: it needs "
+                           "--hessian-every")  # fmt: skip
     if not 1 <= c.nproc <= MAX_NPROC:
         _fail("nproc", f"must be in 1..{MAX_NPROC}, got {c.nproc}")
     if (c.nnodes is None) != (c.rdzv_endpoint is None):

@@ -18,8 +18,10 @@ measured; the step before it keeps θ, g and Δ so that the cosines are still of
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -79,6 +81,8 @@ class StepMeter:
         self.trail.theta = self.trail.theta_init.clone()
         self.started = time.perf_counter()
         self._before: tuple[torch.Tensor, torch.Tensor] | None = None  # θ_t, g_t of this update
+        # --decompose: the top-k eigenvectors (n, k) of the latest curvature pass and its step
+        self.basis: Callable[[], tuple[torch.Tensor, int] | None] = lambda: None
 
     def due(self, step: int) -> bool:
         """Whether ``step`` is measured: every ``measure_every``-th step from the first."""
@@ -142,21 +146,45 @@ class StepMeter:
         assert probe is not None, "a meter without a probe set needs the step's chunks"
         first = self.trail.last_loss if fixed else None
         shard = self.evaluator.shard if fixed else None
-        if shard is None:
-            losses = slice_losses(self.evaluator, theta, theta_next, self.alphas, probe, first)
-        else:  # this rank's rows, then one all_reduce: the slice over the whole probe
-            local = (slice_losses(self.evaluator, theta, theta_next, self.alphas, probe, first)
-                     if shard.local else torch.zeros(len(self.alphas), dtype=theta.dtype,
-                                                     device=theta.device))  # fmt: skip
-            losses = shard.mean_of(local)
+        basis = self.basis() if fixed else None
+        k1 = len(self.alphas)
+        if shard is None or shard.local:
+            local = slice_losses(self.evaluator, theta, theta_next, self.alphas, probe, first)
+            if basis is not None:
+                local = torch.cat([local, self._split_losses(theta, delta, basis[0], probe)])
+        else:  # a rank with no probe rows: zeros, and the same all_reduce as the others
+            local = torch.zeros(k1 + (2 if basis is not None else 0), dtype=theta.dtype,
+                                device=theta.device)  # fmt: skip
+        both = local if shard is None else shard.mean_of(local)  # one all_reduce per step
+        losses, split = both[:k1], both[k1:]
         trail = self.trail
         stats = torch.stack([
             loss.to(losses.dtype), grad.norm(), delta.norm(), (theta_next - trail.theta_init).norm(),
             cosine(trail.grad, grad), cosine(trail.delta, delta),
         ])  # fmt: skip
-        values = torch.cat([losses, stats.to(losses.device)]).tolist()  # sync point: once a step
+        if basis is not None:
+            proj = basis[0].T @ delta  # V_kᵀΔ: ‖V_kV_kᵀΔ‖ = ‖V_kᵀΔ‖ (orthonormal columns)
+            frac = (proj @ proj / (delta @ delta)).reshape(1).to(losses.dtype)
+            split = torch.cat([frac.to(losses.device), split])
+        values = torch.cat([losses, stats.to(losses.device), split]).tolist()  # one sync a step
         trail.last_loss = losses[-1] if fixed else None
-        return self._record(step, epoch, lr, batch_size, values)
+        rec = self._record(step, epoch, lr, batch_size, values[: k1 + 6])
+        if basis is None:
+            return rec
+        frac_v, dom, bulk = values[k1 + 6 :]
+        return dataclasses.replace(rec, dominant_fraction=frac_v, dominant_loss=dom,
+                                   bulk_loss=bulk, basis_step=basis[1])  # fmt: skip
+
+    def _split_losses(
+        self, theta: torch.Tensor, delta: torch.Tensor, v: torch.Tensor, probe: Chunks
+    ) -> torch.Tensor:
+        """[L_P(θ + V_kV_kᵀΔ), L_P(θ + (I − V_kV_kᵀ)Δ)]: two forward passes of the probe."""
+        dominant = v @ (v.T @ delta)
+        out = []
+        for part in (dominant, delta - dominant):
+            self.evaluator.load_between(theta, part, 1.0)
+            out.append(self.evaluator.loss(probe))
+        return torch.stack(out)
 
     def _record(
         self, step: int, epoch: int, lr: float, batch_size: int, values: list[float]

@@ -64,6 +64,11 @@ class StepMeasured:
     dist_from_init: float | None = field(default=None, metadata=NAN_WHEN_MEASURED)
     grad_cos: float | None = None  # None on the first measured step, or after a gap
     update_cos: float | None = None
+    # --decompose: Δ_t split by the top-k eigenvectors V_k of the latest curvature pass
+    dominant_fraction: float | None = None  # ‖V_kV_kᵀΔ_t‖² / ‖Δ_t‖²
+    dominant_loss: float | None = None  # L_P(θ_t + V_kV_kᵀΔ_t)
+    bulk_loss: float | None = None  # L_P(θ_t + (I − V_kV_kᵀ)Δ_t)
+    basis_step: int | None = None  # the step of the curvature pass whose V_k was used
 
     @property
     def measured(self) -> bool:

@@ -10,6 +10,7 @@ where λ1(H) is what the curvature pass measures (the loss alone).
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 from sgdwalk.records import EDGE_EVENT, CurvatureMeasured, EventLogged
@@ -17,14 +18,22 @@ from sgdwalk.records import EDGE_EVENT, CurvatureMeasured, EventLogged
 
 def threshold(lr: float, momentum: float = 0.0) -> float:
     """(2 + 2β)/η: the largest curvature a step of this size is stable on."""
-    return (2.0 + 2.0 * momentum) / lr if lr > 0 else math.inf
+    if not lr > 0:
+        return math.inf
+    with contextlib.suppress(OverflowError, ZeroDivisionError):
+        return (2.0 + 2.0 * momentum) / lr
+    return math.inf
 
 
 def edge_ratio(
     lambda1: float, lr: float, momentum: float = 0.0, weight_decay: float = 0.0
 ) -> float:
-    """(λ1 + wd) / ((2 + 2β)/η): 1 at the edge of stability, above it past the edge."""
-    return (lambda1 + weight_decay) / threshold(lr, momentum)
+    """(λ1 + wd) / ((2 + 2β)/η): 1 at the edge of stability, above it past the edge (NaN when
+    the line is not a positive number: a session's odd lr or momentum)."""
+    line = threshold(lr, momentum)
+    if not (line > 0) or math.isinf(line) and math.isinf(lambda1):
+        return math.nan
+    return (lambda1 + weight_decay) / line
 
 
 class EdgeWatch:

@@ -139,6 +139,8 @@ class Run:
         meter = StepMeter(self.model, self.evaluator, probe, self.cfg.points,
                           0 if bare else self.cfg.measure_every)  # fmt: skip
         self.clock = meter.elapsed
+        if self.cfg.decompose:
+            meter.basis = lambda: self.curvature_meter.basis() if self.curvature_meter else None
         self.evaluator.should_stop = should_stop
         at = [0, 0]  # the step and epoch reached
         try:

@@ -77,6 +77,8 @@ class Walker:
     returns the mean loss of a batch; by default cross-entropy of ``model(x)`` against ``y``.
     ``session``: the session's name (``$SGDWALK_SESSION`` wins, so ``sgdwalk exec`` can name it).
     ``budget``: measure at most this fraction of the training time (every N-th step, N adapted).
+    ``decompose``: split each measured step by the top-k eigenvectors of the latest curvature
+    pass (``hessian_every``): the dominant fraction and the losses of both parts.
     ``chunk``: probe examples per forward pass; for a model with BatchNorm (which normalises each
     chunk with its own statistics) it is ``batch_size`` when given, as in training.
     """
@@ -88,7 +90,7 @@ class Walker:
         top_k: int = 10, probe_size: int = DEFAULT_PROBE, chunk: int | None = None,
         budget: float | None = None, batch_size: int | None = None,
         total_steps: int | None = None, meta: dict[str, Any] | None = None, seed: int = 0,
-        slice_mode: str = "auto",
+        slice_mode: str = "auto", decompose: bool = False,
     ) -> None:  # fmt: skip
         _check(points >= 1, "points must be at least 1")
         _check(measure_every >= 0, "measure_every must be 0 (off) or more")
@@ -109,6 +111,8 @@ class Walker:
         self.shard = self.setup.shard  # None, or this rank's rows under torch.distributed
         self.writes = self.shard is None or self.shard.leader  # rank 0 alone writes the session
         self.meter = StepMeter(self.module, self.evaluator, self.chunks, points, measure_every)
+        if decompose:  # split each step by the latest top-k eigenvectors
+            self.meter.basis = lambda: self._curvature.basis() if self._curvature else None
         self.settings = {"points": points, "measure_every": measure_every, "top_k": top_k,
                          "hessian_every": None if hessian_every is None else str(hessian_every),
                          "probe": self.probe_n, "budget": budget, "seed": seed}  # fmt: skip

@@ -67,6 +67,11 @@ def canned_records(epochs: int = 4, steps_per_epoch: int = 24, k: int = 10, curv
                 height_above_floor=s.height_above_floor, step_norm=0.1, dist_from_init=dist,
                 grad_cos=None if prev is None else math.cos(step / 5.0) * 0.5,
                 update_cos=None if prev is None else math.cos(step / 7.0) * 0.5,
+                # --decompose, by formula (no draws, so the other values stay as they were)
+                **({"dominant_fraction": 0.5 + 0.4 * math.sin(step / 3.0),
+                    "dominant_loss": loss + (nxt - loss) * 0.7,
+                    "bulk_loss": loss + (nxt - loss) * 0.3,
+                    "basis_step": (epoch - 1) * steps_per_epoch} if curvature else {}),
             )  # fmt: skip
             barriers += s.barrier
             interior += s.interior_min

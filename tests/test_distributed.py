@@ -36,7 +36,7 @@ model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3)).double()
 ddp = nn.parallel.DistributedDataParallel(model)
 opt = torch.optim.SGD(ddp.parameters(), lr=0.2)
 walker = sgdwalk.Walker(ddp, (x[:{probe}], y[:{probe}]), session="d", sessions_dir=sys.argv[1],
-                        hessian_every=4, top_k=3, batch_size=32)
+                        hessian_every=4, top_k=3, batch_size=32, decompose=True)
 walker.attach(opt)
 for step in range({steps}):
     k = step * 32 % 256
@@ -78,6 +78,9 @@ def test_two_ranks_write_one_session_with_the_numbers_of_one(tmp_path):
         assert b.slice == pytest.approx(a.slice, rel=1e-10)
         assert (a.barrier, a.floor_alpha) == (b.barrier, b.floor_alpha)
         assert b.grad_norm == pytest.approx(a.grad_norm, rel=1e-10)
+        assert (b.dominant_loss, b.bulk_loss) == pytest.approx((a.dominant_loss, a.bulk_loss),
+                                                                rel=1e-8)  # fmt: skip
+        assert b.basis_step == a.basis_step
     assert [c.step for c in curv1] == [c.step for c in curv2] == [0, 4, 8]
     for a, b in zip(curv1, curv2, strict=True):
         assert b.eigenvalues == pytest.approx(a.eigenvalues, rel=1e-8)

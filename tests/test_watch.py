@@ -105,10 +105,12 @@ def test_watch_waits_for_a_session_a_starting_run_creates(tmp_path):
     maker = threading.Thread(target=create_soon)
     maker.start()
     try:
-        session = open_when_there("late", tmp_path, wait=120)
-        assert session.step_count() == 96
+        session = open_when_there("late", tmp_path, wait=120)  # opens while it is written
+        assert session.name == "late"
         session.close()
     finally:
         maker.join()
+    with open_when_there("late", tmp_path, wait=0) as session:
+        assert session.step_count() == 96
     with pytest.raises(SessionError, match="no session 'never'"):
         open_when_there("never", tmp_path, wait=0.3)

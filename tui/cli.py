@@ -124,6 +124,14 @@ def run(
     align_samples: Annotated[
         int | None, Opt(help="mini-batches drawn per size [default: 10]")
     ] = None,
+    decompose: Annotated[
+        bool | None,
+        Opt(
+            "--decompose",
+            help="split each step by the top-k Hessian eigenvectors of the latest "
+            "curvature pass: dominant fraction and the loss of each part (2 forward passes)",
+        ),
+    ] = None,
     batchnorm: Annotated[
         bool | None, Opt("--batchnorm/--no-batchnorm", help="BatchNorm in mlp/cnn/vgg11")
     ] = None,

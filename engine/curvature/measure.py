@@ -51,6 +51,7 @@ class CurvatureMeter:
         self.seed, self.tol, self.method = seed, tol, method
         self.shard = shard  # hessian_chunks are this rank's rows (torch.distributed), or None
         self.previous: torch.Tensor | None = None  # last eigenvectors: the warm start
+        self.previous_step = 0  # the step they were measured at
         self.expected = 3 * k  # Lanczos products we expect, for the progress total
         self.last: LanczosResult | None = None
         self._total = 0
@@ -74,6 +75,10 @@ class CurvatureMeter:
         return cls(run.evaluator, examples(mine), examples, data.n_train, cfg.top_k, sizes,
                    cfg.align_samples, cfg.seed, shard=shard)  # fmt: skip
 
+    def basis(self) -> tuple[torch.Tensor, int] | None:
+        """The latest finite top-k eigenvectors (n, k) and their step, for ``--decompose``."""
+        return None if self.previous is None else (self.previous, self.previous_step)
+
     def run_pass(self, step: int, epoch: int) -> Iterator[Record]:
         """Yield progress per product, then one ``CurvatureMeasured`` (call with θ loaded)."""
         started = self.clock()
@@ -94,6 +99,7 @@ class CurvatureMeter:
                     alignment.append(summarize(b, values))
         if finite:  # a spectrum that is not there is no warm start for the next pass
             self.previous, self.expected = result.eigenvectors, result.matvecs
+            self.previous_step = step
         self.last = result
         rel = result.residuals / result.eigenvalues.abs()  # ‖Hv − λv‖ / |λ|
         now = self.clock()

@@ -4,11 +4,20 @@
 use. A new figure is a module with a ``FIGURE`` and one line here.
 """
 
-from sgdwalk.tui.figures import alignment, barriers, cosine, loss, sharpness, slices
+from sgdwalk.tui.figures import (
+    alignment,
+    barriers,
+    cosine,
+    decomposition,
+    loss,
+    sharpness,
+    slices,
+)
 from sgdwalk.tui.figures.base import Figure, FigureData, Live, Needs, Options
 
 FIGURES: dict[str, Figure] = {
-    m.FIGURE.name: m.FIGURE for m in (slices, barriers, loss, cosine, alignment, sharpness)
+    m.FIGURE.name: m.FIGURE
+    for m in (slices, barriers, loss, cosine, alignment, sharpness, decomposition)
 }
 
 __all__ = ["FIGURES", "Figure", "FigureData", "Live", "Needs", "Options"]

@@ -163,7 +163,9 @@ def panel_title(d: FigureData, live: Live) -> str:
     barriers = sum(bool(s.barrier) for s in steps)
     interior = sum(bool(s.interior_min) for s in steps)
     share = f" · interior min {interior / len(steps):.0%}" if steps else ""
-    return f"slices · last {live.window} steps · {barriers} barriers{share}"
+    split = [s.dominant_fraction for s in steps if s.dominant_fraction is not None]
+    top = f" · top-k {split[-1]:.0%} of Δ" if split and math.isfinite(split[-1]) else ""
+    return f"slices · last {live.window} steps · {barriers} barriers{share}{top}"
 
 
 FIGURE = Figure(
