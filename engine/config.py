@@ -50,6 +50,7 @@ class RunConfig:
     align_batch_sizes: str = "100,1000,10000,full"
     align_samples: int = 10
     decompose: bool = False  # split each step by the latest top-k eigenvectors (2 forward passes)
+    batch_sharpness: bool = False  # g_Bᵀ H_B g_B / ‖g_B‖² per measured step (1 Hessian product)
     batchnorm: bool | None = None  # None: the model's default
     augment: bool | None = None  # None: the dataset's default (crop+flip on CIFAR)
     wrn_depth: int = 16

@@ -83,6 +83,9 @@ class StepMeter:
         self._before: tuple[torch.Tensor, torch.Tensor] | None = None  # θ_t, g_t of this update
         # --decompose: the top-k eigenvectors (n, k) of the latest curvature pass and its step
         self.basis: Callable[[], tuple[torch.Tensor, int] | None] = lambda: None
+        # --batch-sharpness: (θ_t, g_t) -> g_Bᵀ H_B g_B / ‖g_B‖² on this step's batch, or None
+        self.batch_curvature: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+        self._batch_value: torch.Tensor | None = None
 
     def due(self, step: int) -> bool:
         """Whether ``step`` is measured: every ``measure_every``-th step from the first."""
@@ -95,6 +98,9 @@ class StepMeter:
             return
         theta = self.trail.theta if self.trail.theta is not None else flat_params(model)
         self._before = (theta, flat_grads(model))
+        self._batch_value = None
+        if self.batch_curvature is not None and self.due(step):
+            self._batch_value = self.batch_curvature(*self._before)  # at θ_t, before the update
 
     def discard(self) -> None:
         """Forget the update begun with ``before_update``: it was not taken (a skipped step)."""
@@ -166,14 +172,18 @@ class StepMeter:
             proj = basis[0].T @ delta  # V_kᵀΔ: ‖V_kV_kᵀΔ‖ = ‖V_kᵀΔ‖ (orthonormal columns)
             frac = (proj @ proj / (delta @ delta)).reshape(1).to(losses.dtype)
             split = torch.cat([frac.to(losses.device), split])
-        values = torch.cat([losses, stats.to(losses.device), split]).tolist()  # one sync a step
+        sharp = [] if self._batch_value is None else [self._batch_value.reshape(1).to(losses)]
+        values = torch.cat([losses, stats.to(losses.device), split, *sharp]).tolist()  # one sync
         trail.last_loss = losses[-1] if fixed else None
         rec = self._record(step, epoch, lr, batch_size, values[: k1 + 6])
-        if basis is None:
-            return rec
-        frac_v, dom, bulk = values[k1 + 6 :]
-        return dataclasses.replace(rec, dominant_fraction=frac_v, dominant_loss=dom,
-                                   bulk_loss=bulk, basis_step=basis[1])  # fmt: skip
+        extra: dict[str, object] = {}
+        if basis is not None:
+            frac_v, dom, bulk = values[k1 + 6 : k1 + 9]
+            extra = {"dominant_fraction": frac_v, "dominant_loss": dom, "bulk_loss": bulk,
+                     "basis_step": basis[1]}  # fmt: skip
+        if self._batch_value is not None:
+            extra["batch_sharpness"] = values[-1]
+        return dataclasses.replace(rec, **extra) if extra else rec  # type: ignore[arg-type]
 
     def _split_losses(
         self, theta: torch.Tensor, delta: torch.Tensor, v: torch.Tensor, probe: Chunks

@@ -69,6 +69,8 @@ class StepMeasured:
     dominant_loss: float | None = None  # L_P(θ_t + V_kV_kᵀΔ_t)
     bulk_loss: float | None = None  # L_P(θ_t + (I − V_kV_kᵀ)Δ_t)
     basis_step: int | None = None  # the step of the curvature pass whose V_k was used
+    # --batch-sharpness: g_Bᵀ H_B g_B / ‖g_B‖², the step's own batch gradient and batch Hessian
+    batch_sharpness: float | None = None
 
     @property
     def measured(self) -> bool:

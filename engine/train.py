@@ -29,6 +29,7 @@ from sgdwalk.config import (
     probe_size,
 )
 from sgdwalk.cpu import choose_threads
+from sgdwalk.curvature.hvp import batch_sharpness
 from sgdwalk.data import Data, load_data
 from sgdwalk.errors import Stopped
 from sgdwalk.landscape import interpolation_alphas
@@ -184,6 +185,10 @@ class Run:
     def _update(self, meter: StepMeter, step: int, epoch: int, idx: torch.Tensor) -> StepMeasured:
         """One optimiser update, measured by the meter around ``optimizer.step()``."""
         loss = self._train_step(idx)
+        if self.cfg.batch_sharpness:  # on the step's batch, un-augmented
+            batch = self._batch_chunks(idx)
+            meter.batch_curvature = lambda theta, g: batch_sharpness(self.evaluator, theta, g,
+                                                                     batch)  # fmt: skip
         meter.before_update(self.model, step)
         self.optimizer.step()
         chunks = None if meter.probe is not None or not meter.due(step) else self._batch_chunks(idx)

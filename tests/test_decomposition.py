@@ -81,3 +81,54 @@ def test_decompose_needs_curvature_passes(tmp_path):
     code, _, err = run_cli("run", "--headless", "--decompose", "--hessian-every", "off",
                            "--sessions-dir", str(tmp_path))  # fmt: skip
     assert code == 2 and "--decompose" in err and "--hessian-every" in err
+
+
+def test_batch_sharpness_matches_an_explicit_batch_hessian():
+    """g_Bᵀ H_B g_B / ‖g_B‖² with H_B the batch loss's Hessian, built explicitly in float64."""
+    from torch.func import functional_call
+
+    from sgdwalk.curvature.hvp import batch_sharpness
+
+    model, x, y = tiny()
+    xb, yb = x[:12], y[:12]
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+
+    def batch_loss(flat):
+        parts, i = [], 0
+        for shape in shapes:
+            parts.append(flat[i : i + shape.numel()].reshape(shape))
+            i += shape.numel()
+        return nn.functional.cross_entropy(
+            functional_call(model, dict(zip(names, parts, strict=True)), (xb,)), yb
+        )
+
+    meter = StepMeter(model, Evaluator(model), make_chunks(x, y, 16), points=4)
+    ev = meter.evaluator
+    meter.batch_curvature = lambda theta, g: batch_sharpness(ev, theta, g, make_chunks(xb, yb, 5))
+    opt = torch.optim.SGD(model.parameters(), lr=0.3)
+    theta = parameters_to_vector(model.parameters()).detach().clone()
+    loss = nn.functional.cross_entropy(model(xb), yb)
+    opt.zero_grad()
+    loss.backward()
+    g = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    meter.before_update(model, 1)
+    opt.step()
+    rec = meter.after_update(model, 1, 1, 0.3, 12, loss)
+    hessian = torch.autograd.functional.hessian(batch_loss, theta)
+    assert rec.batch_sharpness == pytest.approx((g @ hessian @ g / (g @ g)).item(), abs=TOL)
+
+
+def test_run_batch_sharpness_is_recorded_on_measured_steps(tmp_path):
+    from tests.test_bad_input import run_cli
+
+    code, _, err = run_cli("run", "--headless", "--epochs", "1", "--train-size", "200",
+                           "--batch-sharpness", "--measure-every", "2", "--hessian-every", "off",
+                           "--sessions-dir", str(tmp_path), "--session", "b")  # fmt: skip
+    assert code == 0, err
+    with open_session(tmp_path / "b") as s:
+        steps = list(s.steps())
+    assert all((r.batch_sharpness is not None) == r.measured for r in steps)
+    assert any(r.batch_sharpness is None for r in steps) and all(
+        r.batch_sharpness > 0 for r in steps if r.batch_sharpness is not None
+    )

@@ -132,6 +132,14 @@ def run(
             "curvature pass: dominant fraction and the loss of each part (2 forward passes)",
         ),
     ] = None,
+    batch_sharpness: Annotated[
+        bool | None,
+        Opt(
+            "--batch-sharpness",
+            help="per measured step, the batch Hessian's curvature along the "
+            "step's gradient, g·H_B g/‖g‖² (one Hessian-vector product on the batch)",
+        ),
+    ] = None,
     batchnorm: Annotated[
         bool | None, Opt("--batchnorm/--no-batchnorm", help="BatchNorm in mlp/cnn/vgg11")
     ] = None,

@@ -239,3 +239,14 @@ def hessian_operator(
             yield op
         finally:
             op.release()
+
+
+def batch_sharpness(
+    ev: Evaluator, theta: torch.Tensor, g: torch.Tensor, chunks: Chunks
+) -> torch.Tensor:
+    """g_Bᵀ H_B g_B / ‖g_B‖² (Andreyev and Beneventano 2024): the curvature of the batch's own
+    loss along the gradient the step uses, at θ_t. One Hessian-vector product on the batch."""
+    ev.load(theta)
+    with hessian_operator(ev, chunks, cache=False) as op:
+        hg = op(g)
+    return (g @ hg) / (g @ g)
