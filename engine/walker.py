@@ -46,23 +46,20 @@ from sgdwalk.records import (
     RESUMED_EVENT,
     SKIPPED_EVENT,
     CurvatureMeasured,
-    EpochEnded,
-    EventLogged,
     Record,
 )
-from sgdwalk.session import SessionWriter, check_session_name, session_dir
+from sgdwalk.session import check_session_name, session_dir
 from sgdwalk.sharpness import EdgeWatch
-from sgdwalk.train import Tally
 from sgdwalk.walker_parts import (
     Budget,
     LoopTap,
     ScriptGuard,
     curvature_meter,
-    describe,
     optimizer_params,
     parse_curvature_every,
 )
 from sgdwalk.walker_probe import ProbeSetup
+from sgdwalk.walker_session import WalkerSession
 
 SESSION_ENV = "SGDWALK_SESSION"  # set by `sgdwalk exec` for the script it starts
 SESSIONS_DIR_ENV = "SGDWALK_SESSIONS"  # the CLI's sessions folder variable too
@@ -126,14 +123,12 @@ class Walker:
         self.step = 0
         self.epoch = 1  # the loop may set it; the records carry it
         self.optimizer: torch.optim.Optimizer | None = None
-        self.writer: SessionWriter | None = None
+        self.record = WalkerSession(self, self.writes)  # the session file, epochs, ending
         self.guard = ScriptGuard(self.close)  # signals, an uncaught exception, exit
         self.signals = self.guard.signals
         self._hooks: list[Any] = []
         self.tap = LoopTap()  # batch losses and sizes since the last step
         self._open_step = False  # before_step came and after_step not yet
-        self._tally, self._tally_epoch, self._epoch_start = Tally(), 1, 0
-        self._probe_loss = math.nan  # L_P at the last measured step's end
         self._scaler: Any = None
         self._curvature: Any = None
         self._edge = EdgeWatch()  # λ1 against the optimiser's (2 + 2β)/η
@@ -203,8 +198,8 @@ class Walker:
                 self.skipped()
             self._open()
             self._hold_while_paused()
-            if self.epoch != self._tally_epoch:
-                self._end_epoch()
+            if self.epoch != self.record.epoch:
+                self.record.end_epoch()
             if self.step == 0 and self.curvature_every:
                 self._curvature_pass()  # θ_0, as the built-in trainer does
             self.step += 1
@@ -244,28 +239,11 @@ class Walker:
             size = size or self.batch_size or 0
             rec = self.meter.after_update(self.module, self.step, self.epoch, lr, size,
                                           batch_loss)  # fmt: skip
-            self._write(rec)
-            self._tally.add(rec)
-            if rec.measured and rec.slice:
-                self._probe_loss = rec.slice[-1]
+            self.record.stepped(rec)
             if self.budget is not None:
                 self.budget.measured(rec.measured)
             if self.curvature_every and self.step % self.curvature_every == 0:
                 self._curvature_pass()
-
-    def _end_epoch(self) -> None:
-        """The epoch the loop just left, as the built-in trainer records one: its barriers and
-        interior minima; the probe loss at its last measured step (the Walker runs no
-        validation: NaN there)."""
-        tally, self._tally = self._tally, Tally()
-        epoch, self._tally_epoch = self._tally_epoch, self.epoch
-        if self.step == self._epoch_start:
-            return
-        self._epoch_start = self.step
-        nan = math.nan
-        self._write(EpochEnded(epoch=epoch, steps=self.step, train_loss=self._probe_loss,
-                               train_acc=nan, val_loss=nan, val_acc=nan, barriers=tally.barriers,
-                               interior_min_fraction=tally.interior_fraction))  # fmt: skip
 
     def _lr(self) -> float:
         if self.optimizer is None:
@@ -329,19 +307,14 @@ class Walker:
     # -- the session
 
     def _open(self) -> None:
-        if self.writer is not None or self._closed or not self.writes:
-            return
-        config, info = describe(self)
-        self.writer = SessionWriter(self.directory, config, info)
-        self.guard.install()
+        if not self._closed and self.record.open():
+            self.guard.install()
 
     def _write(self, rec: Record) -> None:
-        if self.writer is not None:
-            self.writer.write(rec)
+        self.record.write(rec)
 
     def _event(self, level: str, kind: str, message: str) -> None:
-        self._write(EventLogged(self.step, self.epoch, level, kind, message,  # type: ignore[arg-type]
-                                self.meter.elapsed()))  # fmt: skip
+        self.record.event(level, kind, message)
 
     def close(self, status: str = FINISHED, message: str = "") -> None:
         """End the session with ``status`` (finished, interrupted, failed); remove every hook and
@@ -356,16 +329,7 @@ class Walker:
             scaler, original = self._scaler
             scaler.step = original
         self.guard.remove()
-        if self.writer is None:
-            return
-        message = message or f"{status} after {self.step} steps"
-        with contextlib.suppress(Exception):
-            self._end_epoch()
-        try:
-            self._write(EventLogged(self.step, self.epoch, "error" if status == FAILED else "info",
-                                    status, message, self.meter.elapsed()))  # type: ignore[arg-type]  # fmt: skip
-        finally:
-            self.writer.close(status, message)
+        self.record.end(status, message)
 
     def __enter__(self) -> Walker:
         return self
