@@ -10,6 +10,8 @@ two step timings are interleaved so drift hits both alike.
   with torch.func); t_slice and slice_ratio are those of the mode the run would use.
 - t_step: one training step with measurements off, records discarded.
 - t_step_recorded: the same step with the session writer on: record_overhead = t_step_recorded/t_step − 1.
+- t_decompose, t_batch_sharpness: what ``--decompose`` and ``--batch-sharpness`` add to a measured
+  step, reported per slice (decompose_per_slice, batch_sharpness_per_slice).
 """
 
 from __future__ import annotations
@@ -98,7 +100,36 @@ def slice_costs(run: Run, repeats: int) -> dict[str, float]:
         out[f"slice_ratio_{mode}"] = out[f"t_slice_{mode}"] / (k * t_forward)
     out["t_slice"] = out[f"t_slice_{run.slice_mode}"]
     out["slice_ratio"] = out[f"slice_ratio_{run.slice_mode}"]
-    return out
+    return out | extras_costs(run, theta0, theta1, repeats)
+
+
+def extras_costs(
+    run: Run, theta0: torch.Tensor, theta1: torch.Tensor, repeats: int
+) -> dict[str, float]:
+    """What ``--decompose`` (two forward passes at the split points, k = top_k eigenvectors) and
+    ``--batch-sharpness`` (one Hessian-vector product on a training batch) add to a step."""
+    from sgdwalk.curvature.hvp import batch_sharpness
+    from sgdwalk.meter import StepMeter
+
+    ev, chunks = run.evaluator, run.probe_chunks
+    gen = torch.Generator().manual_seed(1)
+    v, _ = torch.linalg.qr(torch.randn(ev.numel, run.cfg.top_k, generator=gen).to(theta0))
+    meter = StepMeter(run.model, ev, chunks, run.cfg.points)
+    delta = theta1 - theta0
+    idx = torch.arange(min(run.batch_size, run.data.n_train), device=run.device)
+    batch = run._batch_chunks(idx)
+    g = torch.randn(ev.numel, generator=gen).to(theta0)
+
+    def split() -> None:
+        meter._split_losses(theta0, delta, v, chunks).tolist()
+
+    def sharpness() -> None:
+        batch_sharpness(ev, theta0, g, batch).item()
+
+    split()  # warm-up
+    sharpness()
+    return {"t_decompose": _median_time(split, repeats, run.device),
+            "t_batch_sharpness": _median_time(sharpness, repeats, run.device)}  # fmt: skip
 
 
 def step_costs(run: Run, repeats: int) -> dict[str, float]:
@@ -135,6 +166,8 @@ def run_bench(cfg: RunConfig, repeats: int = 7) -> dict[str, Any]:
             "slice_ratio_loop": s["slice_ratio_loop"],
             "slice_ratio_vmap": s["slice_ratio_vmap"],
             "record_overhead": t["record_overhead"],
+            "decompose_per_slice": s["t_decompose"] / s["t_slice"],
+            "batch_sharpness_per_slice": s["t_batch_sharpness"] / s["t_slice"],
         },
         "counts": {},
         "targets": dict(TARGETS),

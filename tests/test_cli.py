@@ -154,9 +154,11 @@ def test_bench_json_prints_the_ratios():
     proc = sgdwalk("bench", "--json", "--repeats", "2")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    for key in ("slice_ratio", "record_overhead"):
+    for key in ("slice_ratio", "record_overhead", "decompose_per_slice",
+                "batch_sharpness_per_slice"):  # fmt: skip
         assert isinstance(result["ratios"][key], float)
-    for key in ("t_forward", "t_slice", "t_step", "t_step_recorded"):
+    for key in ("t_forward", "t_slice", "t_step", "t_step_recorded", "t_decompose",
+                "t_batch_sharpness"):  # fmt: skip
         assert result["times"][key] > 0
 
 
