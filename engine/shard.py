@@ -13,6 +13,7 @@ ends the others' measurement with an error within that time instead of a hang.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 from typing import Any
 
@@ -44,6 +45,16 @@ class Shard:
     def leader(self) -> bool:
         """Rank 0: the one that writes the session."""
         return self.rank == 0
+
+    def close(self) -> None:
+        """Shut the group's backend down now, not at interpreter exit (where gloo's threads,
+        torn down in no particular order, can abort the process)."""
+        import torch.distributed as dist
+
+        if self.group is not None and dist.is_initialized():
+            with contextlib.suppress(Exception):
+                dist.destroy_process_group(self.group)
+        self.group = None
 
     def sum(self, t: torch.Tensor) -> torch.Tensor:
         """Σ over ranks of ``t`` (a new tensor; every rank gets the same values)."""
@@ -127,3 +138,12 @@ def join_workers(device: torch.device) -> torch.device:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return device
+
+
+def leave_workers() -> None:
+    """The end of a process torchrun started: shut every group down now (see ``Shard.close``)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()

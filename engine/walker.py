@@ -329,7 +329,11 @@ class Walker:
             scaler, original = self._scaler
             scaler.step = original
         self.guard.remove()
-        self.record.end(status, message)
+        try:
+            self.record.end(status, message)
+        finally:
+            if self.shard is not None:
+                self.shard.close()
 
     def __enter__(self) -> Walker:
         return self

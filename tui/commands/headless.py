@@ -34,6 +34,7 @@ from sgdwalk.records import (
     Record,
     StepMeasured,
 )
+from sgdwalk.shard import leave_workers
 from sgdwalk.tui.text import QuietStream
 
 PLAIN_EVERY = 30.0
@@ -121,7 +122,11 @@ def run_headless(cfg: RunConfig, console: Console | None = None) -> int:
         task = progress.add_task("train", total=info["total_steps"])
         view = HeadlessView(console, progress, task, cfg)
         records = controls.pausable(run.records(controls.should_stop))
-        status = drive(records, writer, view)
+        try:
+            status = drive(records, writer, view)
+        finally:
+            if run.ranks.world > 1:
+                leave_workers()
     console.print(
         f"sgdwalk: {status}: session {writer.directory.name}, {view.step} steps, "
         f"{view.barriers} barriers",
@@ -146,9 +151,12 @@ def _train_quietly(cfg: RunConfig) -> int:
     run = prepare(cfg)
     status = "interrupted"
     with stop_on_signals() as controls:
-        for rec in run.records(controls.should_stop):
-            if isinstance(rec, EventLogged) and rec.kind in ENDINGS:
-                status = rec.kind
+        try:
+            for rec in run.records(controls.should_stop):
+                if isinstance(rec, EventLogged) and rec.kind in ENDINGS:
+                    status = rec.kind
+        finally:
+            leave_workers()
     return exit_code(status)
 
 
