@@ -76,6 +76,10 @@ def copy_of(pristine: Path, root: Path) -> Path:
 def damage(path: Path, how: tuple) -> None:
     db = path / "session.sqlite"
     kind, *args = how
+    if kind == "schema_bytes":  # bytes inside the schema's text, ``after`` bytes past ``where``
+        where, after, junk = args
+        offset = db.read_bytes().index(where) + after
+        kind, args = "bytes", [offset, junk]
     if kind == "bytes":
         offset, junk = args
         data = bytearray(db.read_bytes())
@@ -183,6 +187,7 @@ DAMAGE_CASES = {
     "eigenvalues not a list": ("value", "curvature", 3, 2, '{"a": [1]}'),
     "a huge step number": ("value", "steps", 0, 5, 2**63 - 1),
     "a page of junk": ("bytes", 4096, b"\xff" * 64),
+    "a schema that is not UTF-8": ("schema_bytes", b"indexsqlite_autoindex_meta_1", 5, b"\x80"),
 }
 
 

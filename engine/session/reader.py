@@ -51,6 +51,11 @@ from sgdwalk.session.schema import (
 FUTURE_SLACK = 60.0  # a heartbeat this far in the future is another host's clock, not a live writer
 
 
+# What reading a damaged file can raise: SQLite's errors, and a text value (a table's schema, a
+# meta value) whose bytes are not UTF-8, which Python's sqlite3 module raises as a decode error.
+READ_ERRORS = (sqlite3.Error, UnicodeDecodeError)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -77,7 +82,7 @@ class SessionFile:
             self.started_at = _number(meta, "started_at")
             if meta.get("status") not in STATUSES:
                 raise SessionError(f"status holds {meta.get('status')!r}")
-        except (SessionError, sqlite3.Error) as e:
+        except (SessionError, *READ_ERRORS) as e:
             self._con.close()
             raise self._damaged(e) from None
 
@@ -99,7 +104,7 @@ class SessionFile:
     def _meta(self) -> dict[str, str]:
         try:
             rows = self._con.execute("SELECT key, value FROM meta").fetchall()
-        except sqlite3.Error as e:
+        except READ_ERRORS as e:
             raise self._damaged(e) from None
         return {str(k): v for k, v in rows}
 
@@ -128,13 +133,13 @@ class SessionFile:
                     key = row[0] if not t.key or t.key not in names else values[names.index(t.key)]
                     raise self._damaged(f"{t.name} row {key}: {e}") from None
                 yield (getattr(rec, t.key) if t.key else row[0]), rec
-        except sqlite3.Error as e:
+        except READ_ERRORS as e:
             raise self._damaged(e) from None
 
     def _scalar(self, sql: str) -> int:
         try:
             value = self._con.execute(sql).fetchone()[0]
-        except sqlite3.Error as e:
+        except READ_ERRORS as e:
             raise self._damaged(e) from None
         if not isinstance(value, int):
             raise self._damaged(f"{sql!r} gave {value!r}")
@@ -145,7 +150,7 @@ class SessionFile:
         """One read transaction: every table as of one commit."""
         try:
             self._con.execute("BEGIN")
-        except sqlite3.Error as e:
+        except READ_ERRORS as e:
             raise self._damaged(e) from None
         try:
             yield
@@ -364,7 +369,7 @@ def _connect_for_reading(db: Path) -> sqlite3.Connection:
         con = connect(Path(f"{uri}?mode=ro"), timeout=5.0, uri=True)
         con.execute("SELECT COUNT(*) FROM meta").fetchone()
         return con
-    except sqlite3.Error:
+    except READ_ERRORS:
         raise SessionError(
             f"session at {db.parent} is still being written (or its writer died before "
             "finishing it) and its folder is read-only here, so SQLite cannot follow it; "
@@ -379,7 +384,7 @@ def _open_checked(db: Path) -> sqlite3.Connection:
         con = _connect_for_reading(db)
         app_id = con.execute("PRAGMA application_id").fetchone()[0]
         version = con.execute("PRAGMA user_version").fetchone()[0]
-    except sqlite3.Error as e:
+    except READ_ERRORS as e:
         raise SessionError(f"{db} is not an sgdwalk session ({e})") from None
     if app_id != APPLICATION_ID:
         con.close()

@@ -77,13 +77,13 @@ class SgdwalkApp(App[None]):
         worker = event.worker
         if worker.name != ENGINE_WORKER:
             return
+        if event.state not in (WorkerState.ERROR, WorkerState.SUCCESS):
+            return
         if event.state == WorkerState.ERROR:
             self.engine_error = worker.error
-            self.dashboard.worker_ended("", worker.error)
-        elif event.state == WorkerState.SUCCESS:
-            self.dashboard.worker_ended(worker.result, None)
-        else:
-            return
+        if not self.dashboard.closing:
+            self.dashboard.worker_ended(worker.result if worker.error is None else "",
+                                        worker.error)  # fmt: skip
         if self.exit_when_done:
             self.exit()
 

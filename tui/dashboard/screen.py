@@ -142,8 +142,15 @@ class DashboardScreen(Screen[None]):
 
     # ------------------------------------------------------------ data flow
 
+    @property
+    def closing(self) -> bool:
+        """The app is closing and the widgets are gone (a worker can end after a quit)."""
+        return not self.query(ChartGrid)
+
     def tick(self) -> None:
         """Timer: take new records, then redraw what changed, a few charts at a time."""
+        if self.closing:
+            return
         self.feed()
         self.redraw(self.buffers.take_dirty(), charts=CHARTS_PER_TICK)
         for name in PANELS:
