@@ -121,7 +121,7 @@ def extras_costs(
     g = torch.randn(ev.numel, generator=gen).to(theta0)
 
     def split() -> None:
-        meter._split_losses(theta0, delta, v, chunks).tolist()
+        meter.split_losses(theta0, delta, v, chunks).tolist()
 
     def sharpness() -> None:
         batch_sharpness(ev, theta0, g, batch).item()

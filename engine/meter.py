@@ -157,7 +157,7 @@ class StepMeter:
         if shard is None or shard.local:
             local = slice_losses(self.evaluator, theta, theta_next, self.alphas, probe, first)
             if basis is not None:
-                local = torch.cat([local, self._split_losses(theta, delta, basis[0], probe)])
+                local = torch.cat([local, self.split_losses(theta, delta, basis[0], probe)])
         else:  # a rank with no probe rows: zeros, and the same all_reduce as the others
             local = torch.zeros(k1 + (2 if basis is not None else 0), dtype=theta.dtype,
                                 device=theta.device)  # fmt: skip
@@ -185,7 +185,7 @@ class StepMeter:
             extra["batch_sharpness"] = values[-1]
         return dataclasses.replace(rec, **extra) if extra else rec  # type: ignore[arg-type]
 
-    def _split_losses(
+    def split_losses(
         self, theta: torch.Tensor, delta: torch.Tensor, v: torch.Tensor, probe: Chunks
     ) -> torch.Tensor:
         """[L_P(θ + V_kV_kᵀΔ), L_P(θ + (I − V_kV_kᵀ)Δ)]: two forward passes of the probe."""

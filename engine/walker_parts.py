@@ -122,16 +122,17 @@ class ScriptGuard:
 
 class LoopTap:
     """What the loop shows of a step besides its update: the batch loss (reported, or returned by
-    the model) and the examples the model saw in training mode."""
+    the model) and the examples the model saw in training mode. Losses stay on their device until
+    the step ends: one sync a step, not one per micro-batch."""
 
     def __init__(self) -> None:
-        self._losses: list[float] = []
+        self._losses: list[torch.Tensor] = []
         self._reported = 0  # batch sizes reported since the last step
         self._seen = 0  # examples the model saw in training mode since the last step
 
     def report(self, loss: torch.Tensor | float, batch_size: int | None = None) -> None:
-        value = loss.detach().float().mean().item() if isinstance(loss, torch.Tensor) else loss
-        self._losses.append(float(value))
+        value = loss.detach().float().mean() if isinstance(loss, torch.Tensor) else loss
+        self._losses.append(torch.as_tensor(value, dtype=torch.float32))
         self._reported += batch_size or 0
 
     def capture(self, args: Any, output: Any) -> None:
@@ -143,11 +144,12 @@ class LoopTap:
         if loss is None and isinstance(output, dict):
             loss = output.get("loss")
         if isinstance(loss, torch.Tensor) and loss.numel() == 1:
-            self._losses.append(float(loss.detach()))
+            self._losses.append(loss.detach().float().reshape(()))
 
     def take(self) -> tuple[float, int]:
         """The step's mean batch loss (NaN: none) and batch size (0: unknown); then forget."""
-        loss = sum(self._losses) / len(self._losses) if self._losses else math.nan
+        losses = [t.to(self._losses[0].device) for t in self._losses]
+        loss = torch.stack(losses).mean().item() if losses else math.nan  # the one sync
         size = self._reported or self._seen
         self._losses.clear()
         self._reported = self._seen = 0

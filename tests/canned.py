@@ -7,7 +7,9 @@ known. No torch needed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import io
 import math
 import random
 import subprocess
@@ -179,3 +181,21 @@ async def drawn(pilot, app) -> None:
         return not (queued or shown or deferred or screen.buffers.dirty)
 
     await until(pilot, settled)
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
+    """``sgdwalk ARGS`` in this process (``main``, as the script runs it): exit code, out, err."""
+    from sgdwalk.tui.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.ExitStack() as stack:
+        if cwd is not None:
+            stack.enter_context(contextlib.chdir(cwd))
+        stack.enter_context(contextlib.redirect_stdout(out))
+        stack.enter_context(contextlib.redirect_stderr(err))
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as e:
+            code = int(e.code or 0)
+    return code, out.getvalue(), err.getvalue()

@@ -6,29 +6,8 @@ is quick; the subprocess tests in test_cli.py show the same path end to end.
 
 from __future__ import annotations
 
-import contextlib
-import io
-from pathlib import Path
-
 import pytest
-from canned import write_canned_session
-
-from sgdwalk.tui.cli import main
-
-
-def run_cli(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.ExitStack() as stack:
-        if cwd is not None:
-            stack.enter_context(contextlib.chdir(cwd))
-        stack.enter_context(contextlib.redirect_stdout(out))
-        stack.enter_context(contextlib.redirect_stderr(err))
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as e:
-            code = int(e.code or 0)
-    return code, out.getvalue(), err.getvalue()
+from canned import run_cli, write_canned_session
 
 
 def headless(*args: str) -> tuple[str, ...]:

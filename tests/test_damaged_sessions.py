@@ -12,13 +12,12 @@ of the same corruptions.
 from __future__ import annotations
 
 import contextlib
-import io
 import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
-from canned import aio, drawn, until, write_canned_session
+from canned import aio, drawn, run_cli, until, write_canned_session
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -146,19 +145,6 @@ def read_everything(path: Path) -> None:
             seen += [s.barrier_count(), list(s.follow(poll=0.01, idle_timeout=0.05))]
     except SessionError as e:
         assert "\n" not in str(e) and str(e)
-
-
-def run_cli(*args: str) -> tuple[int, str, str]:
-    from sgdwalk.tui.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as e:
-            code = int(e.code or 0)
-    return code, out.getvalue(), err.getvalue()
 
 
 def assert_clean(code: int, err: str) -> None:

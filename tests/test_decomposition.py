@@ -76,7 +76,7 @@ def test_a_walker_uses_the_latest_pass_and_records_nothing_before_one(tmp_path):
 
 
 def test_decompose_needs_curvature_passes(tmp_path):
-    from tests.test_bad_input import run_cli
+    from canned import run_cli
 
     code, _, err = run_cli("run", "--headless", "--decompose", "--hessian-every", "off",
                            "--sessions-dir", str(tmp_path))  # fmt: skip
@@ -120,7 +120,7 @@ def test_batch_sharpness_matches_an_explicit_batch_hessian():
 
 
 def test_run_batch_sharpness_is_recorded_on_measured_steps(tmp_path):
-    from tests.test_bad_input import run_cli
+    from canned import run_cli
 
     code, _, err = run_cli("run", "--headless", "--epochs", "1", "--train-size", "200",
                            "--batch-sharpness", "--measure-every", "2", "--hessian-every", "off",

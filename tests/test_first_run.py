@@ -18,10 +18,10 @@ from canned import (
     HANG,
     aio,
     drawn,
+    run_cli,
     until,
     write_canned_session,
 )
-from test_bad_input import run_cli
 from test_dashboard import live_app
 
 from sgdwalk import cpu

@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from canned import HANG, aio, drawn, until, write_canned_session, write_then_die
-from test_bad_input import run_cli
+from canned import HANG, aio, drawn, run_cli, until, write_canned_session, write_then_die
 
 from sgdwalk.errors import DataError, SessionError
 from sgdwalk.records import FAILED, FINISHED, INTERRUPTED

@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from canned import HANG, aio, canned_records, drawn
+from canned import HANG, aio, canned_records, drawn, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_bad_input import run_cli
 
 from sgdwalk.records import Alignment, CurvatureMeasured, EpochEnded, StepMeasured
 from sgdwalk.session import open_session

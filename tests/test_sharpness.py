@@ -82,7 +82,7 @@ def test_the_figure_rows_ls_and_the_formulas(tmp_path):
     for r in rows:
         assert r["threshold"] == pytest.approx(3.0 / lr)
         assert r["edge_ratio"] == pytest.approx(lam1 * lr / 3.0, rel=1e-6)
-    from tests.test_bad_input import run_cli
+    from canned import run_cli
 
     code, out, _ = run_cli("ls", "--json", "--sessions-dir", str(tmp_path))
     assert code == 0
