@@ -53,5 +53,5 @@ class EdgeWatch:
         line = threshold(lr, self.momentum)
         return EventLogged(rec.step, rec.epoch, "info", EDGE_EVENT,
                            f"λ1 {rec.eigenvalues[0]:.4g} reached the stability threshold "
-                           f"(2+2β)/η = {line:.4g} (λ1·η/(2+2β) = {ratio:.2f}): the edge of "
+                           f"(2+2β)/η = {line:.4g} (λ1·η/(2+2β) = {ratio:.3g}): the edge of "
                            "stability", time)  # fmt: skip
