@@ -7,7 +7,9 @@ two step timings are interleaved so drift hits both alike.
 - t_forward: one no-grad forward pass of the probe set (what a slice point ideally costs).
 - t_slice: one step's slice in steady state (L_0 reused, so K passes): slice_ratio = t_slice/(K t_forward).
   Both ways of evaluating it are timed (t_slice_loop: K passes; t_slice_vmap: the K points batched
-  with torch.func); t_slice and slice_ratio are those of the mode the run would use.
+  with torch.func), with the first-layer shortcut (``sgdwalk.shortcut``) where it applies and
+  without it (``_plain``); t_slice and slice_ratio are those of the mode the run would use (for
+  ``auto``, the faster of the two, as its timing on the first steps would keep).
 - t_step: one training step with measurements off, records discarded.
 - t_step_recorded: the same step with the session writer on: record_overhead = t_step_recorded/t_step − 1.
 - t_decompose, t_batch_sharpness: what ``--decompose`` and ``--batch-sharpness`` add to a measured
@@ -70,36 +72,51 @@ def _time_steps(run: Run, n: int, writer: SessionWriter | None) -> float:
 
 
 def slice_costs(run: Run, repeats: int) -> dict[str, float]:
+    """One slice in steady state, each mode with and without the first-layer shortcut.
+
+    The timed slices walk back and forth between two parameter vectors, as a run's steps chain:
+    each starts where the last ended, with L_0 known (and the first layer's output there kept).
+    """
     ev, chunks, k = run.evaluator, run.probe_chunks, run.cfg.points
     theta0 = flat_params(run.model)
     theta1 = theta0 + 1e-3 * torch.randn(
         theta0.shape, generator=torch.Generator().manual_seed(0)
     ).to(theta0)
     ev.load(theta0)
-    first = ev.loss(chunks)
+    ends = [theta0, theta1]
+    losses = [ev.loss(chunks)]
+    ev.load(theta1)
+    losses.append(ev.loss(chunks))
 
     def forward() -> None:
         ev.load(theta0)
         ev.loss(chunks).item()  # sync point: end of the timed pass
 
     def one_slice() -> None:
-        slice_losses(ev, theta0, theta1, run.alphas, chunks, first).tolist()  # sync: as a step
+        ends.reverse()
+        losses.reverse()
+        slice_losses(ev, ends[0], ends[1], run.alphas, chunks, losses[0]).tolist()  # sync
 
     forward()  # warm-up (allocator, kernels)
     t_forward = _median_time(forward, repeats, run.device)
     out = {"t_forward": t_forward}
-    used = ev.slice_mode
+    used = ev.slice_mode, ev.use_shortcut
     try:
-        for mode in ("loop", "vmap"):
-            ev.slice_mode = mode
-            one_slice()  # warm-up
-            out[f"t_slice_{mode}"] = _median_time(one_slice, repeats, run.device)
+        for shortcut, suffix in ((False, "_plain"), (True, "")):
+            ev.use_shortcut = shortcut
+            for mode in ("loop", "vmap"):
+                ev.slice_mode = mode
+                one_slice()  # warm-up
+                one_slice()
+                out[f"t_slice_{mode}{suffix}"] = _median_time(one_slice, repeats, run.device)
+                out[f"slice_ratio_{mode}{suffix}"] = out[f"t_slice_{mode}{suffix}"] / (
+                    k * t_forward
+                )
     finally:
-        ev.slice_mode = used
-    for mode in ("loop", "vmap"):
-        out[f"slice_ratio_{mode}"] = out[f"t_slice_{mode}"] / (k * t_forward)
-    out["t_slice"] = out[f"t_slice_{run.slice_mode}"]
-    out["slice_ratio"] = out[f"slice_ratio_{run.slice_mode}"]
+        ev.slice_mode, ev.use_shortcut = used
+    mode = kept_mode(run, out)
+    out["t_slice"] = out[f"t_slice_{mode}"]
+    out["slice_ratio"] = out[f"slice_ratio_{mode}"]
     return out | extras_costs(run, theta0, theta1, repeats)
 
 
@@ -145,6 +162,20 @@ def step_costs(run: Run, repeats: int) -> dict[str, float]:
     return {"t_step": t_step, "t_step_recorded": t_rec, "record_overhead": t_rec / t_step - 1}
 
 
+def kept_mode(run: Run, times: dict[str, float]) -> str:
+    """The run's slice mode; for ``auto``, the faster, as its timing on the first steps keeps."""
+    if run.slice_mode != "auto":
+        return run.slice_mode
+    return min(("loop", "vmap"), key=lambda m: times[f"t_slice_{m}"])
+
+
+def shortcut_note(run: Run) -> str:
+    """Where the first-layer shortcut applies in this run (``sgdwalk.shortcut``), in words."""
+    from sgdwalk.shortcut import FirstLayer
+
+    return FirstLayer.find(run.evaluator, run.probe_chunks)[1]
+
+
 def run_bench(cfg: RunConfig, repeats: int = 7) -> dict[str, Any]:
     """Prepare the run described by ``cfg`` (many epochs, curvature off) and measure it."""
     cfg = dataclasses.replace(cfg, epochs=10_000, hessian_every="off")
@@ -159,12 +190,15 @@ def run_bench(cfg: RunConfig, repeats: int = 7) -> dict[str, Any]:
         "probe_size": run.probe_n,
         "points": cfg.points,
         "batch_size": run.batch_size,
-        "slice_mode": run.slice_mode,
+        "slice_mode": run.slice_mode if run.slice_mode != "auto" else f"auto: {kept_mode(run, s)}",
+        "shortcut": shortcut_note(run),
         "times": {k: v for k, v in (s | t).items() if k.startswith("t_")},
         "ratios": {
             "slice_ratio": s["slice_ratio"],
             "slice_ratio_loop": s["slice_ratio_loop"],
             "slice_ratio_vmap": s["slice_ratio_vmap"],
+            "slice_ratio_loop_plain": s["slice_ratio_loop_plain"],
+            "slice_ratio_vmap_plain": s["slice_ratio_vmap_plain"],
             "record_overhead": t["record_overhead"],
             "decompose_per_slice": s["t_decompose"] / s["t_slice"],
             "batch_sharpness_per_slice": s["t_batch_sharpness"] / s["t_slice"],

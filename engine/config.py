@@ -19,7 +19,15 @@ from typing import Any
 from sgdwalk.errors import ConfigError
 
 MODELS = ("mlp", "cnn", "vgg11", "resnet56", "wrn")
-DATASETS = ("digits", "mnist", "cifar10", "cifar100", "tiny-imagenet", "synthetic-cifar10")
+DATASETS = (
+    "digits",
+    "mnist",
+    "cifar10",
+    "cifar100",
+    "tiny-imagenet",
+    "synthetic-cifar10",
+    "synthetic-mnist",
+)
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_PROBE = 2048
 
@@ -194,17 +202,6 @@ def _fail(flag: str, why: str) -> None:
 
 
 SLICE_MODES = ("auto", "loop", "vmap")
-
-
-def choose_slice_mode(slice_mode: str, device_type: str, convolutional: bool) -> str:
-    """ "loop" or "vmap": how the slice evaluates its α points (``--slice-mode`` with ``auto``).
-
-    ``auto``: vmap on CUDA always; on a CPU only without convolutions (vmapped convolutions run as
-    grouped convolutions, slower there: see ``sgdwalk.probe``).
-    """
-    if slice_mode != "auto":
-        return slice_mode
-    return "vmap" if device_type == "cuda" or not convolutional else "loop"
 
 
 MAX_INT = 2**31 - 1  # counts and sizes beyond this are typing errors, and SQLite and torch limits

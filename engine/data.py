@@ -258,14 +258,20 @@ def _read_images(items: list[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray]
     return xs, np.array([c for _, c in items], dtype=np.int64)
 
 
-def _synthetic_cifar10(_root: Path, _download: bool):
-    """CIFAR-shaped data with class-dependent colour, for benchmarks: nothing to download."""
-    rng = np.random.default_rng(1234)
-    n = 6000
-    y = rng.integers(0, 10, n)
-    base = rng.integers(40, 216, (10, 3, 1, 1))
-    x = np.clip(base[y] + rng.normal(0, 40, (n, 3, 32, 32)), 0, 255).astype(np.uint8)
-    return x[:5000], y[:5000], x[5000:], y[5000:], 10, True
+def _synthetic(shape: tuple[int, ...], mean: tuple[int, ...], noise: float, what: str):
+    """Generated data of a real dataset's ``shape``, 10 classes, each a random mean of shape
+    ``mean`` (broadcast) plus noise, for benchmarks: nothing to download."""
+
+    def load(_root: Path, _download: bool):
+        rng = np.random.default_rng(1234)
+        n = 6000
+        y = rng.integers(0, 10, n)
+        base = rng.integers(40, 216, (10, *mean))
+        x = np.clip(base[y] + rng.normal(0, noise, (n, *shape)), 0, 255).astype(np.uint8)
+        return x[:5000], y[:5000], x[5000:], y[5000:], 10, True
+
+    load.__doc__ = f"{what}-shaped generated data (sgdwalk.data._synthetic)"
+    return load
 
 
 _LOADERS = {
@@ -274,5 +280,8 @@ _LOADERS = {
     "cifar10": _cifar(10),
     "cifar100": _cifar(100),
     "tiny-imagenet": _tiny_imagenet,
-    "synthetic-cifar10": _synthetic_cifar10,
+    # a colour per class (the small CNN's benchmark case)
+    "synthetic-cifar10": _synthetic((3, 32, 32), (3, 1, 1), 40, "CIFAR"),
+    # an image per class: the paper's 784-500-350-10 MLP
+    "synthetic-mnist": _synthetic((1, 28, 28), (1, 28, 28), 60, "MNIST"),
 }

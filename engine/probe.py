@@ -96,6 +96,28 @@ def activations_per_example(
     return count[0] / n
 
 
+CHUNK = 1024  # probe examples per forward pass without BatchNorm, off a CPU (and the most on one)
+CPU_CHUNK_BYTES = 16 << 20  # on a CPU: a chunk's layer outputs stay about this size
+
+
+def speed_chunk(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Probe examples per forward pass where the chunk changes only speed (no BatchNorm).
+
+    On a CPU, the power of two (64 to ``CHUNK``) whose layer outputs fit ``CPU_CHUNK_BYTES``: a
+    chunk past the caches runs slower per example, and a fresh large block is page-faulted anew
+    on every pass (measured, one forward of 2,048 CIFAR-shaped examples through the small CNN:
+    452 ms in one chunk, 433 ms in chunks of 1,024, 240 ms in chunks of 64; the paper's MNIST MLP
+    is fastest from 512 up: 15 ms). Elsewhere ``CHUNK``.
+    """
+    if x.device.type != "cpu":
+        return CHUNK
+    per_example = activations_per_example(model, x, y) * x.element_size()
+    rows = 64
+    while rows < CHUNK and 2 * rows * per_example <= CPU_CHUNK_BYTES:
+        rows *= 2
+    return rows
+
+
 def has_convolutions(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
 
@@ -103,20 +125,25 @@ def has_convolutions(model: nn.Module) -> bool:
 class Evaluator:
     """A private copy of ``model`` whose parameters live in the flat buffer ``self.flat``.
 
-    ``slice_mode``: "loop" (one pass per slice point) or "vmap" (the points in batched passes; see
-    the module notes).
+    ``slice_mode``: "loop" (one pass per slice point), "vmap" (the points in batched passes) or
+    "auto" (both timed on the first slices, the faster kept); see ``sgdwalk.slicing``. A custom
+    loss evaluates in "loop" mode.
     """
 
     def __init__(
         self, model: nn.Module, slice_mode: str = "loop", criterion: Criterion | None = None
     ):
-        if slice_mode not in ("loop", "vmap"):
-            raise ValueError(f"slice_mode must be 'loop' or 'vmap', got {slice_mode!r}")
+        if slice_mode not in ("loop", "vmap", "auto"):
+            raise ValueError(f"slice_mode must be 'loop', 'vmap' or 'auto', got {slice_mode!r}")
         if criterion is not None and slice_mode == "vmap":
             raise ValueError("a custom loss evaluates its slices in 'loop' mode")
-        self.slice_mode = slice_mode
+        self.slice_mode = "loop" if criterion is not None else slice_mode
         self.criterion = criterion or cross_entropy_sum
         self.batched: object | None = None  # the vmap machinery (sgdwalk.slicing), built once
+        self.auto: object | None = None  # ``auto``'s trials (sgdwalk.slicing.AutoMode)
+        self.use_shortcut = True  # the first-layer shortcut where it applies (sgdwalk.shortcut)
+        self.first_layer: object | None = None  # the shortcut, once looked for (False: none)
+        self.notes: list[str] = []  # what the slices decided, for the session (``take_notes``)
         self.should_stop: Callable[[], bool] = lambda: False  # asked between chunks
         self.shard: Shard | None = None  # this rank's probe rows, under torch.distributed
         self.shadow = copy.deepcopy(model)
@@ -134,6 +161,11 @@ class Evaluator:
         self.params = params
         self.numel = offset
         set_probe_mode(self.shadow)
+
+    def take_notes(self) -> list[str]:
+        """The notes written since the last call (the slice mode ``auto`` chose, the shortcut)."""
+        notes, self.notes = self.notes, []
+        return notes
 
     def checkpoint(self) -> None:
         """Raise ``Stopped`` when a stop was asked for (called between probe chunks)."""

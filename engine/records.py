@@ -133,6 +133,7 @@ EventKind = Literal[
     "skipped",
     "warning",
     "edge",
+    "note",
 ]
 EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 
@@ -174,4 +175,5 @@ ENDINGS = (FINISHED, INTERRUPTED, DIVERGED, FAILED)
 PAUSED_EVENT: Final = "paused"  # written once training really holds, naming the last step taken
 RESUMED_EVENT: Final = "resumed"
 EDGE_EVENT: Final = "edge"  # λ1 first reached the stability threshold (2 + 2β)/η
+NOTE_EVENT: Final = "note"  # a choice the run made for itself (the slice mode ``auto`` timed)
 SKIPPED_EVENT: Final = "skipped"  # an update the loop did not take (an AMP scaler skipped it)

@@ -4,26 +4,32 @@ Two ways, chosen by the Evaluator's ``slice_mode``:
 - ``loop``: K passes of the shadow model, each after one fused ``add`` moves it to the next point.
 - ``vmap``: the K parameter vectors are stacked and ``torch.func.vmap`` runs ``functional_call``
   over them, so each probe chunk is read once per step instead of K times and each layer becomes
-  one batched kernel. On CUDA that beats K launches of small kernels; on a CPU it pays off for
-  dense layers only (measured: an MLP's slice 1.45x faster, a small CNN's 1.5x slower, because
-  vmapped convolutions run as grouped convolutions), hence ``--slice-mode``'s ``auto`` rule in
-  ``sgdwalk.config``. A pass takes as many points as fit the memory budgets below.
+  one batched kernel. On CUDA that beats K launches of small kernels; on a CPU it depends on the
+  model (vmapped convolutions run as grouped convolutions, slower there).
+- ``auto``: both, timed on the first measured steps (``AutoMode``); the faster is kept and the
+  choice is a note for the session.
 
-The end points load θ0 and θ1 exactly in both, so a reused L_0 is the previous step's L_K.
+In both, where the first layer is a Linear or a convolution (``sgdwalk.shortcut``), the end points
+are plain passes that keep its outputs and the interior points mix them instead of running it.
+The end points load θ0 and θ1 exactly, so a reused L_0 is the previous step's L_K.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import time
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from sgdwalk.probe import Chunks, Evaluator, activations_per_example, set_probe_mode
+from sgdwalk.shortcut import FirstLayer
 
 VMAP_PARAM_BYTES = 1 << 30  # the stacked parameter vectors of one batched pass stay under this
 VMAP_ACTIVATION_BYTES = 1 << 30  # and its layer outputs (on CUDA: a quarter of the free memory)
+AUTO_TRIALS = 2  # ``auto``: timed slices per mode, after one untimed (warm-up) slice of each
 
 
 def slice_losses(
@@ -35,7 +41,30 @@ def slice_losses(
     first: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """[L_P(θ0 + α_j Δ) for j = 0..K] as one device vector (``first``: L_P(θ0), if known)."""
-    if ev.slice_mode == "vmap":
+    if ev.slice_mode == "auto":
+        return _auto(ev, theta0, theta1, alphas, chunks, first)
+    return _slice(ev, ev.slice_mode, theta0, theta1, alphas, chunks, first)
+
+
+def first_layer(ev: Evaluator, chunks: Chunks) -> FirstLayer | None:
+    """The evaluator's first-layer shortcut, looked for on its first slice (None: off)."""
+    if not ev.use_shortcut:
+        return None
+    if ev.first_layer is None:
+        found, why = FirstLayer.find(ev, chunks)
+        ev.first_layer = found if found is not None else False
+        ev.notes.append(f"first-layer shortcut {why}")
+    return ev.first_layer if isinstance(ev.first_layer, FirstLayer) else None
+
+
+def _slice(
+    ev: Evaluator, mode: str, theta0: torch.Tensor, theta1: torch.Tensor,
+    alphas: Sequence[float], chunks: Chunks, first: torch.Tensor | None,
+) -> torch.Tensor:  # fmt: skip
+    fl = first_layer(ev, chunks)
+    if fl is not None:
+        return _with_shortcut(ev, fl, mode, (theta0, theta1), alphas, chunks, first)
+    if mode == "vmap":
         return _vmapped(ev, theta0, theta1, alphas, chunks, first)
     losses = []
     if first is None:
@@ -51,6 +80,64 @@ def slice_losses(
     return torch.stack(losses)
 
 
+def _with_shortcut(
+    ev: Evaluator, fl: FirstLayer, mode: str, ends: tuple[torch.Tensor, torch.Tensor],
+    alphas: Sequence[float], chunks: Chunks, first: torch.Tensor | None,
+) -> torch.Tensor:  # fmt: skip
+    """The slice with the first layer's outputs at the two ends kept and mixed in between."""
+    theta0, theta1 = ends
+    if first is None:  # L_0 as a plain pass that keeps z(θ0)
+        ev.load(theta0)
+        with fl.recording() as outs:
+            first = ev.loss(chunks)
+        fl.z0 = outs
+        fl.after_pass(chunks, None)
+    elif fl.keeps(chunks):
+        fl.roll(theta0, chunks)  # before the θ1 pass replaces z1
+    later = not fl.keeps(chunks)  # z(θ0) needs the inputs the θ1 pass keeps
+    ev.load(theta1)
+    with fl.recording() as outs:
+        last = ev.loss(chunks)
+    fl.z1 = outs
+    fl.after_pass(chunks, theta1)
+    if later:
+        fl.z0 = fl.outputs_at(theta0)
+    inner = list(alphas[1:-1])
+    parts = [first.reshape(1)]
+    if inner and mode == "vmap":
+        parts.append(_vmapped_inner(ev, fl, theta0, theta1, inner, chunks))
+    elif inner:
+        delta = theta1 - theta0
+        with fl.replaying():
+            for alpha in inner:
+                ev.load_between(theta0, delta, alpha)
+                fl.alpha = alpha
+                fl.start_pass()
+                parts.append(ev.loss(chunks).reshape(1))
+    parts.append(last.reshape(1))
+    return torch.cat(parts)
+
+
+def _vmapped_inner(
+    ev: Evaluator, fl: FirstLayer, theta0: torch.Tensor, theta1: torch.Tensor,
+    inner: list[float], chunks: Chunks,
+) -> torch.Tensor:  # fmt: skip
+    batched = _batched(ev)
+    coeffs = torch.tensor(inner, dtype=ev.flat.dtype, device=ev.flat.device)
+    thetas = torch.addr(theta0.expand(len(inner), -1), coeffs, theta1 - theta0)
+    step = batched.points_per_pass(chunks)
+    return torch.cat([
+        batched.losses_at(group, chunks, (fl, a))
+        for group, a in zip(torch.split(thetas, step), torch.split(coeffs, step), strict=True)
+    ])  # fmt: skip
+
+
+def _batched(ev: Evaluator) -> BatchedLosses:
+    if not isinstance(ev.batched, BatchedLosses):
+        ev.batched = BatchedLosses(ev)
+    return ev.batched
+
+
 def _vmapped(
     ev: Evaluator,
     theta0: torch.Tensor,
@@ -59,8 +146,7 @@ def _vmapped(
     chunks: Chunks,
     first: torch.Tensor | None,
 ) -> torch.Tensor:
-    batched = ev.batched if isinstance(ev.batched, BatchedLosses) else BatchedLosses(ev)
-    ev.batched = batched
+    batched = _batched(ev)
     todo = list(alphas) if first is None else list(alphas[1:])
     coeffs = torch.tensor(todo, dtype=ev.flat.dtype, device=ev.flat.device)
     thetas = torch.addr(theta0.expand(len(todo), -1), coeffs, theta1 - theta0)
@@ -74,6 +160,60 @@ def _vmapped(
     return torch.cat(parts)
 
 
+class AutoMode:
+    """``--slice-mode auto``: the first measured slices alternate loop and vmap (one untimed
+    slice of each, then ``AUTO_TRIALS`` timed ones); the mode with the shorter best time is kept.
+    Every trial is a real slice of a real step, so nothing is computed twice. A vmap that fails
+    (an operation torch.func cannot batch) settles on loop."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, list[float]] = {"loop": [], "vmap": []}
+        self.slices = 0
+
+    def mode(self) -> str:
+        return ("loop", "vmap")[self.slices % 2]
+
+    def took(self, mode: str, seconds: float) -> str | None:
+        """Count a trial; the chosen mode once the trials are done."""
+        if self.slices >= 2:  # the first slice of each mode warms it up
+            self.times[mode].append(seconds)
+        self.slices += 1
+        if min(len(t) for t in self.times.values()) < AUTO_TRIALS:
+            return None
+        return min(self.times, key=lambda m: min(self.times[m]))
+
+    def message(self, chosen: str) -> str:
+        ms = {m: f"{min(t) * 1e3:.3g} ms" for m, t in self.times.items()}
+        other = "vmap" if chosen == "loop" else "loop"
+        return (f"slice mode auto: {chosen}, timed on the first steps "
+                f"(a slice {ms[chosen]}; {other} {ms[other]})")  # fmt: skip
+
+
+def _auto(
+    ev: Evaluator, theta0: torch.Tensor, theta1: torch.Tensor,
+    alphas: Sequence[float], chunks: Chunks, first: torch.Tensor | None,
+) -> torch.Tensor:  # fmt: skip
+    if not isinstance(ev.auto, AutoMode):
+        ev.auto = AutoMode()
+    auto, mode = ev.auto, ev.auto.mode()
+    started = time.perf_counter()
+    try:
+        out = _slice(ev, mode, theta0, theta1, alphas, chunks, first)
+    except (RuntimeError, NotImplementedError) as err:
+        if mode != "vmap":
+            raise
+        ev.slice_mode = "loop"
+        ev.notes.append(f"slice mode auto: loop (vmap failed on this model: {err!s:.200})")
+        return _slice(ev, "loop", theta0, theta1, alphas, chunks, first)
+    if out.device.type == "cuda":
+        torch.cuda.synchronize(out.device)
+    chosen = auto.took(mode, time.perf_counter() - started)
+    if chosen is not None:
+        ev.slice_mode = chosen
+        ev.notes.append(auto.message(chosen))
+    return out
+
+
 class BatchedLosses:
     """L_P at many parameter vectors in one vmapped pass per chunk, on a functional copy of the
     Evaluator's shadow (BatchNorm without running buffers: see ``_functional_copy``)."""
@@ -85,8 +225,15 @@ class BatchedLosses:
         self._per_pass: dict[int, int] = {}  # points per pass, by probe chunk rows
 
     @torch.no_grad()
-    def losses_at(self, thetas: torch.Tensor, chunks: Chunks) -> torch.Tensor:
-        """[L_P(θ) for each row θ of ``thetas``] in one vmapped pass per probe chunk."""
+    def losses_at(
+        self, thetas: torch.Tensor, chunks: Chunks,
+        lerp: tuple[FirstLayer, torch.Tensor] | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """[L_P(θ) for each row θ of ``thetas``] in one vmapped pass per probe chunk.
+
+        ``lerp``: the first-layer shortcut and each row's α (the layer then mixes its kept
+        outputs instead of running).
+        """
         from torch.func import functional_call, vmap
 
         net, n_points = self.net, thetas.shape[0]
@@ -96,21 +243,31 @@ class BatchedLosses:
             params[name] = thetas[:, offset : offset + n].view(n_points, *shape)
             offset += n
         buffers = dict(net.named_buffers())
+        fl, coeffs = lerp if lerp is not None else (None, thetas.new_zeros(n_points))
+        replay = fl.replay_on(net) if fl is not None else None
 
-        def logits_at(theta: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        def logits_at(theta: dict[str, torch.Tensor], a: torch.Tensor,
+                      x: torch.Tensor) -> torch.Tensor:  # fmt: skip
+            if fl is not None:
+                fl.alpha = a  # this point's α, read by the replaying layer
             return functional_call(net, (theta, buffers), (x,))
 
-        batched = vmap(logits_at, in_dims=(0, None))
+        batched = vmap(logits_at, in_dims=(0, 0, None))
         total = torch.zeros(n_points, dtype=thetas.dtype, device=thetas.device)
         count = 0
-        for x, y in chunks:
-            self.ev.checkpoint()
-            logits = batched(params, x)  # [points, chunk, classes]
-            ce = nn.functional.cross_entropy(
-                logits.flatten(0, 1), y.repeat(n_points), reduction="none"
-            )
-            total += ce.view(n_points, -1).sum(1)
-            count += y.shape[0]
+        try:
+            for i, (x, y) in enumerate(chunks):
+                self.ev.checkpoint()
+                with replay(i) if replay is not None else contextlib.nullcontext():
+                    logits = batched(params, coeffs, x)  # [points, chunk, classes]
+                ce = nn.functional.cross_entropy(
+                    logits.flatten(0, 1), y.repeat(n_points), reduction="none"
+                )
+                total += ce.view(n_points, -1).sum(1)
+                count += y.shape[0]
+        finally:
+            if fl is not None:
+                fl.alpha = 0.0
         return total / count
 
     def points_per_pass(self, chunks: Chunks) -> int:

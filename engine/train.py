@@ -24,7 +24,6 @@ from sgdwalk.config import (
     ConfigError,
     RunConfig,
     check_against_data,
-    choose_slice_mode,
     parse_hessian_every,
     probe_size,
 )
@@ -39,14 +38,15 @@ from sgdwalk.probe import (
     Evaluator,
     flat_params,
     has_batchnorm,
-    has_convolutions,
     make_chunks,
+    speed_chunk,
 )
 from sgdwalk.ranks import GD_CHUNK, Ranks
 from sgdwalk.records import (
     DIVERGED,
     FINISHED,
     INTERRUPTED,
+    NOTE_EVENT,
     CurvatureMeasured,
     EpochEnded,
     EventLogged,
@@ -57,8 +57,6 @@ from sgdwalk.sharpness import EdgeWatch
 
 if TYPE_CHECKING:
     from sgdwalk.curvature import CurvatureMeter
-
-NO_BN_PROBE_CHUNK = 1024  # without BatchNorm the chunk size changes nothing but speed
 
 
 def choose_device(name: str) -> torch.device:
@@ -83,12 +81,8 @@ class Run:
         )
         self.batch_size = data.n_train if cfg.full_batch else int(cfg.batch_size)
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        bn = has_batchnorm(model)
-        default_chunk = (
-            (GD_CHUNK if cfg.full_batch else self.batch_size) if bn else NO_BN_PROBE_CHUNK
-        )
-        self.chunk = cfg.probe_chunk or default_chunk
-        self.slice_mode = choose_slice_mode(cfg.slice_mode, device.type, has_convolutions(model))
+        self.chunk = cfg.probe_chunk or self._default_chunk()
+        self.slice_mode = cfg.slice_mode  # "auto": timed on the first slices (a note says which)
         self.evaluator = Evaluator(model, slice_mode=self.slice_mode)
         self.probe_n = probe_size(cfg, data.n_train)
         self.probe_idx = self._probe_indices(self.probe_n or min(DEFAULT_PROBE, data.n_train))
@@ -109,6 +103,14 @@ class Run:
         self.clock: Callable[[], float] = lambda: 0.0  # seconds since records() began
         self.threads_reason = ""  # how the CPU thread count was chosen (sgdwalk.cpu)
         self.notes: list[str] = []  # warnings for the start of the run (a model/data mismatch)
+
+    def _default_chunk(self) -> int:
+        """With BatchNorm the training batch (its statistics are the probe's); without, a size
+        for speed alone (``speed_chunk``)."""
+        if has_batchnorm(self.model):
+            return GD_CHUNK if self.cfg.full_batch else self.batch_size
+        x = self.data.inputs(slice(0, 2))
+        return speed_chunk(self.model, x.to(self.device), self.data.y_train[:2].to(self.device))
 
     @property
     def alphas(self) -> list[float]:
@@ -171,6 +173,8 @@ class Run:
                 at[0] = step
                 tally.add(rec)
                 yield rec
+                for note in self.evaluator.take_notes():  # what the slice chose for itself
+                    yield EventLogged(step, epoch, "info", NOTE_EVENT, note, meter.elapsed())
                 if not math.isfinite(rec.batch_loss) and not cfg.allow_divergence:
                     msg = f"loss became {rec.batch_loss} at step {step}"
                     yield _end(DIVERGED, step, epoch, meter, msg, level="error")

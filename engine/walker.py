@@ -42,6 +42,7 @@ from sgdwalk.probe import flat_params, has_batchnorm
 from sgdwalk.records import (
     FAILED,
     FINISHED,
+    NOTE_EVENT,
     PAUSED_EVENT,
     RESUMED_EVENT,
     SKIPPED_EVENT,
@@ -240,6 +241,8 @@ class Walker:
             rec = self.meter.after_update(self.module, self.step, self.epoch, lr, size,
                                           batch_loss)  # fmt: skip
             self.record.stepped(rec)
+            for note in self.evaluator.take_notes():  # what the slice chose for itself
+                self._event("info", NOTE_EVENT, note)
             if self.budget is not None:
                 self.budget.measured(rec.measured)
             if self.curvature_every and self.step % self.curvature_every == 0:

@@ -54,8 +54,7 @@ class ProbeSetup:
 
     def __init__(self, module: nn.Module, probe: Any, loss_fn: LossFn | None, size: int,
                  chunk: int, slice_mode: str) -> None:  # fmt: skip
-        from sgdwalk.config import choose_slice_mode
-        from sgdwalk.probe import Evaluator, has_convolutions
+        from sgdwalk.probe import Evaluator
         from sgdwalk.shard import shard_for
 
         device = next(module.parameters()).device
@@ -72,7 +71,6 @@ class ProbeSetup:
             mine = index_batch(self.probe, self.shard.rows)
         self.chunks = make_probe_chunks(mine, loss_fn, chunk) if batch_size_of(mine) else []
         mode = "loop" if loss_fn is not None else slice_mode
-        mode = choose_slice_mode(mode, device.type, has_convolutions(module))
         criterion = SummedLoss(loss_fn) if loss_fn is not None else None
         self.evaluator = Evaluator(without_sync_batchnorm(module), slice_mode=mode,
                                    criterion=criterion)  # fmt: skip

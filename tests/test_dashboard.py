@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from canned import CANNED_CONFIG, CANNED_INFO, aio, canned_records, drawn, until
+from canned import CANNED_CONFIG, CANNED_INFO, aio, canned_records, drawn, screen_text, until
 from textual.worker import Worker, WorkerState
 
 from sgdwalk.records import (
@@ -251,15 +251,17 @@ async def test_too_small_then_resize_back(tmp_path):
 async def test_tab_moves_focus_and_brings_the_panel_into_the_compact_slot(tmp_path):
     async with finished_app(tmp_path, (80, 24)) as (app, pilot):
         order = []
-        for _ in range(5):
+        for _ in range(7):
             await pilot.press("tab")
             await pilot.pause()
             order.append(app.focused.id)
-        assert order == ["barriers", "loss", "cosine", "alignment", "slices"]
-        await pilot.press("shift+tab")
+        assert order == ["barriers", "loss", "cosine", "alignment", "sharpness", "decomposition",
+                         "slices"]  # fmt: skip
+        await pilot.press("shift+tab", "shift+tab")
         await pilot.pause()
-        assert app.focused.id == "alignment" and app.dashboard.chart("alignment").display
+        assert app.focused.id == "sharpness" and app.dashboard.chart("sharpness").display
         assert not app.dashboard.chart("loss").display
+        assert not app.dashboard.chart("alignment").display
 
 
 @aio
@@ -298,9 +300,10 @@ async def test_a_tick_repaints_the_slices_first_then_the_longest_waiting_charts(
         scr.repaints.drawn_at.update({n: float(i) for i, n in enumerate(reversed(shown))})
         scr.redraw(set(shown), charts=CHARTS_PER_TICK)  # the slices were drawn longest ago
         oldest_other = [n for n in reversed(shown) if n != "slices"][: CHARTS_PER_TICK - 1]
-        assert scr.repaints.pending == set(shown) - {"slices", *oldest_other}
+        # hidden panels (sharpness behind alignment) stay pending until shown
+        assert scr.repaints.pending & set(shown) == set(shown) - {"slices", *oldest_other}
         scr.redraw(set(), charts=None)  # a key's redraw is not rationed
-        assert not scr.repaints.pending
+        assert scr.repaints.pending == {"sharpness", "decomposition"}  # drawn when brought in
 
 
 @aio
@@ -313,7 +316,8 @@ async def test_a_new_title_reuses_the_figure_new_data_rebuilds_it(tmp_path):
         builds = []
         build = chart.plt.build
         chart.plt.build = lambda: (builds.append(1), build())[1]
-        same = FigureData(chart.data.name, epochs=list(chart.data.epochs))
+        same = FigureData(chart.data.name, config=dict(chart.data.config),
+                          epochs=list(chart.data.epochs))  # fmt: skip
         chart.show(same, "barriers · new title")  # title only
         await pilot.pause()
         chart.render()  # a re-render (new title, focus, layout) reuses the cached figure
@@ -321,3 +325,43 @@ async def test_a_new_title_reuses_the_figure_new_data_rebuilds_it(tmp_path):
         assert builds == []
         chart.show(FigureData(same.name, epochs=same.epochs[:-1]), "barriers · less")
         await until(pilot, lambda: builds == [1])
+
+
+@pytest.mark.slow
+@aio
+async def test_sharpness_and_the_decomposition_share_the_curvature_slot(tmp_path):
+    """A run with curvature passes and ``--decompose``, replayed: wide, the fifth slot holds
+    alignment, then (focus moving on) sharpness with its 2/η title, then the decomposition."""
+    from canned import run_cli
+
+    from sgdwalk.tui.dashboard.replay import ReplayCursor
+
+    code, _, err = run_cli("run", "--headless", "--epochs", "4", "--train-size", "256",
+                           "--hessian-every", "4s", "--top-k", "2", "--decompose",
+                           "--sessions-dir", str(tmp_path), "--session", "d")  # fmt: skip
+    assert code == 0, err
+    app = make_app(ReplayCursor(open_session(tmp_path / "d")))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("end")
+        await drawn(pilot, app)
+        scr = app.dashboard
+        curve = ["alignment", "sharpness", "decomposition"]
+        assert [scr.chart(n).display for n in curve] == [True, False, False]
+        seen = []
+        for _ in range(7):
+            await pilot.press("tab")
+            await drawn(pilot, app)
+            name = scr.focused.id
+            seen.append(name)
+            if name in curve:  # brought into the slot, the other two out of it
+                assert [scr.chart(n).display for n in curve] == [n == name for n in curve]
+                chart = scr.chart(name)
+                assert chart.error is None and chart.figure.has_data(chart.data)
+        assert seen == ["barriers", "loss", "cosine", *curve, "slices"]
+        assert "sharpness · λ1 at " in scr.chart("sharpness").border_title
+        assert " of 2/η" in scr.chart("sharpness").border_title
+        assert len(scr.chart("sharpness").data.curvature) == 5  # every pass: steps 0, 4, .., 16
+        await pilot.press("shift+tab", "z")  # the whole screen, as drawn: the decomposition zoomed
+        await drawn(pilot, app)
+        screen = screen_text(app)
+        assert "dominant part" in screen and "bulk part" in screen

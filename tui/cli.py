@@ -55,8 +55,8 @@ def run(
     dataset: Annotated[
         str | None,
         Opt(
-            help="digits, mnist, cifar10, cifar100, tiny-imagenet, synthetic-cifar10 "
-            "[default: digits, embedded]"
+            help="digits, mnist, cifar10, cifar100, tiny-imagenet, synthetic-cifar10, "
+            "synthetic-mnist [default: digits, embedded]"
         ),  # fmt: skip
     ] = None,
     data_dir: Annotated[str | None, Opt(help="where datasets live [default: data]")] = None,
@@ -104,7 +104,8 @@ def run(
         str | None,
         Opt(
             help="how the K slice points are evaluated: 'loop' (K passes), 'vmap' (one batched "
-            "pass) or 'auto' (vmap on CUDA and for models without convolutions) [default: auto]"
+            "pass) or 'auto' (both timed on the first steps, the faster kept; the session notes "
+            "which) [default: auto]"
         ),  # fmt: skip
     ] = None,
     hessian_every: Annotated[
@@ -372,7 +373,9 @@ def export(
 @app.command()
 def bench(
     model: Annotated[str, Opt(help="model to measure")] = "mlp",
-    dataset: Annotated[str, Opt(help="dataset (digits, synthetic-cifar10, ...)")] = "digits",
+    dataset: Annotated[
+        str, Opt(help="dataset (digits, synthetic-mnist, synthetic-cifar10, ...)")
+    ] = "digits",
     device: Annotated[str, Opt(help="auto, cpu or cuda")] = "auto",
     batch_size: Annotated[str, Opt(help="training batch size")] = "64",
     points: Annotated[int, Opt(help="K, slice intervals")] = 10,

@@ -25,6 +25,7 @@ from sgdwalk.config import RunConfig
 from sgdwalk.errors import SgdwalkError, exit_code
 from sgdwalk.records import (
     EDGE_EVENT,
+    NOTE_EVENT,
     PAUSED_EVENT,
     RESUMED_EVENT,
     CurvatureMeasured,
@@ -96,7 +97,12 @@ class HeadlessView:
             if rec.level != "info":
                 style = "red" if rec.level == "error" else "yellow"
                 self.console.print(f"[{rec.level}] {rec.message}", style=style, markup=False)
-            elif rec.kind in (PAUSED_EVENT, RESUMED_EVENT, EDGE_EVENT):  # a log should show them
+            elif rec.kind in (
+                PAUSED_EVENT,
+                RESUMED_EVENT,
+                EDGE_EVENT,
+                NOTE_EVENT,
+            ):  # a log should show them
                 self.console.print(f"{rec.kind} at step {rec.step}: {rec.message}", markup=False)
 
 

@@ -138,3 +138,5 @@ def print_bench(result: dict[str, Any]) -> None:
     for key, value in result.get("counts", {}).items():
         table.add_row(key, str(value), str(result["targets"].get(key, "")))
     console.print(table)
+    if "shortcut" in result:
+        console.print(f"first-layer shortcut {result['shortcut']}")

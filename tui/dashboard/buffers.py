@@ -40,6 +40,7 @@ class RunFacts:
     batch_size: int | None = None  # the configured size (an epoch's last batch may be smaller)
     steps_per_epoch: int | None = None
     curvature_every: tuple[str, int] | None = None  # ("epochs" | "steps", N), None: off
+    hyper: dict[str, float] = field(default_factory=dict)  # lr, momentum, weight decay (figures)
 
     def passes_after(self, step: int) -> int | None:
         """Curvature passes the run still has to make after ``step`` (None: unknown)."""
@@ -70,7 +71,13 @@ class Buffers:
     last: StepMeasured | None = None
     epoch_barriers: int = 0  # barriers so far in the epoch that is running
     done_barriers: int = 0  # barriers in finished epochs
+    decomposed: bool = False  # a step was decomposed (``--decompose``): its panel has data
     dirty: set[str] = field(default_factory=set)
+
+    def curve_panels(self) -> frozenset[str]:
+        """The curvature-slot panels with something to draw (``grid.CURVE``)."""
+        names = {"alignment", "sharpness"} if self.curvature else set()
+        return frozenset(names | ({"decomposition"} if self.decomposed else set()))
 
     @property
     def barriers(self) -> int:
@@ -89,7 +96,7 @@ class Buffers:
             self.curvature.append(rec)
             self.phase = ""
             self.events.append(curvature_line(rec))
-            self.dirty |= {"alignment", "events", "status"}
+            self.dirty |= {"alignment", "sharpness", "events", "status"}
         elif isinstance(rec, EventLogged):
             self.events.append(event_line(rec))
             self.dirty.add("events")
@@ -112,7 +119,12 @@ class Buffers:
             self.measured.append(rec)
             self.epoch_barriers += bool(rec.barrier)
             self.dirty |= {"slices", "barriers"}
+            if rec.dominant_loss is not None:
+                self.decomposed = True
+                self.dirty.add("decomposition")
         self.dirty |= {"cosine", "loss", "status"}
+        if self.curvature:
+            self.dirty.add("sharpness")  # its threshold line follows each step's lr
 
     def load(
         self,
@@ -127,22 +139,25 @@ class Buffers:
         self.epochs.clear()
         self.curvature.clear()
         self.last = None
+        self.decomposed = False
         for s in steps:
             self.trail.append(s)
             self.last = s
             if s.measured:
                 self.measured.append(s)
+                self.decomposed = self.decomposed or s.dominant_loss is not None
         self.epochs.extend(epochs)
         self.curvature.extend(curvature)
         self.done_barriers = sum(e.barriers for e in self.epochs)
         self.epoch_barriers = epoch_barriers
-        self.dirty |= {"slices", "barriers", "cosine", "loss", "alignment", "status"}
+        self.dirty |= {"slices", "barriers", "cosine", "loss", "alignment", "sharpness",
+                       "decomposition", "status"}  # fmt: skip
 
     def figure_data(self, figure: Figure, window: int) -> FigureData:
         """What a figure's panel draws, as the figure declares it needs (slices: the last
         ``window`` measured steps)."""
         needs = figure.needs
-        data = FigureData(self.facts.session)
+        data = FigureData(self.facts.session, config=dict(self.facts.hyper))
         if needs.steps == "measured":
             data.steps = list(self.measured)[-window:]
         elif needs.steps == "all":

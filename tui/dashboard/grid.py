@@ -1,12 +1,16 @@
 """The grid of chart panels, and how it follows the terminal.
 
 At 80x24 (compact) the slices stand beside barriers and one more panel; the others (every other
-figure of the table: loss, cosine, alignment) take turns in that slot, and moving focus to one
-brings it in. From 110x34 (wide) every panel shows at once. Alignment appears once there is
-curvature to draw.
+figure of the table: loss, cosine, alignment, sharpness, decomposition) take turns in that slot,
+and moving focus to one brings it in. From 110x34 (wide) slices, barriers, loss and cosine show at
+once beside one curvature slot, which alignment, sharpness and the step decomposition share the
+same way. Alignment and sharpness appear once there is curvature to draw, the decomposition once
+a step was decomposed (``run --decompose``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 from textual.app import ComposeResult
 from textual.containers import Container
@@ -15,8 +19,8 @@ from sgdwalk.tui.dashboard.widgets import FigureChart
 from sgdwalk.tui.figures import FIGURES
 
 FIXED = ("slices", "barriers")  # always shown
-SWAP = tuple(name for name, f in FIGURES.items() if f.panel and name not in FIXED)  # one slot
-# when compact; figures that are not panels (sharpness) are exported only
+SWAP = tuple(name for name in FIGURES if name not in FIXED)  # one slot when compact
+CURVE = ("alignment", "sharpness", "decomposition")  # one slot when wide; shown with data only
 PANELS = (*FIXED, *SWAP)
 
 
@@ -33,8 +37,9 @@ class ChartGrid(Container):
     def __init__(self, **kw: object) -> None:
         super().__init__(**kw)  # type: ignore[arg-type]
         self.swap = "loss"  # the panel in the compact layout's third slot
+        self.curve = "alignment"  # the panel in the wide layout's curvature slot
         self.wide = False
-        self.with_alignment = False
+        self.available: frozenset[str] = frozenset()  # the CURVE panels with data
 
     def compose(self) -> ComposeResult:
         for name in PANELS:
@@ -43,21 +48,28 @@ class ChartGrid(Container):
     def chart(self, name: str) -> FigureChart:
         return self.query_one(f"#{name}", FigureChart)
 
-    def show_panels(self, wide: bool, with_alignment: bool) -> None:
-        """Show the panels the layout has room for."""
-        self.wide, self.with_alignment = wide, with_alignment
+    def show_panels(self, wide: bool, available: Collection[str]) -> None:
+        """Show the panels the layout has room for (``available``: the CURVE panels with data)."""
+        self.wide, self.available = wide, frozenset(available)
         self.set_class(wide, "-wide")
+        if self.curve not in self.available:
+            self.curve = next((n for n in CURVE if n in self.available), self.curve)
         for name in SWAP:
-            shown = name == self.swap or wide
-            self.chart(name).display = shown and (name != "alignment" or with_alignment)
-        self.chart("loss").styles.column_span = 2 if wide and not with_alignment else 1
+            if name in CURVE and name not in self.available:
+                shown = False
+            elif wide:
+                shown = name not in CURVE or name == self.curve
+            else:
+                shown = name == self.swap
+            self.chart(name).display = shown
+        self.chart("loss").styles.column_span = 2 if wide and not self.available else 1
 
     def panels(self) -> list[str]:
         """The panels focus can move to."""
-        return [n for n in PANELS if n != "alignment" or self.with_alignment]
+        return [n for n in PANELS if n not in CURVE or n in self.available]
 
     def move_focus(self, delta: int) -> None:
-        """Focus the next (``delta`` 1) or previous panel; compact: bring it into its slot."""
+        """Focus the next (``delta`` 1) or previous panel, bringing it into its slot."""
         names = self.panels()
         focused = self.screen.focused
         current = (focused.id if isinstance(focused, FigureChart) and focused.id in names
@@ -65,5 +77,7 @@ class ChartGrid(Container):
         target = names[(names.index(current) + delta) % len(names)]
         if target in SWAP and not self.wide:
             self.swap = target
-            self.show_panels(self.wide, self.with_alignment)
+        if target in CURVE and self.wide:
+            self.curve = target
+        self.show_panels(self.wide, self.available)
         self.chart(target).focus()

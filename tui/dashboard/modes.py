@@ -41,7 +41,10 @@ def facts_of(name: str, info: dict, config: dict | None = None) -> RunFacts:
                     total_steps=_count(info.get("total_steps")), epochs=_count(config.get("epochs")),
                     batch_size=_count(info.get("batch_size")),
                     steps_per_epoch=_count(info.get("steps_per_epoch")),
-                    curvature_every=_schedule(config.get("hessian_every")))  # fmt: skip
+                    curvature_every=_schedule(config.get("hessian_every")),
+                    hyper={k: float(v) for k in ("lr", "momentum", "weight_decay")
+                           if isinstance(v := config.get(k), int | float)
+                           and not isinstance(v, bool)})  # fmt: skip
 
 
 def phase_text(phase: dict | None) -> str:

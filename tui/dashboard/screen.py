@@ -134,7 +134,7 @@ class DashboardScreen(Screen[None]):
         self.query_one("#too-small", Static).update(
             f"terminal too small: {w}x{h}\nsgdwalk needs at least {MIN_SIZE[0]}x{MIN_SIZE[1]}"
         )
-        self.query_one(ChartGrid).show_panels(self.wide, bool(self.buffers.curvature))
+        self.query_one(ChartGrid).show_panels(self.wide, self.buffers.curve_panels())
         self.redraw(set())
 
     def chart(self, name: str) -> FigureChart:
@@ -163,13 +163,13 @@ class DashboardScreen(Screen[None]):
         """Subclasses move records into ``self.buffers``."""
 
     def add_records(self, records: list[Record]) -> None:
-        had_curvature = bool(self.buffers.curvature)
+        had = self.buffers.curve_panels()
         for rec in records:
             self.buffers.add(rec)
             if isinstance(rec, EventLogged) and rec.kind in (PAUSED_EVENT, RESUMED_EVENT):
                 self.held_at = rec.step if rec.kind == PAUSED_EVENT else None
                 self.buffers.dirty.add("status")
-        if not had_curvature and self.buffers.curvature:
+        if self.buffers.curve_panels() != had:
             self.apply_layout()
 
     def redraw(self, dirty: set[str], charts: int | None = None) -> None:

@@ -25,7 +25,6 @@ from sgdwalk.tui.figures.base import (
     series_name,
 )
 from sgdwalk.tui.figures.rows import record_row
-from sgdwalk.tui.figures.sharpness import edge_text
 
 METRICS = ("subspace", "eig_cos", "rayleigh", "full_cos")
 TITLES = {
@@ -150,8 +149,7 @@ FIGURE = Figure(
     plotext=draw_plotext,
     mpl=draw_mpl,
     rows=rows,
-    panel_title=lambda d, live: " · ".join(
-        t for t in (f"alignment · {live.measurements} measurements", edge_text(d)) if t
-    ),
+    # where λ1 stands against 2/η is the sharpness panel's title (this one has no room for it)
+    panel_title=lambda d, live: f"alignment · {live.measurements} measurements",
     empty_panel="alignment appears with curvature records",
 )

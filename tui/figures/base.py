@@ -86,7 +86,6 @@ class Figure:
     rows: Callable[[FigureData], list[dict[str, Any]]]
     panel_title: Callable[[FigureData, Live], str]
     empty_panel: str  # what the dashboard panel says before there is data
-    panel: bool = True  # a dashboard panel too (else export only: the grid has five slots)
 
 
 def step_lines(n_steps: int, width: int) -> bool:

@@ -39,11 +39,14 @@ def sharpness_series(d: FigureData) -> dict[str, tuple[list, list]]:
 
 
 def edge_text(d: FigureData) -> str:
-    """ "λ1 at 0.69 of 2/η" for the latest curvature pass (the config's lr), or ""."""
+    """ "λ1 at 0.69 of 2/η" for the latest curvature pass (the lr of its step, else the
+    config's), or ""."""
     beta, wd = _hyper(d)
-    lr = d.config.get("lr")
     last = d.curvature[-1] if d.curvature else None
-    if last is None or not last.eigenvalues or not isinstance(lr, int | float) or lr <= 0:
+    lr = d.config.get("lr")
+    if last is not None and d.steps:  # the lr of the pass's step, where the steps are at hand
+        lr = next((r.lr for r in reversed(d.steps) if r.step <= last.step), d.steps[0].lr)
+    if last is None or not last.eigenvalues or not isinstance(lr, int | float) or not lr > 0:
         return ""
     ratio = edge_ratio(last.eigenvalues[0], float(lr), beta, wd)
     return f"λ1 at {ratio:.2f} of {'(2+2β)/η' if beta else '2/η'}" if math.isfinite(ratio) else ""
@@ -113,14 +116,13 @@ def rows(d: FigureData) -> list[dict[str, Any]]:
 
 FIGURE = Figure(
     name="sharpness",
-    needs=Needs(steps="all", curvature=1),
+    needs=Needs(steps="all", curvature=0),  # every pass: λ1 over the steps
     what="curvature records (run with --hessian-every N)",
     has_data=has_data,
     skipped=skipped,
     plotext=draw_plotext,
     mpl=draw_mpl,
     rows=rows,
-    panel_title=lambda d, live: "sharpness",
+    panel_title=lambda d, live: " · ".join(t for t in ("sharpness", edge_text(d)) if t),
     empty_panel="sharpness appears with curvature records",
-    panel=False,
 )
