@@ -163,10 +163,12 @@ def step_costs(run: Run, repeats: int) -> dict[str, float]:
 
 
 def kept_mode(run: Run, times: dict[str, float]) -> str:
-    """The run's slice mode; for ``auto``, the faster, as its timing on the first steps keeps."""
+    """Which timed slice is the run's: ``loop`` or ``vmap`` (with the first-layer shortcut where
+    it applies), ``…_plain`` (without); for ``auto``, the fastest, as its trials would keep."""
     if run.slice_mode != "auto":
         return run.slice_mode
-    return min(("loop", "vmap"), key=lambda m: times[f"t_slice_{m}"])
+    ways = [f"{m}{w}" for m in ("loop", "vmap") for w in ("", "_plain")]
+    return min(ways, key=lambda w: times[f"t_slice_{w}"])
 
 
 def shortcut_note(run: Run) -> str:

@@ -6,8 +6,8 @@ Two ways, chosen by the Evaluator's ``slice_mode``:
   over them, so each probe chunk is read once per step instead of K times and each layer becomes
   one batched kernel. On CUDA that beats K launches of small kernels; on a CPU it depends on the
   model (vmapped convolutions run as grouped convolutions, slower there).
-- ``auto``: both, timed on the first measured steps (``AutoMode``); the faster is kept and the
-  choice is a note for the session.
+- ``auto``: both, with and without the first-layer shortcut, timed on the first measured steps
+  (``AutoMode``); the fastest is kept and the choice is a note for the session.
 
 In both, where the first layer is a Linear or a convolution (``sgdwalk.shortcut``), the end points
 are plain passes that keep its outputs and the interior points mix them instead of running it.
@@ -160,33 +160,44 @@ def _vmapped(
     return torch.cat(parts)
 
 
-class AutoMode:
-    """``--slice-mode auto``: the first measured slices alternate loop and vmap (one untimed
-    slice of each, then ``AUTO_TRIALS`` timed ones); the mode with the shorter best time is kept.
-    Every trial is a real slice of a real step, so nothing is computed twice. A vmap that fails
-    (an operation torch.func cannot batch) settles on loop."""
+Candidate = tuple[str, bool]  # a slice mode, and whether the first-layer shortcut is used
 
-    def __init__(self) -> None:
-        self.times: dict[str, list[float]] = {"loop": [], "vmap": []}
+
+class AutoMode:
+    """``--slice-mode auto``: the first measured slices go round the candidates (loop and vmap,
+    each with and without the first-layer shortcut where it applies: it saves most on a large
+    first layer and can cost a little on a small one), one untimed (warm-up) slice each, then
+    ``AUTO_TRIALS`` timed ones; the candidate with the shortest best time is kept. Every trial is a
+    real slice of a real step, so nothing is computed twice. A vmap that fails (an operation
+    torch.func cannot batch) settles on loop."""
+
+    def __init__(self, shortcut: bool) -> None:
+        ways = (True, False) if shortcut else (False,)
+        self.candidates: list[Candidate] = [(m, w) for w in ways for m in ("loop", "vmap")]
+        self.times: dict[Candidate, list[float]] = {c: [] for c in self.candidates}
         self.slices = 0
 
-    def mode(self) -> str:
-        return ("loop", "vmap")[self.slices % 2]
+    def next(self) -> Candidate:
+        return self.candidates[self.slices % len(self.candidates)]
 
-    def took(self, mode: str, seconds: float) -> str | None:
-        """Count a trial; the chosen mode once the trials are done."""
-        if self.slices >= 2:  # the first slice of each mode warms it up
-            self.times[mode].append(seconds)
+    def took(self, candidate: Candidate, seconds: float) -> Candidate | None:
+        """Count a trial; the chosen candidate once the trials are done."""
+        if self.slices >= len(self.candidates):  # the first round warms each one up
+            self.times[candidate].append(seconds)
         self.slices += 1
         if min(len(t) for t in self.times.values()) < AUTO_TRIALS:
             return None
-        return min(self.times, key=lambda m: min(self.times[m]))
+        return min(self.times, key=lambda c: min(self.times[c]))
 
-    def message(self, chosen: str) -> str:
-        ms = {m: f"{min(t) * 1e3:.3g} ms" for m, t in self.times.items()}
-        other = "vmap" if chosen == "loop" else "loop"
-        return (f"slice mode auto: {chosen}, timed on the first steps "
-                f"(a slice {ms[chosen]}; {other} {ms[other]})")  # fmt: skip
+    def message(self, chosen: Candidate) -> str:
+        ranked = sorted(self.times, key=lambda c: min(self.times[c]))
+        times = ", ".join(f"{_name(c)} {min(self.times[c]) * 1e3:.3g} ms" for c in ranked)
+        return f"slice mode auto: {_name(chosen)}, timed on the first steps (a slice: {times})"
+
+
+def _name(candidate: Candidate) -> str:
+    mode, shortcut = candidate
+    return f"{mode} + first-layer shortcut" if shortcut else mode
 
 
 def _auto(
@@ -194,22 +205,23 @@ def _auto(
     alphas: Sequence[float], chunks: Chunks, first: torch.Tensor | None,
 ) -> torch.Tensor:  # fmt: skip
     if not isinstance(ev.auto, AutoMode):
-        ev.auto = AutoMode()
-    auto, mode = ev.auto, ev.auto.mode()
+        ev.auto = AutoMode(first_layer(ev, chunks) is not None)
+    auto = ev.auto
+    mode, ev.use_shortcut = candidate = auto.next()
     started = time.perf_counter()
     try:
         out = _slice(ev, mode, theta0, theta1, alphas, chunks, first)
     except (RuntimeError, NotImplementedError) as err:
         if mode != "vmap":
             raise
-        ev.slice_mode = "loop"
+        ev.slice_mode, ev.use_shortcut = "loop", True
         ev.notes.append(f"slice mode auto: loop (vmap failed on this model: {err!s:.200})")
         return _slice(ev, "loop", theta0, theta1, alphas, chunks, first)
     if out.device.type == "cuda":
         torch.cuda.synchronize(out.device)
-    chosen = auto.took(mode, time.perf_counter() - started)
+    chosen = auto.took(candidate, time.perf_counter() - started)
     if chosen is not None:
-        ev.slice_mode = chosen
+        ev.slice_mode, ev.use_shortcut = chosen
         ev.notes.append(auto.message(chosen))
     return out
 

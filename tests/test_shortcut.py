@@ -178,28 +178,46 @@ def test_finding_it_leaves_the_evaluator_as_it_was():
 # ---------------------------------------------------------------- auto
 
 
-def test_auto_keeps_the_mode_with_the_shorter_best_time():
-    auto = AutoMode()
-    timings = [9.0, 9.0, 3.0, 2.0, 1.0, 2.5]  # warm-ups (ignored), then loop 3, vmap 2, loop 1...
-    chosen = [auto.took(auto.mode(), t) for t in timings]
-    assert chosen[:-1] == [None] * (2 + 2 * AUTO_TRIALS - 1)
-    assert chosen[-1] == "loop"  # loop's best 1.0 beats vmap's best 2.0
-    assert (
-        auto.message("loop") == "slice mode auto: loop, timed on the first steps (a slice "
-        "1e+03 ms; vmap 2e+03 ms)"
+def test_auto_keeps_the_candidate_with_the_shortest_best_time():
+    auto = AutoMode(shortcut=True)
+    assert auto.candidates == [("loop", True), ("vmap", True), ("loop", False), ("vmap", False)]
+    timings = [9.0] * 4 + [0.030, 0.021, 0.031, 0.020] + [0.029, 0.025, 0.032, 0.024]
+    chosen = [auto.took(auto.next(), t) for t in timings]  # warm-ups ignored, then two rounds
+    assert chosen[:-1] == [None] * (4 * (1 + AUTO_TRIALS) - 1)
+    assert chosen[-1] == ("vmap", False)  # the best 20 ms
+    assert auto.message(("vmap", False)) == (
+        "slice mode auto: vmap, timed on the first steps (a slice: vmap 20 ms, vmap + first-layer "
+        "shortcut 21 ms, loop + first-layer shortcut 29 ms, loop 31 ms)"
     )
+    assert AutoMode(shortcut=False).candidates == [("loop", False), ("vmap", False)]
 
 
-def test_auto_settles_on_a_mode_and_notes_it():
+@pytest.mark.parametrize("kind", ["conv", "batchnorm"])
+def test_auto_settles_on_a_mode_and_notes_it(kind):
     alphas = interpolation_alphas(4)
-    model, ev, chunks, theta0, theta1 = _setup("conv", "auto")
+    model, ev, chunks, theta0, theta1 = _setup(kind, "auto")
     ref = [reference_loss(model, theta0 + a * (theta1 - theta0), chunks) for a in alphas]
-    for _ in range(2 + 2 * AUTO_TRIALS):
+    rounds = 4 if kind == "conv" else 2  # with and without the shortcut where it applies
+    for _ in range(rounds * (1 + AUTO_TRIALS)):
         got = slice_losses(ev, theta0, theta1, alphas, chunks)
         assert got.tolist() == pytest.approx(ref, rel=TOL)  # every trial is a real slice
     assert ev.slice_mode in ("loop", "vmap")
-    notes = ev.take_notes()
-    assert notes[-1].startswith(f"slice mode auto: {ev.slice_mode}, timed on the first steps")
+    chosen = ev.take_notes()[-1].split(",")[0]  # "slice mode auto: vmap + first-layer shortcut"
+    assert ev.use_shortcut is ("shortcut" in chosen) and (kind == "conv" or not ev.use_shortcut)
+    settled = ev.slice_mode, ev.use_shortcut
+    slice_losses(ev, theta0, theta1, alphas, chunks)
+    assert (ev.slice_mode, ev.use_shortcut) == settled and not ev.take_notes()
+
+
+def test_auto_notes_its_choice():
+    alphas = interpolation_alphas(4)
+    _, ev, chunks, theta0, theta1 = _setup("conv", "auto")
+    for _ in range(4 * (1 + AUTO_TRIALS)):
+        slice_losses(ev, theta0, theta1, alphas, chunks)
+    first, chosen = ev.take_notes()
+    assert first == "first-layer shortcut on: the first layer '0' (Conv2d)"
+    name = ev.slice_mode + (" + first-layer shortcut" if ev.use_shortcut else "")
+    assert chosen.startswith(f"slice mode auto: {name}, timed on the first steps (a slice: {name} ")
 
 
 class Branchy(nn.Module):

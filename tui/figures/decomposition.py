@@ -102,6 +102,6 @@ FIGURE = Figure(
     plotext=draw_plotext,
     mpl=draw_mpl,
     rows=rows,
-    panel_title=lambda d, live: "step decomposition: Δ loss of the step, top-k and bulk parts",
+    panel_title=lambda d, live: "step decomposition",  # the legend names the three series
     empty_panel="the decomposition appears with --decompose and curvature records",
 )
