@@ -28,9 +28,11 @@ from typing import Any
 import torch
 
 from sgdwalk.config import RunConfig
+from sgdwalk.errors import ConfigError
 from sgdwalk.probe import flat_params
 from sgdwalk.records import StepMeasured
 from sgdwalk.session import SessionWriter
+from sgdwalk.shortcut import FirstLayer
 from sgdwalk.slicing import slice_losses
 from sgdwalk.train import Run, prepare
 
@@ -60,7 +62,10 @@ def _time_steps(run: Run, n: int, writer: SessionWriter | None) -> float:
     total, count = 0.0, 0
     while count < n:
         t = time.perf_counter()
-        rec = next(gen)
+        rec = next(gen, None)
+        if rec is None:  # the run ended: it diverged (its last record said so)
+            raise ConfigError(f"--lr: training diverged at lr {run.cfg.lr:g} before the timing "
+                              "ended; bench a lower one")  # fmt: skip
         if writer is not None:
             writer.write(rec)
         dt = time.perf_counter() - t
@@ -171,10 +176,16 @@ def kept_mode(run: Run, times: dict[str, float]) -> str:
     return min(ways, key=lambda w: times[f"t_slice_{w}"])
 
 
+def _mode_name(run: Run, key: str) -> str:
+    """ "auto: vmap + first-layer shortcut" for the timed slice ``key`` ("vmap")."""
+    mode = key.removesuffix("_plain")
+    applies = isinstance(run.evaluator.first_layer, FirstLayer)
+    name = f"{mode} + first-layer shortcut" if applies and not key.endswith("_plain") else mode
+    return f"auto: {name}" if run.slice_mode == "auto" else name
+
+
 def shortcut_note(run: Run) -> str:
     """Where the first-layer shortcut applies in this run (``sgdwalk.shortcut``), in words."""
-    from sgdwalk.shortcut import FirstLayer
-
     return FirstLayer.find(run.evaluator, run.probe_chunks)[1]
 
 
@@ -192,7 +203,7 @@ def run_bench(cfg: RunConfig, repeats: int = 7) -> dict[str, Any]:
         "probe_size": run.probe_n,
         "points": cfg.points,
         "batch_size": run.batch_size,
-        "slice_mode": run.slice_mode if run.slice_mode != "auto" else f"auto: {kept_mode(run, s)}",
+        "slice_mode": _mode_name(run, kept_mode(run, s)),
         "shortcut": shortcut_note(run),
         "times": {k: v for k, v in (s | t).items() if k.startswith("t_")},
         "ratios": {

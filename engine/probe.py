@@ -100,7 +100,9 @@ CHUNK = 1024  # probe examples per forward pass without BatchNorm, off a CPU (an
 CPU_CHUNK_BYTES = 16 << 20  # on a CPU: a chunk's layer outputs stay about this size
 
 
-def speed_chunk(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+def speed_chunk(
+    model: nn.Module, x: Any, y: torch.Tensor, criterion: Criterion = cross_entropy_sum
+) -> int:
     """Probe examples per forward pass where the chunk changes only speed (no BatchNorm).
 
     On a CPU, the power of two (64 to ``CHUNK``) whose layer outputs fit ``CPU_CHUNK_BYTES``: a
@@ -109,9 +111,10 @@ def speed_chunk(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     452 ms in one chunk, 433 ms in chunks of 1,024, 240 ms in chunks of 64; the paper's MNIST MLP
     is fastest from 512 up: 15 ms). Elsewhere ``CHUNK``.
     """
-    if x.device.type != "cpu":
+    ref = next(model.parameters())
+    if ref.device.type != "cpu":
         return CHUNK
-    per_example = activations_per_example(model, x, y) * x.element_size()
+    per_example = activations_per_example(model, x, y, criterion) * ref.element_size()
     rows = 64
     while rows < CHUNK and 2 * rows * per_example <= CPU_CHUNK_BYTES:
         rows *= 2

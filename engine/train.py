@@ -81,9 +81,9 @@ class Run:
         )
         self.batch_size = data.n_train if cfg.full_batch else int(cfg.batch_size)
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.chunk = cfg.probe_chunk or self._default_chunk()
         self.slice_mode = cfg.slice_mode  # "auto": timed on the first slices (a note says which)
         self.evaluator = Evaluator(model, slice_mode=self.slice_mode)
+        self.chunk = cfg.probe_chunk or self._default_chunk()
         self.probe_n = probe_size(cfg, data.n_train)
         self.probe_idx = self._probe_indices(self.probe_n or min(DEFAULT_PROBE, data.n_train))
         self.probe_chunks = make_chunks(data.inputs(self.probe_idx), data.y_train[self.probe_idx],
@@ -109,8 +109,8 @@ class Run:
         for speed alone (``speed_chunk``)."""
         if has_batchnorm(self.model):
             return GD_CHUNK if self.cfg.full_batch else self.batch_size
-        x = self.data.inputs(slice(0, 2))
-        return speed_chunk(self.model, x.to(self.device), self.data.y_train[:2].to(self.device))
+        x = self.data.inputs(slice(0, 2)).to(self.device)  # through the evaluator's own copy
+        return speed_chunk(self.evaluator.shadow, x, self.data.y_train[:2].to(self.device))
 
     @property
     def alphas(self) -> list[float]:

@@ -38,7 +38,7 @@ from sgdwalk.batches import LossFn, unwrap
 from sgdwalk.config import DEFAULT_PROBE
 from sgdwalk.errors import ConfigError, StorageError
 from sgdwalk.meter import StepMeter
-from sgdwalk.probe import flat_params, has_batchnorm
+from sgdwalk.probe import CHUNK, flat_params, has_batchnorm
 from sgdwalk.records import (
     FAILED,
     FINISHED,
@@ -64,7 +64,6 @@ from sgdwalk.walker_session import WalkerSession
 
 SESSION_ENV = "SGDWALK_SESSION"  # set by `sgdwalk exec` for the script it starts
 SESSIONS_DIR_ENV = "SGDWALK_SESSIONS"  # the CLI's sessions folder variable too
-DEFAULT_CHUNK = 1024  # probe examples per forward pass
 
 
 class Walker:
@@ -78,7 +77,8 @@ class Walker:
     ``decompose``: split each measured step by the top-k eigenvectors of the latest curvature
     pass (``hessian_every``): the dominant fraction and the losses of both parts.
     ``chunk``: probe examples per forward pass; for a model with BatchNorm (which normalises each
-    chunk with its own statistics) it is ``batch_size`` when given, as in training.
+    chunk with its own statistics) it is ``batch_size`` when given, as in training, else 1,024;
+    without BatchNorm a size for speed (``sgdwalk.probe.speed_chunk``).
     """
 
     def __init__(
@@ -100,10 +100,11 @@ class Walker:
         _check(bool(params), "the model has no parameters")
         self.device = params[0].device
         # BatchNorm normalises a probe chunk with its own statistics: chunks of the training
-        # batch size, as in training (the built-in trainer's probe rule); else any size will do
-        bn_chunk = batch_size if has_batchnorm(self.module) and batch_size else None
-        self.setup = ProbeSetup(self.module, probe, loss_fn, probe_size,
-                                chunk or bn_chunk or DEFAULT_CHUNK, slice_mode)  # fmt: skip
+        # batch size, as in training (the built-in trainer's probe rule), or 1,024 when it is not
+        # given; without BatchNorm any size will do, so one for speed alone (None here)
+        bn_chunk = (batch_size or CHUNK) if has_batchnorm(self.module) else None
+        self.setup = ProbeSetup(self.module, probe, loss_fn, probe_size, chunk or bn_chunk,
+                                slice_mode)  # fmt: skip
         self.probe, self.probe_n, self.chunk = self.setup.probe, self.setup.n, self.setup.chunk
         self.chunks, self.evaluator = self.setup.chunks, self.setup.evaluator
         self.shard = self.setup.shard  # None, or this rank's rows under torch.distributed

@@ -53,14 +53,22 @@ class ProbeSetup:
     evaluator: a private copy of the model with the loss as a sum over a chunk."""
 
     def __init__(self, module: nn.Module, probe: Any, loss_fn: LossFn | None, size: int,
-                 chunk: int, slice_mode: str) -> None:  # fmt: skip
-        from sgdwalk.probe import Evaluator
+                 chunk: int | None, slice_mode: str) -> None:  # fmt: skip
+        from sgdwalk.probe import Evaluator, speed_chunk
         from sgdwalk.shard import shard_for
 
         device = next(module.parameters()).device
         with torch.no_grad():
             self.probe = to_device(take_probe(probe, size), device)
         self.n = batch_size_of(self.probe)
+        criterion = SummedLoss(loss_fn) if loss_fn is not None else None
+        mode = "loop" if loss_fn is not None else slice_mode
+        self.evaluator = Evaluator(without_sync_batchnorm(module), slice_mode=mode,
+                                   criterion=criterion)  # fmt: skip
+        if chunk is None:  # no BatchNorm: a size for speed alone, from two probe examples run
+            two = make_probe_chunks(index_batch(self.probe, slice(0, 2)), loss_fn, 2)[0]
+            ev = self.evaluator  # through the private copy: the user's model stays untouched
+            chunk = speed_chunk(ev.shadow, *two, ev.criterion)
         self.loss_fn, self.chunk = loss_fn, chunk
         self.shard = shard_for(self.n, device, unit=chunk)
         mine = self.probe
@@ -70,10 +78,6 @@ class ProbeSetup:
                                   "probe (not a DistributedSampler's part)")  # fmt: skip
             mine = index_batch(self.probe, self.shard.rows)
         self.chunks = make_probe_chunks(mine, loss_fn, chunk) if batch_size_of(mine) else []
-        mode = "loop" if loss_fn is not None else slice_mode
-        criterion = SummedLoss(loss_fn) if loss_fn is not None else None
-        self.evaluator = Evaluator(without_sync_batchnorm(module), slice_mode=mode,
-                                   criterion=criterion)  # fmt: skip
         self.evaluator.shard = self.shard
 
     def examples(self, idx: torch.Tensor) -> list[tuple[Any, torch.Tensor]]:

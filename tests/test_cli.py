@@ -158,8 +158,22 @@ def test_bench_json_prints_the_ratios():
                 "batch_sharpness_per_slice"):  # fmt: skip
         assert isinstance(result["ratios"][key], float)
     for key in ("t_forward", "t_slice", "t_step", "t_step_recorded", "t_decompose",
-                "t_batch_sharpness"):  # fmt: skip
+                "t_batch_sharpness", "t_slice_loop_plain", "t_slice_vmap_plain"):  # fmt: skip
         assert result["times"][key] > 0
+    assert result["shortcut"] == "on: the first layer '1' (Linear)"
+    ways = [f"{m}{s}" for m in ("loop", "vmap") for s in ("", "_plain")]
+    fastest = min(ways, key=lambda w: result["times"][f"t_slice_{w}"])
+    assert result["ratios"]["slice_ratio"] == result["ratios"][f"slice_ratio_{fastest}"]
+    name = fastest.removesuffix("_plain") + (
+        "" if "plain" in fastest else " + first-layer shortcut"
+    )
+    assert result["slice_mode"] == f"auto: {name}"
+
+
+@pytest.mark.slow
+def test_bench_at_a_diverging_lr_says_so_in_one_line():
+    assert_one_line_error(sgdwalk("bench", "--lr", "1e30", "--repeats", "1"),
+                          "--lr: training diverged at lr 1e+30")  # fmt: skip
 
 
 @pytest.mark.parametrize("command", ["replay", "watch", "export"])

@@ -172,6 +172,7 @@ DAMAGE_CASES = {
     "no meta table": ("drop_table", "meta"),
     "eigenvalues not a list": ("value", "curvature", 3, 2, '{"a": [1]}'),
     "a huge step number": ("value", "steps", 0, 5, 2**63 - 1),
+    "a negative barrier count": ("value", "epochs", 6, 1, -(10**6)),  # hung plotext's bar fill
     "a page of junk": ("bytes", 4096, b"\xff" * 64),
     "a schema that is not UTF-8": ("schema_bytes", b"indexsqlite_autoindex_meta_1", 5, b"\x80"),
 }

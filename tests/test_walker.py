@@ -234,6 +234,7 @@ def test_dict_batches_a_loss_fn_and_a_dataloader_probe(tmp_path):
     assert len(steps) == 6 and all(math.isfinite(s.batch_loss) for s in steps)
     want = nn.functional.cross_entropy(mlp()(x[:16]), y[:16]).item()  # θ_0 is mlp()'s
     assert steps[0].slice[0] == pytest.approx(want, abs=1e-6)
+    assert walker.chunk == 1024  # no BatchNorm, small layer outputs: the largest chunk
     # a DataLoader probe: its first N examples; a Dataset probe: the same
     for probe in (loader, TensorDataset(x, y)):
         w = sgdwalk.Walker(mlp(), probe, session=None, sessions_dir=tmp_path, probe_size=25)
@@ -316,3 +317,17 @@ def test_a_plain_loop_with_the_walker_gives_the_numbers_of_sgdwalk_run(tmp_path)
             assert getattr(b, field) == pytest.approx(getattr(a, field), rel=1e-6), field
         assert (a.grad_cos is None) == (b.grad_cos is None) and a.barrier == b.barrier
         assert (a.step, a.lr, a.batch_size) == (b.step, b.lr, b.batch_size)
+
+
+def test_without_batchnorm_the_probe_chunk_fits_the_cpu_caches(tmp_path):
+    """A CNN's large layer outputs: chunks of 64 (what ``sgdwalk run`` takes too); ``chunk=``
+    wins."""
+    from sgdwalk.models import cnn
+
+    model = cnn((3, 32, 32), 10)
+    x, y = torch.randn(130, 3, 32, 32), torch.randint(0, 10, (130,))
+    for chunk, want in ((None, 64), (100, 100)):
+        w = sgdwalk.Walker(model, (x, y), session=None, sessions_dir=tmp_path, chunk=chunk)
+        sizes = [len(c[1]) for c in w.chunks]
+        assert w.chunk == want and sizes[:-1] == [want] * (130 // want) and sum(sizes) == 130
+        w.close()

@@ -104,8 +104,8 @@ def run(
         str | None,
         Opt(
             help="how the K slice points are evaluated: 'loop' (K passes), 'vmap' (one batched "
-            "pass) or 'auto' (both timed on the first steps, the faster kept; the session notes "
-            "which) [default: auto]"
+            "pass) or 'auto' (both, with and without the first-layer shortcut, timed on the "
+            "first steps; the fastest kept and noted in the session) [default: auto]"
         ),  # fmt: skip
     ] = None,
     hessian_every: Annotated[
@@ -379,6 +379,13 @@ def bench(
     device: Annotated[str, Opt(help="auto, cpu or cuda")] = "auto",
     batch_size: Annotated[str, Opt(help="training batch size")] = "64",
     points: Annotated[int, Opt(help="K, slice intervals")] = 10,
+    lr: Annotated[
+        float,
+        Opt(
+            help="learning rate of the timed steps (timings do not depend on it; 0.1 "
+            "keeps every model's loss finite)"
+        ),
+    ] = 0.1,
     slice_mode: Annotated[
         str, Opt(help="the slice mode the run would use: auto, loop or vmap (both are timed)")
     ] = "auto",
@@ -402,6 +409,7 @@ def bench(
             "device": device,
             "batch_size": batch_size,
             "points": points,
+            "lr": lr,
             "slice_mode": slice_mode,
             "threads": threads,
             "data_dir": os.environ.get("SGDWALK_DATA", "data"),

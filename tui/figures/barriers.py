@@ -53,7 +53,8 @@ def draw_plotext(plt: Any, data: list[FigureData], opts: Options) -> None:
     totals = []
     for i, d in enumerate(data):
         xs, per, running = barrier_series(d.epochs)
-        offset = (i - (n - 1) / 2) * width
+        per = [max(0, b) for b in per]  # a negative count (a damaged file) is not drawn: plotext
+        offset = (i - (n - 1) / 2) * width  # would fill a bar row by row far below the axis
         plt.bar([x + offset for x in xs], per, color=colour(i, n, "orange"), width=width,
                 label=series_name(d.label, "barriers") if n > 1 else None)  # fmt: skip
         top = max([top, *per])
@@ -117,7 +118,8 @@ FIGURE = Figure(
     needs=Needs(epochs=True),
     what="finished epochs",
     has_data=lambda d: bool(d.epochs),
-    skipped=lambda d: 0,  # counts are integers
+    skipped=lambda d: 0,  # counts are integers (a negative one, from a damaged file, is drawn
+    # as 0, and the title's total shows it)
     plotext=draw_plotext,
     mpl=draw_mpl,
     rows=rows,
