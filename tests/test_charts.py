@@ -145,3 +145,17 @@ def test_zero_barriers_read_from_zero():
 
 def test_the_step_line_rule():
     assert step_lines(20, 80) and not step_lines(21, 80) and not step_lines(0, 80)
+
+
+def test_alignment_series_are_named_by_epoch_or_by_step_when_epochs_repeat():
+    from sgdwalk.records import CurvatureMeasured
+
+    def at(step: int, epoch: int) -> CurvatureMeasured:
+        return CurvatureMeasured(step, epoch, [1.0], [0.0], 30, [])
+
+    per_epoch = [at(0, 0), at(24, 1), at(48, 2)]
+    assert [alignment.pass_label(c, per_epoch) for c in per_epoch] == ["epoch 0", "epoch 1",
+                                                                       "epoch 2"]  # fmt: skip
+    per_steps = [at(12, 1), at(24, 1), at(36, 2)]  # --hessian-every 12s: two in epoch 1
+    assert [alignment.pass_label(c, per_steps) for c in per_steps] == ["step 12", "step 24",
+                                                                       "step 36"]  # fmt: skip

@@ -81,6 +81,12 @@ def has_data(d: FigureData) -> bool:
     return bool(alignment_series(d.curvature))
 
 
+def pass_label(c: CurvatureMeasured, passes: Sequence[CurvatureMeasured]) -> str:
+    """ "epoch 3" for a pass, or "step 36" when the passes shown share epochs (``Ns`` schedules)."""
+    epochs = [p.epoch for p in passes]
+    return f"epoch {c.epoch}" if len(set(epochs)) == len(epochs) else f"step {c.step}"
+
+
 def skipped(d: FigureData) -> int:
     return sum(count_nonfinite([a.subspace_mean for a in c.alignment]) for c in d.curvature)
 
@@ -92,7 +98,7 @@ def draw_plotext(plt: Any, data: list[FigureData], opts: Options) -> None:
         for j, (c, xs, ys, _) in enumerate(alignment_series(d.curvature, opts.metric)):
             col = PALETTE[(i if n > 1 else j) % len(PALETTE)]
             plt.plot(xs, ys, marker="braille", color=col,
-                     label=series_name(d.label, f"epoch {c.epoch}"))  # fmt: skip
+                     label=series_name(d.label, pass_label(c, d.curvature)))  # fmt: skip
             plt.scatter(xs, ys, marker="●", color=col)
             sizes.update(xs)
     if not sizes:
@@ -119,7 +125,7 @@ def draw_mpl(ax: Any, data: list[FigureData], opts: Options) -> None:
             color = colormaps["viridis"](j / max(1, len(series) - 1)) if len(data) == 1 else f"C{i}"
             ax.errorbar(xs, ys, yerr=errs, fmt="-o", ms=3, capsize=2, color=color,
                         alpha=1.0 if len(data) == 1 else shade,
-                        label=_label(d.label, f"epoch {c.epoch}"))  # fmt: skip
+                        label=_label(d.label, pass_label(c, d.curvature)))  # fmt: skip
             sizes.update(xs)
     if sizes and min(sizes) > 0:
         ax.set_xscale("log")
