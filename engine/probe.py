@@ -114,7 +114,10 @@ def speed_chunk(
     ref = next(model.parameters())
     if ref.device.type != "cpu":
         return CHUNK
-    per_example = activations_per_example(model, x, y, criterion) * ref.element_size()
+    try:
+        per_example = activations_per_example(model, x, y, criterion) * ref.element_size()
+    except (RuntimeError, ValueError, TypeError, IndexError):  # a model that needs more examples
+        return CHUNK
     rows = 64
     while rows < CHUNK and 2 * rows * per_example <= CPU_CHUNK_BYTES:
         rows *= 2

@@ -73,16 +73,20 @@ class FirstLayer:
         x, y = chunks[0]
         n = min(2, int(y.shape[0]))
         x, y = index_batch(x, slice(0, n)), y[:n]
-        calls = _first_calls(ev, x, y)
-        if not calls:
+        try:  # two forward passes; a model that will not take two examples goes without
+            calls = _first_calls(ev, x, y)
+            layer, inp = calls[0] if calls else (None, None)
+            independent = inp is not None and _independent(ev, layer, x, y, inp)
+        except (RuntimeError, ValueError, TypeError, IndexError) as err:
+            return None, f"off: two examples did not run through the model ({err!s:.120})"
+        if layer is None:
             return None, "off: the forward calls no module with parameters"
-        layer, inp = calls[0]
         kind = type(layer).__name__
         if not isinstance(layer, LINEAR_LAYERS):
             return None, f"off: the first layer is a {kind}, not a Linear or a convolution"
         if sum(m is layer for m, _ in calls) != 1 or inp is None:
             return None, f"off: the first layer ({kind}) is not called once with one tensor"
-        if not _independent(ev, layer, x, y, inp):
+        if not independent:
             return None, f"off: the first layer's input ({kind}) depends on parameters"
         name = next(k for k, m in ev.shadow.named_modules() if m is layer)
         rows = sum(int(c[1].shape[0]) for c in chunks)
@@ -229,7 +233,7 @@ def _first_calls(ev: Evaluator, x: Any, y: torch.Tensor) -> list[tuple[nn.Module
     return calls
 
 
-def _independent(ev: Evaluator, layer: nn.Module, x: Any, y: torch.Tensor,
+def _independent(ev: Evaluator, layer: nn.Module | None, x: Any, y: torch.Tensor,
                  seen: torch.Tensor) -> bool:  # fmt: skip
     """Whether the layer's input stays ``seen`` when every parameter changes (its own included:
     the forward may not read them before calling it)."""
@@ -239,6 +243,7 @@ def _independent(ev: Evaluator, layer: nn.Module, x: Any, y: torch.Tensor,
     def hook(_m: nn.Module, args: tuple[Any, ...]) -> None:
         got.append(args[0].clone())
 
+    assert layer is not None  # it took ``seen``
     handle = layer.register_forward_pre_hook(hook)
     try:
         gen = torch.Generator(device=ev.flat.device).manual_seed(0)

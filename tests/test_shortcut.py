@@ -258,3 +258,36 @@ def test_the_chunk_without_batchnorm_fits_the_cpu_caches():
     assert speed_chunk(cnn((3, 32, 32), 10), torch.zeros(2, 3, 32, 32), y) == 64
     assert speed_chunk(mlp((1, 28, 28), 10, batchnorm=False), torch.zeros(2, 1, 28, 28), y) == 512
     assert speed_chunk(nn.Linear(3, 2), torch.zeros(2, 3), y) == CHUNK
+
+
+class InFours(nn.Module):
+    """Takes batches of four only: the two-example probes of the shortcut and the chunk size fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] % 4:
+            raise ValueError("batches of four, please")
+        return self.fc(x.flatten(1))
+
+
+def test_a_model_that_will_not_take_two_examples_goes_without():
+    from sgdwalk.probe import CHUNK, speed_chunk
+
+    model = InFours()
+    gen = torch.Generator().manual_seed(3)
+    x, y = torch.randn(20, 2, 3, generator=gen), torch.randint(0, 3, (20,), generator=gen)
+    chunks = make_chunks(x, y, 4)
+    theta0 = flat_params(model)
+    theta1 = theta0 + 0.1
+    ev = Evaluator(model, slice_mode="loop")
+    alphas = interpolation_alphas(4)
+    got = slice_losses(ev, theta0, theta1, alphas, chunks)
+    assert ev.take_notes() == ["first-layer shortcut off: two examples did not run through the "
+                               "model (batches of four, please)"]  # fmt: skip
+    ref = [reference_loss(model, theta0 + a * (theta1 - theta0), chunks) for a in alphas]
+    assert got.tolist() == pytest.approx(ref, rel=TOL)
+    assert torch.equal(ev.flat, theta1)  # the slice's last point, whatever the tracing did
+    assert speed_chunk(model, x[:2], y[:2]) == CHUNK
