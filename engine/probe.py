@@ -149,6 +149,7 @@ class Evaluator:
         self.auto: object | None = None  # ``auto``'s trials (sgdwalk.slicing.AutoMode)
         self.use_shortcut = True  # the first-layer shortcut where it applies (sgdwalk.shortcut)
         self.first_layer: object | None = None  # the shortcut, once looked for (False: none)
+        self.shortcut_why = ""  # where it applies, or why it does not, once looked for
         self.notes: list[str] = []  # what the slices decided, for the session (``take_notes``)
         self.should_stop: Callable[[], bool] = lambda: False  # asked between chunks
         self.shard: Shard | None = None  # this rank's probe rows, under torch.distributed

@@ -51,9 +51,9 @@ def first_layer(ev: Evaluator, chunks: Chunks) -> FirstLayer | None:
     if not ev.use_shortcut:
         return None
     if ev.first_layer is None:
-        found, why = FirstLayer.find(ev, chunks)
+        found, ev.shortcut_why = FirstLayer.find(ev, chunks)
         ev.first_layer = found if found is not None else False
-        ev.notes.append(f"first-layer shortcut {why}")
+        ev.notes.append(f"first-layer shortcut {ev.shortcut_why}")
     return ev.first_layer if isinstance(ev.first_layer, FirstLayer) else None
 
 
@@ -105,7 +105,7 @@ def _with_shortcut(
     inner = list(alphas[1:-1])
     parts = [first.reshape(1)]
     if inner and mode == "vmap":
-        parts.append(_vmapped_inner(ev, fl, theta0, theta1, inner, chunks))
+        parts.append(_vmapped_points(ev, theta0, theta1, inner, chunks, fl))
     elif inner:
         delta = theta1 - theta0
         with fl.replaying():
@@ -116,20 +116,6 @@ def _with_shortcut(
                 parts.append(ev.loss(chunks).reshape(1))
     parts.append(last.reshape(1))
     return torch.cat(parts)
-
-
-def _vmapped_inner(
-    ev: Evaluator, fl: FirstLayer, theta0: torch.Tensor, theta1: torch.Tensor,
-    inner: list[float], chunks: Chunks,
-) -> torch.Tensor:  # fmt: skip
-    batched = _batched(ev)
-    coeffs = torch.tensor(inner, dtype=ev.flat.dtype, device=ev.flat.device)
-    thetas = torch.addr(theta0.expand(len(inner), -1), coeffs, theta1 - theta0)
-    step = batched.points_per_pass(chunks)
-    return torch.cat([
-        batched.losses_at(group, chunks, (fl, a))
-        for group, a in zip(torch.split(thetas, step), torch.split(coeffs, step), strict=True)
-    ])  # fmt: skip
 
 
 def _batched(ev: Evaluator) -> BatchedLosses:
@@ -146,18 +132,29 @@ def _vmapped(
     chunks: Chunks,
     first: torch.Tensor | None,
 ) -> torch.Tensor:
-    batched = _batched(ev)
-    todo = list(alphas) if first is None else list(alphas[1:])
-    coeffs = torch.tensor(todo, dtype=ev.flat.dtype, device=ev.flat.device)
-    thetas = torch.addr(theta0.expand(len(todo), -1), coeffs, theta1 - theta0)
-    thetas[-1] = theta1  # the end points exactly, as in the looped slice
-    if first is None:
-        thetas[0] = theta0
-    parts = [batched.losses_at(group, chunks)
-             for group in torch.split(thetas, batched.points_per_pass(chunks))]  # fmt: skip
+    parts = [_vmapped_points(ev, theta0, theta1, alphas if first is None else alphas[1:], chunks)]
     if first is not None:
         parts.insert(0, first.reshape(1))
     return torch.cat(parts)
+
+
+def _vmapped_points(
+    ev: Evaluator, theta0: torch.Tensor, theta1: torch.Tensor, alphas: Sequence[float],
+    chunks: Chunks, fl: FirstLayer | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """[L_P(θ0 + αΔ) for each α] in vmapped passes of as many points as fit; α = 0 and 1 load θ0
+    and θ1 exactly, as in the looped slice. ``fl``: the first layer mixes its kept outputs."""
+    batched = _batched(ev)
+    coeffs = torch.tensor(list(alphas), dtype=ev.flat.dtype, device=ev.flat.device)
+    thetas = torch.addr(theta0.expand(len(alphas), -1), coeffs, theta1 - theta0)
+    for i, alpha in enumerate(alphas):
+        if alpha in (0.0, 1.0):
+            thetas[i] = theta1 if alpha else theta0
+    step = batched.points_per_pass(chunks)
+    return torch.cat([
+        batched.losses_at(group, chunks, None if fl is None else (fl, a))
+        for group, a in zip(torch.split(thetas, step), torch.split(coeffs, step), strict=True)
+    ])  # fmt: skip
 
 
 Candidate = tuple[str, bool]  # a slice mode, and whether the first-layer shortcut is used
