@@ -116,6 +116,12 @@ class SummedLoss:
         return self.loss_fn(module, batch) * y.shape[0]
 
 
+def make_chunks(
+    x: torch.Tensor, y: torch.Tensor, size: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return list(zip(torch.split(x, size), torch.split(y, size), strict=True))
+
+
 def make_probe_chunks(
     probe: Any, loss_fn: LossFn | None, size: int
 ) -> list[tuple[Any, torch.Tensor]]:
@@ -124,7 +130,7 @@ def make_probe_chunks(
         if not (isinstance(probe, tuple | list) and len(probe) == 2):
             raise ConfigError("probe: without a loss_fn the probe must be (inputs, labels)")
         x, y = probe
-        return list(zip(torch.split(x, size), torch.split(y, size), strict=True))
+        return make_chunks(x, y, size)
     device = next((t.device for t in tensors_of(probe)), torch.device("cpu"))
     counter = torch.arange(n, device=device)
     return [(index_batch(probe, slice(i, i + size)), counter[i : i + size])

@@ -33,27 +33,11 @@ from sgdwalk.probe import flat_params
 from sgdwalk.records import StepMeasured
 from sgdwalk.session import SessionWriter
 from sgdwalk.shortcut import FirstLayer
-from sgdwalk.slicing import slice_losses
+from sgdwalk.timing import median_time
 from sgdwalk.train import Run, prepare
 
 TARGETS = {"slice_ratio": "<= 1.10", "record_overhead": "<= 0.05"}
 STEPS_PER_TRIAL = 100
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _median_time(fn: Any, repeats: int, device: torch.device) -> float:
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def _time_steps(run: Run, n: int, writer: SessionWriter | None) -> float:
@@ -82,7 +66,8 @@ def slice_costs(run: Run, repeats: int) -> dict[str, float]:
     The timed slices walk back and forth between two parameter vectors, as a run's steps chain:
     each starts where the last ended, with L_0 known (and the first layer's output there kept).
     """
-    ev, chunks, k = run.evaluator, run.probe_chunks, run.cfg.points
+    sl, chunks, k = run.instrument.slicer, run.probe.chunks, run.cfg.points
+    ev = sl.ev
     theta0 = flat_params(run.model)
     theta1 = theta0 + 1e-3 * torch.randn(
         theta0.shape, generator=torch.Generator().manual_seed(0)
@@ -100,25 +85,25 @@ def slice_costs(run: Run, repeats: int) -> dict[str, float]:
     def one_slice() -> None:
         ends.reverse()
         losses.reverse()
-        slice_losses(ev, ends[0], ends[1], run.alphas, chunks, losses[0]).tolist()  # sync
+        sl.losses(ends[0], ends[1], run.alphas, chunks, losses[0]).tolist()  # sync
 
     forward()  # warm-up (allocator, kernels)
-    t_forward = _median_time(forward, repeats, run.device)
+    t_forward = median_time(forward, repeats, run.device)
     out = {"t_forward": t_forward}
-    used = ev.slice_mode, ev.use_shortcut
+    used = sl.mode, sl.use_shortcut
     try:
         for shortcut, suffix in ((False, "_plain"), (True, "")):
-            ev.use_shortcut = shortcut
+            sl.use_shortcut = shortcut
             for mode in ("loop", "vmap"):
-                ev.slice_mode = mode
+                sl.mode = mode
                 one_slice()  # warm-up
                 one_slice()
-                out[f"t_slice_{mode}{suffix}"] = _median_time(one_slice, repeats, run.device)
+                out[f"t_slice_{mode}{suffix}"] = median_time(one_slice, repeats, run.device)
                 out[f"slice_ratio_{mode}{suffix}"] = out[f"t_slice_{mode}{suffix}"] / (
                     k * t_forward
                 )
     finally:
-        ev.slice_mode, ev.use_shortcut = used
+        sl.mode, sl.use_shortcut = used
     mode = kept_mode(run, out)
     out["t_slice"] = out[f"t_slice_{mode}"]
     out["slice_ratio"] = out[f"slice_ratio_{mode}"]
@@ -131,27 +116,25 @@ def extras_costs(
     """What ``--decompose`` (two forward passes at the split points, k = top_k eigenvectors) and
     ``--batch-sharpness`` (one Hessian-vector product on a training batch) add to a step."""
     from sgdwalk.curvature.hvp import batch_sharpness
-    from sgdwalk.meter import StepMeter
+    from sgdwalk.meter import split_losses
 
-    ev, chunks = run.evaluator, run.probe_chunks
+    ev, chunks = run.evaluator, run.probe.chunks
     gen = torch.Generator().manual_seed(1)
     v, _ = torch.linalg.qr(torch.randn(ev.numel, run.cfg.top_k, generator=gen).to(theta0))
-    meter = StepMeter(run.model, ev, chunks, run.cfg.points)
     delta = theta1 - theta0
-    idx = torch.arange(min(run.batch_size, run.data.n_train), device=run.device)
-    batch = run._batch_chunks(idx)
+    batch = run.probe.examples(torch.arange(min(run.batch_size, run.data.n_train)))
     g = torch.randn(ev.numel, generator=gen).to(theta0)
 
     def split() -> None:
-        meter.split_losses(theta0, delta, v, chunks).tolist()
+        split_losses(ev, theta0, delta, v, chunks).tolist()
 
     def sharpness() -> None:
         batch_sharpness(ev, theta0, g, batch).item()
 
     split()  # warm-up
     sharpness()
-    return {"t_decompose": _median_time(split, repeats, run.device),
-            "t_batch_sharpness": _median_time(sharpness, repeats, run.device)}  # fmt: skip
+    return {"t_decompose": median_time(split, repeats, run.device),
+            "t_batch_sharpness": median_time(sharpness, repeats, run.device)}  # fmt: skip
 
 
 def step_costs(run: Run, repeats: int) -> dict[str, float]:
@@ -170,8 +153,8 @@ def step_costs(run: Run, repeats: int) -> dict[str, float]:
 def kept_mode(run: Run, times: dict[str, float]) -> str:
     """Which timed slice is the run's: ``loop`` or ``vmap`` (with the first-layer shortcut where
     it applies), ``…_plain`` (without); for ``auto``, the fastest, as its trials would keep."""
-    if run.slice_mode != "auto":
-        return run.slice_mode
+    if run.cfg.slice_mode != "auto":
+        return run.cfg.slice_mode
     ways = [f"{m}{w}" for m in ("loop", "vmap") for w in ("", "_plain")]
     return min(ways, key=lambda w: times[f"t_slice_{w}"])
 
@@ -179,14 +162,14 @@ def kept_mode(run: Run, times: dict[str, float]) -> str:
 def _mode_name(run: Run, key: str) -> str:
     """ "auto: vmap + first-layer shortcut" for the timed slice ``key`` ("vmap")."""
     mode = key.removesuffix("_plain")
-    applies = isinstance(run.evaluator.first_layer, FirstLayer)
+    applies = isinstance(run.instrument.slicer.first_layer, FirstLayer)
     name = f"{mode} + first-layer shortcut" if applies and not key.endswith("_plain") else mode
-    return f"auto: {name}" if run.slice_mode == "auto" else name
+    return f"auto: {name}" if run.cfg.slice_mode == "auto" else name
 
 
 def run_bench(cfg: RunConfig, repeats: int = 7) -> dict[str, Any]:
     """Prepare the run described by ``cfg`` (many epochs, curvature off) and measure it."""
-    cfg = dataclasses.replace(cfg, epochs=10_000, hessian_every="off")
+    cfg = dataclasses.replace(cfg, epochs=10_000, hessian_every=None)
     run = prepare(cfg)
     s = slice_costs(run, repeats)
     t = step_costs(run, repeats)
@@ -194,12 +177,12 @@ def run_bench(cfg: RunConfig, repeats: int = 7) -> dict[str, Any]:
         "model": cfg.model,
         "dataset": cfg.dataset,
         "device": str(run.device),
-        "params": run.n_params,
-        "probe_size": run.probe_n,
+        "params": run.info["params"],
+        "probe_size": run.probe.size,
         "points": cfg.points,
         "batch_size": run.batch_size,
         "slice_mode": _mode_name(run, kept_mode(run, s)),
-        "shortcut": run.evaluator.shortcut_why,  # found by the timed slices
+        "shortcut": run.instrument.slicer.shortcut_why,  # found by the timed slices
         "times": {k: v for k, v in (s | t).items() if k.startswith("t_")},
         "ratios": {
             "slice_ratio": s["slice_ratio"],

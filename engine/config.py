@@ -2,21 +2,33 @@
 
 Layers, lowest first: defaults < ``--preset`` < ``--config FILE.toml`` < flags on the command line.
 ``build_config`` merges them and ``validate`` turns every bad value into a ``ConfigError`` whose
-message is the single line the CLI prints (exit code 2). Checks that need the data (batch or probe
-larger than the training split) happen in ``check_against_data`` once the dataset is loaded.
+message is the single line the CLI prints (exit code 2). Values that are more than a number (the
+batch size, the probe, the curvature schedule, the alignment batch sizes) are parsed once, as the
+layers merge, into the types of ``sgdwalk.values``; ``as_dict`` writes their canonical text, which
+is what a session stores and what ``build_config`` reads back (a trainer child gets its claimed
+config so). Checks that need the data (batch or probe larger than the training split) happen in
+``check_against_data`` once the dataset is loaded.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from sgdwalk.errors import ConfigError
+from sgdwalk.values import (
+    ALIGN_DEFAULT,
+    AlignSizes,
+    BatchSize,
+    ProbeSpec,
+    Schedule,
+    schedule_text,
+)
 
 MODELS = ("mlp", "cnn", "vgg11", "resnet56", "wrn")
 DATASETS = (
@@ -29,7 +41,6 @@ DATASETS = (
     "synthetic-mnist",
 )
 DEVICES = ("auto", "cpu", "cuda")
-DEFAULT_PROBE = 2048
 
 
 @dataclass(frozen=True)
@@ -40,7 +51,7 @@ class RunConfig:
     download: bool = False
     epochs: int = 10
     lr: float = 0.5  # measured: interior minima on 77% of the first 2 epochs' steps (0.1: 2%)
-    batch_size: str = "64"  # an integer, or "full" for full-batch gradient descent
+    batch_size: BatchSize = BatchSize(64)  # "full": full-batch gradient descent
     drop_last: bool = False  # leave out each epoch's short last mini-batch
     momentum: float = 0.0
     weight_decay: float = 0.0
@@ -48,14 +59,14 @@ class RunConfig:
     device: str = "auto"
     threads: int | None = None  # torch's CPU threads for this run (None: torch's default)
     points: int = 10  # K: the slice has K+1 points α = 0, 1/K, .., 1
-    probe: str | None = None  # None: min(2048, train size); "full", "batch", or a number N
+    probe: ProbeSpec = ProbeSpec()  # default min(2048, train size); "full", "batch", or N
     probe_chunk: int | None = None  # default: the training batch size
     measure_every: int = 1
     slice_mode: str = "auto"  # "loop" (K passes), "vmap" (batched α points) or "auto"
-    hessian_every: str = "1"  # epochs ("2"), steps ("500s") or "off"
+    hessian_every: Schedule | None = Schedule(1, "epochs")  # "2" epochs, "500s" steps, "off"
     hessian_probe: int | None = None
     top_k: int = 10
-    align_batch_sizes: str = "100,1000,10000,full"
+    align_batch_sizes: AlignSizes = ALIGN_DEFAULT
     align_samples: int = 10
     decompose: bool = False  # split each step by the latest top-k eigenvectors (2 forward passes)
     batch_sharpness: bool = False  # g_Bᵀ H_B g_B / ‖g_B‖² per measured step (1 Hessian product)
@@ -73,16 +84,12 @@ class RunConfig:
     rdzv_endpoint: str | None = None  # torchrun --rdzv-endpoint host:port (several machines)
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field as JSON-ready data; parsed values as their canonical text."""
+        return {f.name: _TEXT.get(f.name, _same)(getattr(self, f.name)) for f in fields(self)}
 
     @property
     def full_batch(self) -> bool:
-        return self.batch_size == "full"
-
-    @property
-    def launches(self) -> bool:
-        """Whether this run starts several processes (torchrun), rather than being one of them."""
-        return (self.nproc > 1 or self.nnodes is not None) and "LOCAL_RANK" not in os.environ
+        return self.batch_size.full
 
 
 # The paper's settings (README "Presets"): plain SGD, momentum 0, constant lr, weight decay
@@ -119,6 +126,25 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 FIELD_NAMES = {f.name for f in fields(RunConfig)}
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+# the parsed fields: text -> value (raising ConfigError naming the flag), and value -> text
+_PARSE: dict[str, Callable[[Any], Any]] = {
+    "batch_size": BatchSize.parse,
+    "probe": ProbeSpec.parse,
+    "hessian_every": Schedule.parse,
+    "align_batch_sizes": AlignSizes.parse,
+}
+_TEXT: dict[str, Callable[[Any], Any]] = {
+    "batch_size": str,
+    "probe": ProbeSpec.stored,
+    "hessian_every": schedule_text,
+    "align_batch_sizes": str,
+}
 
 
 CONFIG_MAX_BYTES = 1 << 20  # a settings file is a few lines; anything this big is a mistake
@@ -177,11 +203,14 @@ def build_config(flags: dict[str, Any], config_file: Path | None = None) -> RunC
 def _coerce(name: str, value: Any) -> Any:
     """Bring TOML/CLI values to the field's type, or raise ConfigError."""
     kind = {f.name: f.type for f in fields(RunConfig)}[name]
+    if name in _PARSE:
+        parsed_type = type(RunConfig.__dataclass_fields__[name].default)
+        if isinstance(value, parsed_type) or (name == "hessian_every" and value is None):
+            return value  # already parsed (``dataclasses.replace``, a preset)
+        if isinstance(value, list) and name == "align_batch_sizes":
+            value = ",".join(str(v) for v in value)
+        return _PARSE[name](value)
     try:
-        if name in ("batch_size", "probe", "hessian_every", "align_batch_sizes"):
-            if isinstance(value, list):
-                return ",".join(str(v) for v in value)
-            return str(value).strip().lower()
         if kind in ("int", "int | None"):
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
@@ -220,9 +249,9 @@ def _check_ranges(c: RunConfig) -> None:
                 _fail("seed", f"must be in 0..{MAX_SEED}, got {value}")
         elif isinstance(value, int) and not isinstance(value, bool) and value > MAX_INT:
             _fail(f.name.replace("_", "-"), f"{value} is beyond any sensible size (max {MAX_INT})")
-    for flag, text in (("batch-size", c.batch_size), ("probe", c.probe)):
-        if text is not None and text.isdigit() and int(text) > MAX_INT:
-            _fail(flag, f"{text} is beyond any sensible size (max {MAX_INT})")
+    for flag, n in (("batch-size", c.batch_size.n), ("probe", c.probe.n)):
+        if n is not None and n > MAX_INT:
+            _fail(flag, f"{n} is beyond any sensible size (max {MAX_INT})")
     if c.points > MAX_POINTS:
         _fail("points", f"at most {MAX_POINTS} (each point is a forward pass of the probe set "
                         f"every step), got {c.points}")  # fmt: skip
@@ -233,7 +262,7 @@ def _check_ranges(c: RunConfig) -> None:
     for flag, folder in (("sessions-dir", c.sessions_dir), ("data-dir", c.data_dir)):
         if not folder.strip():
             _fail(flag, "give a folder (it is empty)")
-    if c.decompose and c.hessian_every.strip().lower() in ("off", "none", "0", "never"):
+    if c.decompose and c.hessian_every is None:
         _fail("decompose", "splits steps by the eigenvectors of curvature passes: it needs "
                            "--hessian-every")  # fmt: skip
     if not 1 <= c.nproc <= MAX_NPROC:
@@ -258,16 +287,8 @@ def validate(c: RunConfig) -> None:
         _fail("momentum", f"must be in [0, 1), got {c.momentum}")
     if not (math.isfinite(c.weight_decay) and c.weight_decay >= 0):
         _fail("weight-decay", f"must be >= 0, got {c.weight_decay}")
-    if c.batch_size != "full" and (not c.batch_size.isdigit() or int(c.batch_size) < 1):
-        _fail("batch-size", f"must be a positive integer or 'full', got {c.batch_size!r}")
     if c.points < 2:
         _fail("points", f"a slice needs at least 2 intervals (K >= 2), got {c.points}")
-    if (
-        c.probe is not None
-        and c.probe not in ("full", "batch")
-        and (not c.probe.isdigit() or int(c.probe) < 1)
-    ):
-        _fail("probe", f"must be 'full', 'batch' or a positive integer, got {c.probe!r}")
     for flag, value in (("probe-chunk", c.probe_chunk), ("hessian-probe", c.hessian_probe),
                         ("train-size", c.train_size), ("threads", c.threads)):  # fmt: skip
         if value is not None and value < 1:
@@ -276,46 +297,14 @@ def validate(c: RunConfig) -> None:
         _fail("measure-every", f"must be at least 1, got {c.measure_every}")
     if c.slice_mode not in SLICE_MODES:
         _fail("slice-mode", f"unknown mode {c.slice_mode!r}; choose from {', '.join(SLICE_MODES)}")
-    parse_hessian_every(c.hessian_every)
     if c.top_k < 1:
         _fail("top-k", f"must be at least 1, got {c.top_k}")
-    parse_align_batch_sizes(c.align_batch_sizes)
     if c.align_samples < 1:
         _fail("align-samples", f"must be at least 1, got {c.align_samples}")
     if c.wrn_depth < 10 or (c.wrn_depth - 4) % 6:
         _fail("wrn-depth", f"must be 6n+4 (e.g. 16, 28), got {c.wrn_depth}")
     if c.wrn_width < 1:
         _fail("wrn-width", f"must be at least 1, got {c.wrn_width}")
-
-
-def parse_hessian_every(value: str) -> tuple[str, int] | None:
-    """'off' -> None; '2' -> ('epochs', 2); '500s' -> ('steps', 500)."""
-    v = value.strip().lower()
-    if v in ("off", "none", "0", "never"):
-        return None
-    unit = "steps" if v.endswith("s") else "epochs"
-    digits = v[:-1] if unit == "steps" else v
-    if not digits.isdigit() or int(digits) < 1:
-        _fail("hessian-every", f"use epochs ('2'), steps ('500s') or 'off', got {value!r}")
-    return unit, int(digits)
-
-
-def parse_align_batch_sizes(value: str) -> list[int | None]:
-    """'100,1000,full' -> [100, 1000, None]; None stands for the full training split."""
-    out: list[int | None] = []
-    for part in value.split(","):
-        p = part.strip().lower()
-        if p == "full":
-            out.append(None)
-        elif p.isdigit() and int(p) >= 1:
-            out.append(int(p))
-        else:
-            _fail(
-                "align-batch-sizes", f"each size must be a positive integer or 'full', got {part!r}"
-            )
-    if not out:
-        _fail("align-batch-sizes", "give at least one batch size")
-    return out
 
 
 LANCZOS_BYTES = 4 << 30  # the Lanczos basis (about 4k + 60 vectors of the model's size) fits this
@@ -327,38 +316,23 @@ def check_against_data(c: RunConfig, n_train: int, n_params: int, available: int
     if c.train_size is not None and available and c.train_size > available:
         _fail("train-size", f"{c.train_size} is more than the {available} training examples "
                             f"of {c.dataset}")  # fmt: skip
-    if c.batch_size != "full" and int(c.batch_size) > n_train:
+    if c.batch_size.n is not None and c.batch_size.n > n_train:
         _fail(
             "batch-size", f"{c.batch_size} is larger than the training split ({n_train} examples)"
         )
-    if c.probe is not None and c.probe.isdigit() and int(c.probe) > n_train:
-        _fail("probe", f"{c.probe} is larger than the training split ({n_train} examples)")
+    if c.probe.n is not None and c.probe.n > n_train:
+        _fail("probe", f"{c.probe.n} is larger than the training split ({n_train} examples)")
     if c.hessian_probe is not None and c.hessian_probe > n_train:
         _fail("hessian-probe", f"{c.hessian_probe} is larger than the training split ({n_train})")
     if c.train_size is not None and c.train_size < 2:
         _fail("train-size", "needs at least 2 examples")
-    if parse_hessian_every(c.hessian_every) is not None and c.top_k > n_params:
+    if c.hessian_every is None:
+        return
+    if c.top_k > n_params:
         _fail("top-k", f"{c.top_k} is larger than the model's {n_params} parameters")
     basis = (4 * c.top_k + 61) * n_params * 4
-    if parse_hessian_every(c.hessian_every) is not None and basis > LANCZOS_BYTES:
+    if basis > LANCZOS_BYTES:
         _fail("top-k", f"{c.top_k} eigenpairs of a {n_params:,}-parameter model need a "
                        f"{basis / 2**30:.0f} GiB Lanczos basis (at most 4 GiB); ask for fewer")  # fmt: skip
-    sizes = clip_align_batch_sizes(parse_align_batch_sizes(c.align_batch_sizes), n_train)
-    if parse_hessian_every(c.hessian_every) is not None and not sizes:
+    if not c.align_batch_sizes.clip(n_train):
         _fail("align-batch-sizes", "no batch size left after clipping to the training size")
-
-
-def clip_align_batch_sizes(sizes: list[int | None], n_train: int) -> list[int]:
-    """Clip to the training size, map 'full' to it, deduplicate, sort ascending."""
-    return sorted({n_train if s is None else min(s, n_train) for s in sizes})
-
-
-def probe_size(c: RunConfig, n_train: int) -> int | None:
-    """Examples in the fixed probe set; None for ``--probe batch``."""
-    if c.probe == "batch":
-        return None
-    if c.probe == "full":
-        return n_train
-    if c.probe is None:
-        return min(DEFAULT_PROBE, n_train)
-    return int(c.probe)

@@ -9,6 +9,8 @@ through optimizer hooks) measure through the same code:
     optimizer.step()
     rec = meter.after_update(model, step, epoch, lr, batch_size, batch_loss)
 
+The Instrument (``sgdwalk.instrument``) builds it and drives it for both clients.
+
 Per measured step t: g_t (the gradient the update used), θ_t and θ_{t+1} as flat vectors, the slice
 L_j = L_P(θ_t + α_j Δ_t) with L_0 reused from the previous step's L_K (so a step costs K forward
 passes of the probe set, not K+1), and the trajectory numbers. Everything stays on the device and is
@@ -18,7 +20,6 @@ measured; the step before it keeps θ, g and Δ so that the cosines are still of
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -30,7 +31,10 @@ from torch import nn
 from sgdwalk.landscape import analyze_slice, interpolation_alphas
 from sgdwalk.probe import Chunks, Evaluator, flat_grads, flat_params
 from sgdwalk.records import StepMeasured
-from sgdwalk.slicing import slice_losses
+from sgdwalk.shard import Shard
+from sgdwalk.slicing import Slicer
+
+Basis = Callable[[], "tuple[torch.Tensor, int] | None"]  # latest top-k eigenvectors, their step
 
 
 def cosine(a: torch.Tensor | None, b: torch.Tensor) -> torch.Tensor:
@@ -61,46 +65,52 @@ class _Trail:
 class StepMeter:
     """Measures optimiser updates of one model on a fixed probe set (or each step's own batch).
 
-    ``probe``: the probe set's chunks, or None for ``--probe batch`` (pass each step's chunks to
-    ``after_update``). ``measure_every``: 0 never measures (training fields only).
+    ``probe``: this rank's probe chunks, or None when each step slices its own batch (pass it to
+    ``before_update``). ``measure_every``: 0 never measures (training fields only). ``shard``: the
+    probe's rows across ranks. ``basis`` (``--decompose``): the latest top-k eigenvectors, to split
+    each step by. ``batch_sharpness``: g_Bᵀ H_B g_B / ‖g_B‖² on each measured step's batch.
+    ``clock``: the run's seconds, for the records.
     """
 
     def __init__(
-        self,
-        model: nn.Module,
-        evaluator: Evaluator,
-        probe: Chunks | None,
-        points: int = 10,
-        measure_every: int = 1,
-    ) -> None:
-        self.evaluator = evaluator
-        self.probe = probe
+        self, model: nn.Module, slicer: Slicer, probe: Chunks | None, points: int = 10,
+        measure_every: int = 1, *, shard: Shard | None = None, basis: Basis | None = None,
+        batch_sharpness: bool = False, clock: Callable[[], float] | None = None,
+    ) -> None:  # fmt: skip
+        self.slicer, self.evaluator = slicer, slicer.ev
+        self.probe, self.shard = probe, shard
         self.alphas = interpolation_alphas(points)
         self.every = measure_every
+        self.basis = basis or (lambda: None)
+        self.batch_sharpness = batch_sharpness
+        self.clock = clock or _since(time.perf_counter())
         self.trail = _Trail(flat_params(model))
         self.trail.theta = self.trail.theta_init.clone()
-        self.started = time.perf_counter()
         self._before: tuple[torch.Tensor, torch.Tensor] | None = None  # θ_t, g_t of this update
-        # --decompose: the top-k eigenvectors (n, k) of the latest curvature pass and its step
-        self.basis: Callable[[], tuple[torch.Tensor, int] | None] = lambda: None
-        # --batch-sharpness: (θ_t, g_t) -> g_Bᵀ H_B g_B / ‖g_B‖² on this step's batch, or None
-        self.batch_curvature: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+        self._batch: Chunks | None = None  # this step's own batch, when it is needed
         self._batch_value: torch.Tensor | None = None
 
     def due(self, step: int) -> bool:
         """Whether ``step`` is measured: every ``measure_every``-th step from the first."""
         return self.every > 0 and (step - 1) % self.every == 0
 
-    def before_update(self, model: nn.Module, step: int) -> None:
-        """Take θ_t and g_t, if this step or the next is measured (the next needs g_t, Δ_t)."""
+    def wants_batch(self, step: int) -> bool:
+        """Whether ``before_update`` needs the step's batch (``--probe batch``, batch sharpness)."""
+        return self.due(step) and (self.probe is None or self.batch_sharpness)
+
+    def before_update(self, model: nn.Module, step: int, batch: Chunks | None = None) -> None:
+        """Take θ_t and g_t, if this step or the next is measured (the next needs g_t, Δ_t);
+        ``batch``: the step's own examples, un-augmented, when ``wants_batch``."""
+        self._batch, self._batch_value = batch, None
         if not (self.due(step) or self.due(step + 1)):
             self._before = None
             return
         theta = self.trail.theta if self.trail.theta is not None else flat_params(model)
         self._before = (theta, flat_grads(model))
-        self._batch_value = None
-        if self.batch_curvature is not None and self.due(step):
-            self._batch_value = self.batch_curvature(*self._before)  # at θ_t, before the update
+        if self.batch_sharpness and self.due(step) and batch:
+            from sgdwalk.curvature.hvp import batch_sharpness
+
+            self._batch_value = batch_sharpness(self.evaluator, *self._before, batch)  # at θ_t
 
     def discard(self) -> None:
         """Forget the update begun with ``before_update``: it was not taken (a skipped step)."""
@@ -109,25 +119,22 @@ class StepMeter:
 
     def after_update(
         self, model: nn.Module, step: int, epoch: int, lr: float, batch_size: int,
-        batch_loss: torch.Tensor | float, chunks: Chunks | None = None,
+        batch_loss: torch.Tensor | float,
     ) -> StepMeasured:  # fmt: skip
-        """The record of the update just taken; measured when ``due(step)``.
-
-        ``chunks``: the step's own batch, for a meter without a fixed probe set.
-        """
+        """The record of the update just taken; measured when ``due(step)``."""
         loss = torch.as_tensor(batch_loss).detach()
+        where = (step, epoch, lr, batch_size)
         if self._before is None:
             self.trail.forget()
-            return self._training_only(step, epoch, lr, batch_size, loss)
+            return self._training_only(where, loss)
         theta, grad = self._before
         self._before = None
         theta_next = flat_params(model)
         delta = theta_next - theta
         if self.due(step):
-            rec = self._slice_and_trajectory(step, epoch, lr, batch_size, loss,
-                                            (theta, theta_next, delta, grad), chunks)  # fmt: skip
+            rec = self._measured(where, loss, (theta, theta_next, delta, grad))
         else:
-            rec = self._training_only(step, epoch, lr, batch_size, loss)
+            rec = self._training_only(where, loss)
             self.trail.last_loss = None
         if self.due(step + 1):
             self.trail.theta, self.trail.grad, self.trail.delta = theta_next, grad, delta
@@ -135,33 +142,17 @@ class StepMeter:
             self.trail.forget()
         return rec
 
-    def _training_only(
-        self, step: int, epoch: int, lr: float, batch_size: int, loss: torch.Tensor
-    ) -> StepMeasured:
+    def _training_only(self, where: Where, loss: torch.Tensor) -> StepMeasured:
         value = loss.item()  # sync point: once per unmeasured step
-        return StepMeasured(step, epoch, lr, batch_size, value, self.elapsed())
+        return StepMeasured(*where, value, self.clock())
 
-    def _slice_and_trajectory(
-        self, step: int, epoch: int, lr: float, batch_size: int, loss: torch.Tensor,
-        move: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], chunks: Chunks | None,
-    ) -> StepMeasured:  # fmt: skip
+    def _measured(self, where: Where, loss: torch.Tensor, move: Move) -> StepMeasured:
         """The slice and trajectory numbers of step t, synced to the host once."""
         theta, theta_next, delta, grad = move  # θ_t, θ_{t+1} (loaded exactly at the ends), Δ_t, g_t
         fixed = self.probe is not None
-        probe = self.probe if self.probe is not None else chunks
-        assert probe is not None, "a meter without a probe set needs the step's chunks"
-        first = self.trail.last_loss if fixed else None
-        shard = self.evaluator.shard if fixed else None
         basis = self.basis() if fixed else None
+        both = self._probe_losses(theta, theta_next, basis)
         k1 = len(self.alphas)
-        if shard is None or shard.local:
-            local = slice_losses(self.evaluator, theta, theta_next, self.alphas, probe, first)
-            if basis is not None:
-                local = torch.cat([local, self.split_losses(theta, delta, basis[0], probe)])
-        else:  # a rank with no probe rows: zeros, and the same all_reduce as the others
-            local = torch.zeros(k1 + (2 if basis is not None else 0), dtype=theta.dtype,
-                                device=theta.device)  # fmt: skip
-        both = local if shard is None else shard.mean_of(local)  # one all_reduce per step
         losses, split = both[:k1], both[k1:]
         trail = self.trail
         stats = torch.stack([
@@ -175,7 +166,6 @@ class StepMeter:
         sharp = [] if self._batch_value is None else [self._batch_value.reshape(1).to(losses)]
         values = torch.cat([losses, stats.to(losses.device), split, *sharp]).tolist()  # one sync
         trail.last_loss = losses[-1] if fixed else None
-        rec = self._record(step, epoch, lr, batch_size, values[: k1 + 6])
         extra: dict[str, object] = {}
         if basis is not None:
             frac_v, dom, bulk = values[k1 + 6 : k1 + 9]
@@ -183,34 +173,58 @@ class StepMeter:
                      "basis_step": basis[1]}  # fmt: skip
         if self._batch_value is not None:
             extra["batch_sharpness"] = values[-1]
-        return dataclasses.replace(rec, **extra) if extra else rec  # type: ignore[arg-type]
+        return self._record(where, values[: k1 + 6], extra)
 
-    def split_losses(
-        self, theta: torch.Tensor, delta: torch.Tensor, v: torch.Tensor, probe: Chunks
-    ) -> torch.Tensor:
-        """[L_P(θ + V_kV_kᵀΔ), L_P(θ + (I − V_kV_kᵀ)Δ)]: two forward passes of the probe."""
-        dominant = v @ (v.T @ delta)
-        out = []
-        for part in (dominant, delta - dominant):
-            self.evaluator.load_between(theta, part, 1.0)
-            out.append(self.evaluator.loss(probe))
-        return torch.stack(out)
+    def _probe_losses(
+        self, theta: torch.Tensor, theta_next: torch.Tensor,
+        basis: tuple[torch.Tensor, int] | None,
+    ) -> torch.Tensor:  # fmt: skip
+        """[L_0..L_K] (and, with a basis, the losses of the step's two parts), averaged over
+        the ranks in one all_reduce; a rank with no probe rows adds zeros."""
+        fixed = self.probe is not None
+        probe = self.probe if fixed else self._batch
+        assert probe is not None, "a meter without a probe set needs the step's batch"
+        shard = self.shard if fixed else None
+        if shard is not None and not shard.local:
+            size = len(self.alphas) + (2 if basis is not None else 0)
+            return shard.mean_of(torch.zeros(size, dtype=theta.dtype, device=theta.device))
+        first = self.trail.last_loss if fixed else None
+        local = self.slicer.losses(theta, theta_next, self.alphas, probe, first)
+        if basis is not None:
+            parts = split_losses(self.evaluator, theta, theta_next - theta, basis[0], probe)
+            local = torch.cat([local, parts])
+        return local if shard is None else shard.mean_of(local)
 
-    def _record(
-        self, step: int, epoch: int, lr: float, batch_size: int, values: list[float]
-    ) -> StepMeasured:
+    def _record(self, where: Where, values: list[float], extra: dict[str, object]) -> StepMeasured:
         k1 = len(self.alphas)
         losses, (batch_loss, gnorm, snorm, dist, gcos, ucos) = values[:k1], values[k1:]
         s = analyze_slice(losses, self.alphas)
+        step, epoch, lr, batch_size = where
         return StepMeasured(
             step=step, epoch=epoch, lr=lr, batch_size=batch_size, batch_loss=batch_loss,
-            elapsed=self.elapsed(), grad_norm=gnorm, alphas=self.alphas, slice=losses,
+            elapsed=self.clock(), grad_norm=gnorm, alphas=self.alphas, slice=losses,
             barrier=s.barrier, barrier_height=s.barrier_height, floor_loss=s.floor_loss,
             floor_alpha=s.floor_alpha, interior_min=s.interior_min,
             height_above_floor=s.height_above_floor, step_norm=snorm, dist_from_init=dist,
-            grad_cos=_none_if_nan(gcos), update_cos=_none_if_nan(ucos),
+            grad_cos=_none_if_nan(gcos), update_cos=_none_if_nan(ucos), **extra,  # type: ignore[arg-type]
         )  # fmt: skip
 
-    def elapsed(self) -> float:
-        """Seconds since the meter started (the records' ``elapsed``)."""
-        return time.perf_counter() - self.started
+
+def split_losses(
+    ev: Evaluator, theta: torch.Tensor, delta: torch.Tensor, v: torch.Tensor, probe: Chunks
+) -> torch.Tensor:
+    """[L_P(θ + V_kV_kᵀΔ), L_P(θ + (I − V_kV_kᵀ)Δ)]: two forward passes of the probe."""
+    dominant = v @ (v.T @ delta)
+    out = []
+    for part in (dominant, delta - dominant):
+        ev.load_between(theta, part, 1.0)
+        out.append(ev.loss(probe))
+    return torch.stack(out)
+
+
+Where = tuple[int, int, float, int]  # step, epoch, lr, batch size
+Move = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # θ_t, θ_{t+1}, Δ_t, g_t
+
+
+def _since(start: float) -> Callable[[], float]:
+    return lambda: time.perf_counter() - start

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from sgdwalk.batches import index_batch
 from sgdwalk.errors import Stopped
-
-if TYPE_CHECKING:
-    from sgdwalk.shard import Shard
 
 Chunks = Sequence[tuple[Any, torch.Tensor]]  # (inputs, labels); see ``Criterion``
 # A chunk's loss summed over its examples: cross-entropy of module(x) against y by default; a user's
@@ -63,12 +61,6 @@ def set_probe_mode(module: nn.Module) -> None:
         m.training = isinstance(m, _BatchNorm)
 
 
-def make_chunks(
-    x: torch.Tensor, y: torch.Tensor, size: int
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return list(zip(torch.split(x, size), torch.split(y, size), strict=True))
-
-
 def activations_per_example(
     module: nn.Module, x: Any, y: torch.Tensor, criterion: Criterion = cross_entropy_sum
 ) -> float:
@@ -84,8 +76,6 @@ def activations_per_example(
 
     leaves = [m for m in module.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
-    from sgdwalk.batches import index_batch
-
     n = min(2, int(y.shape[0]))  # two examples: BatchNorm in train mode needs more than one
     try:
         with torch.no_grad():
@@ -124,35 +114,28 @@ def speed_chunk(
     return rows
 
 
+def probe_chunk(ev: Evaluator, two: tuple[Any, torch.Tensor], with_batchnorm: int) -> int:
+    """Probe examples per forward pass: ``with_batchnorm`` for a model with BatchNorm (which
+    normalises each chunk with its own statistics, so the chunk is the training batch, as in
+    training); otherwise a size for speed alone, found by running ``two`` probe examples through
+    the evaluator's private copy (the user's model stays untouched)."""
+    if has_batchnorm(ev.shadow):
+        return with_batchnorm
+    return speed_chunk(ev.shadow, *two, ev.criterion)
+
+
 def has_convolutions(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
 
 
 class Evaluator:
-    """A private copy of ``model`` whose parameters live in the flat buffer ``self.flat``.
+    """A private copy of ``model`` whose parameters live in the flat buffer ``self.flat``: the
+    shadow model, moved to any θ and evaluated there. ``criterion``: a chunk's summed loss
+    (cross-entropy by default). How slices are evaluated on it is ``sgdwalk.slicing.Slicer``."""
 
-    ``slice_mode``: "loop" (one pass per slice point), "vmap" (the points in batched passes) or
-    "auto" (both timed on the first slices, the faster kept); see ``sgdwalk.slicing``. A custom
-    loss evaluates in "loop" mode.
-    """
-
-    def __init__(
-        self, model: nn.Module, slice_mode: str = "loop", criterion: Criterion | None = None
-    ):
-        if slice_mode not in ("loop", "vmap", "auto"):
-            raise ValueError(f"slice_mode must be 'loop', 'vmap' or 'auto', got {slice_mode!r}")
-        if criterion is not None and slice_mode == "vmap":
-            raise ValueError("a custom loss evaluates its slices in 'loop' mode")
-        self.slice_mode = "loop" if criterion is not None else slice_mode
+    def __init__(self, model: nn.Module, criterion: Criterion | None = None):
         self.criterion = criterion or cross_entropy_sum
-        self.batched: object | None = None  # the vmap machinery (sgdwalk.slicing), built once
-        self.auto: object | None = None  # ``auto``'s trials (sgdwalk.slicing.AutoMode)
-        self.use_shortcut = True  # the first-layer shortcut where it applies (sgdwalk.shortcut)
-        self.first_layer: object | None = None  # the shortcut, once looked for (False: none)
-        self.shortcut_why = ""  # where it applies, or why it does not, once looked for
-        self.notes: list[str] = []  # what the slices decided, for the session (``take_notes``)
         self.should_stop: Callable[[], bool] = lambda: False  # asked between chunks
-        self.shard: Shard | None = None  # this rank's probe rows, under torch.distributed
         self.shadow = copy.deepcopy(model)
         params = list(self.shadow.parameters())
         ref = params[0]
@@ -168,11 +151,6 @@ class Evaluator:
         self.params = params
         self.numel = offset
         set_probe_mode(self.shadow)
-
-    def take_notes(self) -> list[str]:
-        """The notes written since the last call (the slice mode ``auto`` chose, the shortcut)."""
-        notes, self.notes = self.notes, []
-        return notes
 
     def checkpoint(self) -> None:
         """Raise ``Stopped`` when a stop was asked for (called between probe chunks)."""

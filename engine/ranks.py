@@ -20,41 +20,35 @@ from typing import Any
 import torch
 from torch import nn
 
-from sgdwalk.shard import Shard, distributed, own_group
+from sgdwalk.shard import Peers
 
 GD_CHUNK = 1000  # examples per backward pass when accumulating a full-batch gradient
 
 
 class Ranks:
-    """This process's place among the trainer's ranks; one rank of one when not distributed."""
+    """The trainer's place among its ranks: the peers (None: one process) and the DDP wrapper."""
 
-    def __init__(self, rank: int = 0, world: int = 1, group: Any = None,
-                 ddp: nn.Module | None = None, unit: int = 1, probe_n: int = 0) -> None:  # fmt: skip
-        self.rank, self.world, self.group, self.ddp, self.unit = rank, world, group, ddp, unit
-        self.probe = self.shard_of(probe_n)
+    def __init__(self, peers: Peers | None = None, ddp: nn.Module | None = None) -> None:
+        self.peers, self.ddp = peers, ddp
 
     @classmethod
-    def of(cls, model: nn.Module, device: torch.device, probe_n: int, unit: int) -> Ranks:
+    def of(cls, model: nn.Module, device: torch.device) -> Ranks:
         """The ranks of a run: several when torchrun started this process, else one."""
-        if not distributed():
+        peers = Peers.find(device)
+        if peers is None:
             return cls()
-        import torch.distributed as dist
-
-        group = own_group(device)
         ddp = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-        return cls(dist.get_rank(), dist.get_world_size(), group, ddp, unit, probe_n)
+        return cls(peers, ddp)
 
     @property
-    def leader(self) -> bool:
-        return self.rank == 0
+    def world(self) -> int:
+        return 1 if self.peers is None else self.peers.world
 
-    def shard_of(self, total: int) -> Shard | None:
-        """This rank's rows of ``total`` probe rows, in whole chunks (None: one process)."""
-        if self.world == 1:
-            return None
-        return Shard(total, self.rank, self.world, self.group, self.unit)
+    @property
+    def rank(self) -> int:
+        return 0 if self.peers is None else self.peers.rank
 
     def train_step(self, run: Any, idx: torch.Tensor) -> torch.Tensor:
         """Forward/backward on this rank's part of the global batch ``idx``; the global loss."""
@@ -80,5 +74,6 @@ class Ranks:
             total += part.detach()
         import torch.distributed as dist
 
-        dist.all_reduce(total, group=self.group)  # the global batch's loss sum
+        assert self.peers is not None
+        dist.all_reduce(total, group=self.peers.group)  # the global batch's loss sum
         return total / n

@@ -22,6 +22,61 @@ import torch
 DEFAULT_TIMEOUT = 600.0  # seconds a collective of the Walker's may wait for the other ranks
 
 
+class Peers:
+    """The ranks measuring together: this process's rank, their number, and the group of all of
+    them that sgdwalk's collectives run on (its own, with a bounded timeout)."""
+
+    def __init__(self, rank: int, world: int, group: Any = None) -> None:
+        self.rank, self.world, self.group = rank, world, group
+
+    @classmethod
+    def find(cls, device: torch.device) -> Peers | None:
+        """The peers when a default process group of several ranks is initialised, else None.
+        Called on every rank at the same point (it creates a group collectively)."""
+        import torch.distributed as dist
+
+        if not distributed():
+            return None
+        return cls(dist.get_rank(), dist.get_world_size(), own_group(device))
+
+    @property
+    def leader(self) -> bool:
+        """Rank 0: the one that writes the session."""
+        return self.rank == 0
+
+    def shard(self, total: int, unit: int = 1) -> Shard:
+        """This rank's rows of ``total`` probe rows, handed out in whole chunks of ``unit``."""
+        return Shard(total, self.rank, self.world, self.group, unit)
+
+    def same_everywhere(self, value: float) -> bool:
+        """Whether ``value`` is equal on every rank (a cheap check that the probes agree)."""
+        t = torch.tensor([value, -value], dtype=torch.float64, device=_device(self.group))
+        spread = self._max(t)
+        return bool(spread[0] == -spread[1])
+
+    def agree(self, n: int) -> int:
+        """The largest of the ranks' ``n`` (a decision every rank must take alike)."""
+        t = torch.tensor([float(n)], dtype=torch.float64, device=_device(self.group))
+        return int(self._max(t).item())
+
+    def _max(self, t: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
+        return t
+
+    def close(self) -> None:
+        """Shut the group's backend down now, not at interpreter exit (where gloo's threads,
+        torn down in no particular order, can abort the process)."""
+        import torch.distributed as dist
+
+        if self.group is not None and dist.is_initialized():
+            with contextlib.suppress(Exception):
+                dist.destroy_process_group(self.group)
+        self.group = None
+
+
 class Shard:
     """This rank's rows of a probe of ``total`` examples, and the sums across ranks."""
 
@@ -41,21 +96,6 @@ class Shard:
     def rows(self) -> slice:
         return slice(self.start, self.stop)
 
-    @property
-    def leader(self) -> bool:
-        """Rank 0: the one that writes the session."""
-        return self.rank == 0
-
-    def close(self) -> None:
-        """Shut the group's backend down now, not at interpreter exit (where gloo's threads,
-        torn down in no particular order, can abort the process)."""
-        import torch.distributed as dist
-
-        if self.group is not None and dist.is_initialized():
-            with contextlib.suppress(Exception):
-                dist.destroy_process_group(self.group)
-        self.group = None
-
     def sum(self, t: torch.Tensor) -> torch.Tensor:
         """Σ over ranks of ``t`` (a new tensor; every rank gets the same values)."""
         out = t.clone()
@@ -69,24 +109,6 @@ class Shard:
         """The probe mean from each rank's mean over its rows (a rank with none gives zeros)."""
         weighted = local_means * self.local if self.local else torch.zeros_like(local_means)
         return self.sum(weighted) / self.total
-
-    def same_everywhere(self, value: float) -> bool:
-        """Whether ``value`` is equal on every rank (a cheap check that the probes agree)."""
-        t = torch.tensor([value, -value], dtype=torch.float64, device=_device(self.group))
-        spread = self._max(t)
-        return bool(spread[0] == -spread[1])
-
-    def agree(self, n: int) -> int:
-        """The largest of the ranks' ``n`` (a decision every rank must take alike)."""
-        t = torch.tensor([float(n)], dtype=torch.float64, device=_device(self.group))
-        return int(self._max(t).item())
-
-    def _max(self, t: torch.Tensor) -> torch.Tensor:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
-        return t
 
 
 def _device(group: Any) -> torch.device:
@@ -112,38 +134,3 @@ def own_group(device: torch.device, timeout: float = DEFAULT_TIMEOUT) -> Any:
 
     backend = "nccl" if device.type == "cuda" else "gloo"
     return dist.new_group(backend=backend, timeout=datetime.timedelta(seconds=timeout))
-
-
-def shard_for(total: int, device: torch.device, unit: int = 1, group: Any = None) -> Shard | None:
-    """This process's shard when a default process group of several ranks is initialised, else
-    None. Called on every rank at the same point (it may create a group collectively)."""
-    import torch.distributed as dist
-
-    if not distributed():
-        return None
-    group = group if group is not None else own_group(device)
-    return Shard(total, dist.get_rank(), dist.get_world_size(), group, unit)
-
-
-def join_workers(device: torch.device) -> torch.device:
-    """In a process torchrun started: join its process group (gloo on CPU, nccl on CUDA) and
-    return this rank's device (``cuda:LOCAL_RANK`` on CUDA)."""
-    import os
-
-    import torch.distributed as dist
-
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return device
-
-
-def leave_workers() -> None:
-    """The end of a process torchrun started: shut every group down now (see ``Shard.close``)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        with contextlib.suppress(Exception):
-            dist.destroy_process_group()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 
 from sgdwalk.records import EDGE_EVENT, CurvatureMeasured, EventLogged
 
@@ -39,19 +40,47 @@ def edge_ratio(
 class EdgeWatch:
     """Says once when a curvature pass first finds λ1 (+ wd) at or past the threshold."""
 
-    def __init__(self, momentum: float = 0.0, weight_decay: float = 0.0) -> None:
-        self.momentum, self.weight_decay = momentum, weight_decay
+    def __init__(self) -> None:
         self.reached = False
 
-    def check(self, rec: CurvatureMeasured, lr: float, time: float) -> EventLogged | None:
+    def check(self, rec: CurvatureMeasured, hyper: Hyper, time: float) -> EventLogged | None:
+        """``hyper``: the optimiser's lr, momentum and weight decay when the pass ran."""
         if self.reached or not rec.eigenvalues or not math.isfinite(rec.eigenvalues[0]):
             return None
-        ratio = edge_ratio(rec.eigenvalues[0], lr, self.momentum, self.weight_decay)
+        ratio = edge_ratio(rec.eigenvalues[0], hyper.lr, hyper.momentum, hyper.weight_decay)
         if not ratio >= 1.0:
             return None
         self.reached = True
-        line = threshold(lr, self.momentum)
+        line = threshold(hyper.lr, hyper.momentum)
         return EventLogged(rec.step, rec.epoch, "info", EDGE_EVENT,
                            f"λ1 {rec.eigenvalues[0]:.4g} reached the stability threshold "
                            f"(2+2β)/η = {line:.4g} (λ1·η/(2+2β) = {ratio:.3g}): the edge of "
                            "stability", time)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """What the threshold depends on: the step size, heavy-ball momentum, L2 weight decay."""
+
+    lr: float = math.nan
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+    @classmethod
+    def of(cls, optimizer: object) -> Hyper:
+        """The first parameter group's, read as numbers (absent or not a number: lr NaN, the
+        others 0; Adam has no momentum)."""
+        groups = getattr(optimizer, "param_groups", None)
+        if not groups:
+            return cls()
+        group = groups[0]
+        lr = _number(group.get("lr"), math.nan)
+        return cls(lr, _number(group.get("momentum"), 0.0), _number(group.get("weight_decay"), 0.0))
+
+
+def _number(value: object, otherwise: float) -> float:
+    if isinstance(value, bool) or value is None:
+        return otherwise
+    with contextlib.suppress(TypeError, ValueError, RuntimeError):  # a 0-d tensor lr too
+        return float(value)  # type: ignore[arg-type]
+    return otherwise

@@ -12,7 +12,7 @@ replaying the mix. z(θ_{t+1}) of one step is z(θ_t) of the next, kept while θ
 are the same objects, so a measured step runs the first layer once; otherwise z(θ_t) comes from
 the kept inputs in one evaluation of that layer alone.
 
-When it applies (``FirstLayer.find``, once per evaluator, on two probe examples):
+When it applies (``find_first_layer``, once per slicer, on two probe examples):
 - the first leaf module with parameters that the forward calls is an ``nn.Linear`` or a convolution,
   called once per forward, with one tensor;
 - its input stays the same when every other parameter changes (it would not, had the forward read
@@ -59,46 +59,6 @@ class FirstLayer:
         self.alpha: float | torch.Tensor = 0.0
         self._calls = 0
         self._out: dict[torch.Size, torch.Tensor] = {}  # the mixed outputs, by chunk shape
-
-    # -- finding it
-
-    @classmethod
-    def find(cls, ev: Evaluator, chunks: Chunks) -> tuple[FirstLayer | None, str]:
-        """The shortcut for ``ev`` on probes like ``chunks`` (None where it does not apply), and
-        in words why or where."""
-        if not chunks:
-            return None, "off: no probe examples"
-        from sgdwalk.batches import index_batch
-
-        x, y = chunks[0]
-        n = min(2, int(y.shape[0]))
-        x, y = index_batch(x, slice(0, n)), y[:n]
-        try:  # two forward passes; a model that will not take two examples goes without
-            calls = _first_calls(ev, x, y)
-            layer, inp = calls[0] if calls else (None, None)
-            independent = inp is not None and _independent(ev, layer, x, y, inp)
-        except (RuntimeError, ValueError, TypeError, IndexError) as err:
-            return None, f"off: two examples did not run through the model ({err!s:.120})"
-        if layer is None:
-            return None, "off: the forward calls no module with parameters"
-        kind = type(layer).__name__
-        if not isinstance(layer, LINEAR_LAYERS):
-            return None, f"off: the first layer is a {kind}, not a Linear or a convolution"
-        if sum(m is layer for m, _ in calls) != 1 or inp is None:
-            return None, f"off: the first layer ({kind}) is not called once with one tensor"
-        if not independent:
-            return None, f"off: the first layer's input ({kind}) depends on parameters"
-        name = next(k for k, m in ev.shadow.named_modules() if m is layer)
-        rows = sum(int(c[1].shape[0]) for c in chunks)
-        with torch.no_grad():
-            per_row = (inp.numel() + 2 * layer(inp).numel()) / n
-        size = rows * per_row * inp.element_size()
-        if size > SHORTCUT_BYTES:
-            return (
-                None,
-                f"off: the first layer's outputs over the probe need {size / 2**30:.1f} GiB",
-            )
-        return cls(ev, name, layer), f"on: the first layer {name or 'model'!r} ({kind})"
 
     # -- the end points
 
@@ -192,6 +152,44 @@ class FirstLayer:
             return _replaced(layer, lambda _x: torch.lerp(self.z0[i], self.z1[i], self.alpha))
 
         return chunk
+
+
+def find_first_layer(ev: Evaluator, chunks: Chunks) -> tuple[FirstLayer | None, str]:
+    """The shortcut for ``ev`` on probes like ``chunks`` (None where it does not apply), and
+    in words why or where."""
+    if not chunks:
+        return None, "off: no probe examples"
+    from sgdwalk.batches import index_batch
+
+    x, y = chunks[0]
+    n = min(2, int(y.shape[0]))
+    x, y = index_batch(x, slice(0, n)), y[:n]
+    try:  # two forward passes; a model that will not take two examples goes without
+        calls = _first_calls(ev, x, y)
+        layer, inp = calls[0] if calls else (None, None)
+        independent = inp is not None and _independent(ev, layer, x, y, inp)
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        return None, f"off: two examples did not run through the model ({err!s:.120})"
+    if layer is None:
+        return None, "off: the forward calls no module with parameters"
+    kind = type(layer).__name__
+    if not isinstance(layer, LINEAR_LAYERS):
+        return None, f"off: the first layer is a {kind}, not a Linear or a convolution"
+    if sum(m is layer for m, _ in calls) != 1 or inp is None:
+        return None, f"off: the first layer ({kind}) is not called once with one tensor"
+    if not independent:
+        return None, f"off: the first layer's input ({kind}) depends on parameters"
+    name = next(k for k, m in ev.shadow.named_modules() if m is layer)
+    rows = sum(int(c[1].shape[0]) for c in chunks)
+    with torch.no_grad():
+        per_row = (inp.numel() + 2 * layer(inp).numel()) / n
+    size = rows * per_row * inp.element_size()
+    if size > SHORTCUT_BYTES:
+        return (
+            None,
+            f"off: the first layer's outputs over the probe need {size / 2**30:.1f} GiB",
+        )
+    return FirstLayer(ev, name, layer), f"on: the first layer {name or 'model'!r} ({kind})"
 
 
 @contextlib.contextmanager

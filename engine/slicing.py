@@ -1,6 +1,8 @@
 """Evaluating a slice: the probe loss at the K+1 points θ_t + α_j Δ_t of one step.
 
-Two ways, chosen by the Evaluator's ``slice_mode``:
+A ``Slicer`` owns how a slice is evaluated, and what it learnt doing so (the mode ``auto`` chose,
+the first-layer shortcut, the vmap machinery); the ``Evaluator`` it drives is only the shadow
+model, moved to each point. Two ways:
 - ``loop``: K passes of the shadow model, each after one fused ``add`` moves it to the next point.
 - ``vmap``: the K parameter vectors are stacked and ``torch.func.vmap`` runs ``functional_call``
   over them, so each probe chunk is read once per step instead of K times and each layer becomes
@@ -24,49 +26,81 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from sgdwalk.probe import Chunks, Evaluator, activations_per_example, set_probe_mode
-from sgdwalk.shortcut import FirstLayer
+from sgdwalk.probe import (
+    Chunks,
+    Evaluator,
+    activations_per_example,
+    cross_entropy_sum,
+    set_probe_mode,
+)
+from sgdwalk.shortcut import FirstLayer, find_first_layer
 
 VMAP_PARAM_BYTES = 1 << 30  # the stacked parameter vectors of one batched pass stay under this
 VMAP_ACTIVATION_BYTES = 1 << 30  # and its layer outputs (on CUDA: a quarter of the free memory)
 AUTO_TRIALS = 2  # ``auto``: timed slices per mode, after one untimed (warm-up) slice of each
 
 
-def slice_losses(
-    ev: Evaluator,
-    theta0: torch.Tensor,
-    theta1: torch.Tensor,
-    alphas: Sequence[float],
-    chunks: Chunks,
-    first: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """[L_P(θ0 + α_j Δ) for j = 0..K] as one device vector (``first``: L_P(θ0), if known)."""
-    if ev.slice_mode == "auto":
-        return _auto(ev, theta0, theta1, alphas, chunks, first)
-    return _slice(ev, ev.slice_mode, theta0, theta1, alphas, chunks, first)
+class Slicer:
+    """Evaluates slices on an Evaluator's shadow model: ``mode`` is "loop" (one pass per point),
+    "vmap" (the points in batched passes) or "auto" (both, with and without the first-layer
+    shortcut, timed on the first slices; the fastest kept). A custom loss slices in "loop" mode.
+    ``take_notes`` hands over what it decided, for the session."""
+
+    def __init__(self, ev: Evaluator, mode: str = "auto") -> None:
+        if mode not in SLICE_MODES:
+            raise ValueError(f"slice_mode must be 'loop', 'vmap' or 'auto', got {mode!r}")
+        self.ev = ev
+        self.mode = mode if ev.criterion is cross_entropy_sum else "loop"
+        self.use_shortcut = True  # the first-layer shortcut where it applies (sgdwalk.shortcut)
+        self.first_layer: FirstLayer | bool | None = None  # None: not looked for; False: none
+        self.shortcut_why = ""  # where it applies, or why it does not, once looked for
+        self.notes: list[str] = []  # what the slices decided, for the session
+        self._batched: BatchedLosses | None = None  # the vmap machinery, built once
+        self._auto: AutoMode | None = None  # ``auto``'s trials
+
+    def losses(
+        self, theta0: torch.Tensor, theta1: torch.Tensor, alphas: Sequence[float],
+        chunks: Chunks, first: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """[L_P(θ0 + α_j Δ) for j = 0..K] as one device vector (``first``: L_P(θ0), if known)."""
+        if self.mode == "auto":
+            return _auto(self, theta0, theta1, alphas, chunks, first)
+        return _slice(self, self.mode, (theta0, theta1), alphas, chunks, first)
+
+    def take_notes(self) -> list[str]:
+        notes, self.notes = self.notes, []
+        return notes
+
+    def shortcut(self, chunks: Chunks) -> FirstLayer | None:
+        """The first-layer shortcut, looked for on the first slice (None: off)."""
+        if not self.use_shortcut:
+            return None
+        if self.first_layer is None:
+            found, self.shortcut_why = find_first_layer(self.ev, chunks)
+            self.first_layer = found if found is not None else False
+            self.notes.append(f"first-layer shortcut {self.shortcut_why}")
+        return self.first_layer if isinstance(self.first_layer, FirstLayer) else None
+
+    def batched(self) -> BatchedLosses:
+        if self._batched is None:
+            self._batched = BatchedLosses(self.ev)
+        return self._batched
 
 
-def first_layer(ev: Evaluator, chunks: Chunks) -> FirstLayer | None:
-    """The evaluator's first-layer shortcut, looked for on its first slice (None: off)."""
-    if not ev.use_shortcut:
-        return None
-    if ev.first_layer is None:
-        found, ev.shortcut_why = FirstLayer.find(ev, chunks)
-        ev.first_layer = found if found is not None else False
-        ev.notes.append(f"first-layer shortcut {ev.shortcut_why}")
-    return ev.first_layer if isinstance(ev.first_layer, FirstLayer) else None
+SLICE_MODES = ("auto", "loop", "vmap")
 
 
 def _slice(
-    ev: Evaluator, mode: str, theta0: torch.Tensor, theta1: torch.Tensor,
+    sl: Slicer, mode: str, ends: tuple[torch.Tensor, torch.Tensor],
     alphas: Sequence[float], chunks: Chunks, first: torch.Tensor | None,
 ) -> torch.Tensor:  # fmt: skip
-    fl = first_layer(ev, chunks)
+    fl = sl.shortcut(chunks)
     if fl is not None:
-        return _with_shortcut(ev, fl, mode, (theta0, theta1), alphas, chunks, first)
+        return _with_shortcut(sl, fl, mode, ends, alphas, chunks, first)
+    theta0, theta1 = ends
     if mode == "vmap":
-        return _vmapped(ev, theta0, theta1, alphas, chunks, first)
-    losses = []
+        return _vmapped(sl, theta0, theta1, alphas, chunks, first)
+    ev, losses = sl.ev, []
     if first is None:
         ev.load(theta0)
         first = ev.loss(chunks)
@@ -81,10 +115,11 @@ def _slice(
 
 
 def _with_shortcut(
-    ev: Evaluator, fl: FirstLayer, mode: str, ends: tuple[torch.Tensor, torch.Tensor],
+    sl: Slicer, fl: FirstLayer, mode: str, ends: tuple[torch.Tensor, torch.Tensor],
     alphas: Sequence[float], chunks: Chunks, first: torch.Tensor | None,
 ) -> torch.Tensor:  # fmt: skip
     """The slice with the first layer's outputs at the two ends kept and mixed in between."""
+    ev = sl.ev
     theta0, theta1 = ends
     if first is None:  # L_0 as a plain pass that keeps z(θ0)
         ev.load(theta0)
@@ -105,7 +140,7 @@ def _with_shortcut(
     inner = list(alphas[1:-1])
     parts = [first.reshape(1)]
     if inner and mode == "vmap":
-        parts.append(_vmapped_points(ev, theta0, theta1, inner, chunks, fl))
+        parts.append(_vmapped_points(sl, theta0, theta1, inner, chunks, fl))
     elif inner:
         delta = theta1 - theta0
         with fl.replaying():
@@ -118,34 +153,28 @@ def _with_shortcut(
     return torch.cat(parts)
 
 
-def _batched(ev: Evaluator) -> BatchedLosses:
-    if not isinstance(ev.batched, BatchedLosses):
-        ev.batched = BatchedLosses(ev)
-    return ev.batched
-
-
 def _vmapped(
-    ev: Evaluator,
+    sl: Slicer,
     theta0: torch.Tensor,
     theta1: torch.Tensor,
     alphas: Sequence[float],
     chunks: Chunks,
     first: torch.Tensor | None,
 ) -> torch.Tensor:
-    parts = [_vmapped_points(ev, theta0, theta1, alphas if first is None else alphas[1:], chunks)]
+    parts = [_vmapped_points(sl, theta0, theta1, alphas if first is None else alphas[1:], chunks)]
     if first is not None:
         parts.insert(0, first.reshape(1))
     return torch.cat(parts)
 
 
 def _vmapped_points(
-    ev: Evaluator, theta0: torch.Tensor, theta1: torch.Tensor, alphas: Sequence[float],
+    sl: Slicer, theta0: torch.Tensor, theta1: torch.Tensor, alphas: Sequence[float],
     chunks: Chunks, fl: FirstLayer | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """[L_P(θ0 + αΔ) for each α] in vmapped passes of as many points as fit; α = 0 and 1 load θ0
     and θ1 exactly, as in the looped slice. ``fl``: the first layer mixes its kept outputs."""
-    batched = _batched(ev)
-    coeffs = torch.tensor(list(alphas), dtype=ev.flat.dtype, device=ev.flat.device)
+    batched, flat = sl.batched(), sl.ev.flat
+    coeffs = torch.tensor(list(alphas), dtype=flat.dtype, device=flat.device)
     thetas = torch.addr(theta0.expand(len(alphas), -1), coeffs, theta1 - theta0)
     for i, alpha in enumerate(alphas):
         if alpha in (0.0, 1.0):
@@ -198,28 +227,28 @@ def _name(candidate: Candidate) -> str:
 
 
 def _auto(
-    ev: Evaluator, theta0: torch.Tensor, theta1: torch.Tensor,
+    sl: Slicer, theta0: torch.Tensor, theta1: torch.Tensor,
     alphas: Sequence[float], chunks: Chunks, first: torch.Tensor | None,
 ) -> torch.Tensor:  # fmt: skip
-    if not isinstance(ev.auto, AutoMode):
-        ev.auto = AutoMode(first_layer(ev, chunks) is not None)
-    auto = ev.auto
-    mode, ev.use_shortcut = candidate = auto.next()
+    if sl._auto is None:
+        sl._auto = AutoMode(sl.shortcut(chunks) is not None)
+    auto = sl._auto
+    mode, sl.use_shortcut = candidate = auto.next()
     started = time.perf_counter()
     try:
-        out = _slice(ev, mode, theta0, theta1, alphas, chunks, first)
+        out = _slice(sl, mode, (theta0, theta1), alphas, chunks, first)
     except (RuntimeError, NotImplementedError) as err:
         if mode != "vmap":
             raise
-        ev.slice_mode, ev.use_shortcut = "loop", True
-        ev.notes.append(f"slice mode auto: loop (vmap failed on this model: {err!s:.200})")
-        return _slice(ev, "loop", theta0, theta1, alphas, chunks, first)
+        sl.mode, sl.use_shortcut = "loop", True
+        sl.notes.append(f"slice mode auto: loop (vmap failed on this model: {err!s:.200})")
+        return _slice(sl, "loop", (theta0, theta1), alphas, chunks, first)
     if out.device.type == "cuda":
         torch.cuda.synchronize(out.device)
     chosen = auto.took(candidate, time.perf_counter() - started)
     if chosen is not None:
-        ev.slice_mode, ev.use_shortcut = chosen
-        ev.notes.append(auto.message(chosen))
+        sl.mode, sl.use_shortcut = chosen
+        sl.notes.append(auto.message(chosen))
     return out
 
 

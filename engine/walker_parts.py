@@ -1,123 +1,148 @@
-"""The Walker's smaller parts: its signals, its time budget, its session description and its
-curvature meter. Kept apart so ``sgdwalk.walker`` reads as the two moments of an update."""
+"""The Walker's smaller parts: its hooks into the user's objects, what the loop shows of a step,
+its time budget, how a script's end reaches it, and its session's description. Kept apart so
+``sgdwalk.walker`` reads as the two moments of an update."""
 
 from __future__ import annotations
 
 import atexit
 import contextlib
 import math
-import platform
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+from torch import nn
 
-from sgdwalk.config import clip_align_batch_sizes, parse_align_batch_sizes, parse_hessian_every
+from sgdwalk.control import Controls, SignalHandlers, ending
 from sgdwalk.errors import ConfigError
-from sgdwalk.models import count_params
-from sgdwalk.records import FAILED, FINISHED, INTERRUPTED
-from sgdwalk.runner import PAUSE_SIGNAL, RESUME_SIGNAL
-
-if TYPE_CHECKING:
-    from sgdwalk.curvature import CurvatureMeter
+from sgdwalk.records import FINISHED
+from sgdwalk.values import Schedule
 
 
-ALIGN_BATCH_SIZES = "10,100,1000,full"  # "full": the whole probe set
-ALIGN_SAMPLES = 10
-STOP_SIGNALS = tuple(s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
-
-
-class WalkerSignals:
-    """Pause/resume on SIGUSR1/SIGUSR2, and SIGTERM/SIGHUP as Ctrl+C, in a user's script.
-
-    Installed only in the main thread, and only over default handlers: a handler the user set is
-    the user's. A stop that arrives while the Walker is working (``busy``) is held until that
-    work is done, so a session is never left half-written by it.
-    """
+class Hooks:
+    """The Walker's hooks on the user's optimiser (step pre/post hooks), model (a forward hook
+    for the batch loss) and GradScaler (its ``step``, to see skipped steps); ``remove`` takes
+    every one of them off again."""
 
     def __init__(self) -> None:
-        self.paused = False
-        self.busy = False
-        self.stop_pending = False
-        self.stopped_by = ""  # the signal that stopped the script, if one did
-        self._previous: dict[int, Any] = {}
+        self._handles: list[Any] = []
+        self._scaler: tuple[Any, Any] | None = None
 
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        wanted: dict[int, Callable[[int, Any], None]] = {sig: self._stop for sig in STOP_SIGNALS}
-        if PAUSE_SIGNAL is not None and RESUME_SIGNAL is not None:
-            wanted[PAUSE_SIGNAL] = self._pause
-            wanted[RESUME_SIGNAL] = self._resume
-        for sig, handler in wanted.items():
-            if signal.getsignal(sig) == signal.SIG_DFL:
-                self._previous[sig] = signal.signal(sig, handler)
+    def optimizer(self, optimizer: torch.optim.Optimizer, before: Callable[[], None] | None,
+                  after: Callable[[], None] | None) -> None:  # fmt: skip
+        if before is not None:
+            self._handles.append(optimizer.register_step_pre_hook(lambda *_: before()))
+        if after is not None:
+            self._handles.append(optimizer.register_step_post_hook(lambda *_: after()))
 
-    def restore(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig, old in self._previous.items():
-            signal.signal(sig, old)
-        self._previous.clear()
+    def model(self, model: nn.Module, tap: LoopTap) -> None:
+        """Take the batch loss from the model's output when it carries one."""
 
-    def _pause(self, _sig: int, _frame: object) -> None:
-        self.paused = True
+        def capture(module: nn.Module, args: Any, output: Any) -> None:
+            # the Walker's private copy carries this hook too, hence the check
+            if module is model and module.training:
+                tap.capture(args, output)
 
-    def _resume(self, _sig: int, _frame: object) -> None:
-        self.paused = False
+        self._handles.append(model.register_forward_hook(capture))
 
-    def _stop(self, sig: int, _frame: object) -> None:
-        self.stopped_by = signal.Signals(sig).name
-        if self.busy:
-            self.stop_pending = True
-        else:
-            raise KeyboardInterrupt
+    def scaler(self, scaler: Any, steps: Callable[[], int], skipped: Callable[[str], None]) -> None:
+        """Call ``skipped(why)`` when ``scaler.step`` returns without a step taken (``steps`` the
+        same before and after)."""
+        original = scaler.step
 
-    def raise_pending_stop(self) -> None:
-        if self.stop_pending:
-            self.stop_pending = False
-            raise KeyboardInterrupt
+        def step(optimizer: Any, *args: Any, **kwargs: Any) -> Any:
+            taken = steps()
+            out = original(optimizer, *args, **kwargs)
+            if steps() == taken:
+                scale = scaler.get_scale() if hasattr(scaler, "get_scale") else math.nan
+                skipped(f"the GradScaler skipped the update after step {taken} (inf/NaN "
+                        f"gradients; scale now {scale:g}): not measured")  # fmt: skip
+            return out
+
+        scaler.step = step
+        self._scaler = (scaler, original)
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        if self._scaler is not None:
+            scaler, original = self._scaler
+            scaler.step = original
+            self._scaler = None
 
 
 class ScriptGuard:
-    """How a user's script ends, as its Walker sees it: a stop signal, an uncaught exception, or
-    the interpreter's exit; each calls ``on_end(status, message)`` once."""
+    """How a user's script ends, as its Walker sees it: a stop signal (SIGTERM/SIGHUP, raised as
+    ``KeyboardInterrupt`` outside the Walker's own work; ``sgdwalk.control``), an uncaught
+    exception, or the interpreter's exit; each calls ``on_end(status, message)`` once."""
 
-    def __init__(self, on_end: Callable[[str, str], None]) -> None:
-        self.signals = WalkerSignals()
+    def __init__(self, controls: Controls, on_end: Callable[[str, str], None]) -> None:
+        self.controls = controls
+        self._signals = SignalHandlers(controls, interrupt=True, only_defaults=True)
         self._on_end = on_end
         self._previous_hook: Any = None
 
     def install(self) -> None:
-        self.signals.install()
+        self._signals.install()
         atexit.register(self._at_exit)
         self._previous_hook = sys.excepthook
         sys.excepthook = self._excepthook
 
     def remove(self) -> None:
-        self.signals.restore()
+        self._signals.uninstall()
         atexit.unregister(self._at_exit)
         if sys.excepthook == self._excepthook:
             sys.excepthook = self._previous_hook
 
-    def ending(self, kind: type[BaseException], e: BaseException | None) -> tuple[str, str]:
+    def ending(self, e: BaseException) -> tuple[str, str]:
         """The status and message of a session an exception ended."""
-        if issubclass(kind, KeyboardInterrupt):
-            by = self.signals.stopped_by
-            return INTERRUPTED, f"stopped by {by}" if by else "interrupted (Ctrl+C)"
-        return FAILED, f"{kind.__name__}: {e}" if str(e) else kind.__name__
+        return ending(e, self.controls.stopped_by)
 
     def _excepthook(self, kind: type[BaseException], e: BaseException, tb: Any) -> None:
         previous = self._previous_hook
-        self._on_end(*self.ending(kind, e))
+        self._on_end(*self.ending(e))
         previous(kind, e, tb)
 
     def _at_exit(self) -> None:
         self._on_end(FINISHED, "the script ended")
+
+
+class Shield:
+    """``with shield:`` around the Walker's own work: a stop signal waits for its end (then
+    raises as Ctrl+C), the RNG states it finds are restored, no gradients are recorded, its
+    seconds are counted against the budget, and an exception in it goes to ``on_failure`` (the
+    user's training must survive its instrument)."""
+
+    def __init__(self, controls: Controls, budget: Budget | None, device: torch.device,
+                 on_failure: Callable[[Exception], None]) -> None:  # fmt: skip
+        self.controls, self.budget, self.on_failure = controls, budget, on_failure
+        self.devices = [device.index or 0] if device.type == "cuda" else []
+        self._stack: contextlib.ExitStack | None = None
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self.controls.busy = True
+        self._started = time.perf_counter()
+        self._stack = contextlib.ExitStack()
+        self._stack.enter_context(torch.random.fork_rng(devices=self.devices))
+        self._stack.enter_context(torch.no_grad())
+
+    def __exit__(self, kind: type[BaseException] | None, e: BaseException | None,
+                 tb: Any) -> bool:  # fmt: skip
+        assert self._stack is not None
+        self._stack.close()
+        self.controls.busy = False
+        if self.budget is not None:
+            self.budget.spent(time.perf_counter() - self._started)
+        if isinstance(e, Exception):
+            self.on_failure(e)
+        elif e is not None:
+            return False  # Ctrl+C, SystemExit: the script's own ending
+        self.controls.raise_pending_stop()
+        return True
 
 
 class LoopTap:
@@ -189,6 +214,14 @@ class Budget:
         """Whether the coming ``every`` call may change N (it follows a measured step)."""
         return self._was_measured
 
+    def follow(self, instrument: Any, peers: Any) -> None:
+        """As a step begins: measure every N-th step from now on, N from this budget (agreed by
+        every rank, so all measure the same steps)."""
+        every = self.every(instrument.meter.every)
+        if peers is not None and self.decides:
+            every = peers.agree(every)
+        instrument.measure_every(every)
+
     def every(self, current: int) -> int:
         """The measuring interval from this step on (called as a step begins)."""
         now = time.perf_counter()
@@ -207,84 +240,37 @@ def _smooth(old: float, new: float, weight: float = 0.3) -> float:
     return new if math.isnan(old) else (1 - weight) * old + weight * new
 
 
-def parse_curvature_every(value: int | str | None) -> int | None:
-    """Steps between curvature passes: an int, 'Ns' (the CLI's step form), or None / 'off'."""
+def steps_schedule(value: int | str | None) -> Schedule | None:
+    """The Walker's ``hessian_every``: steps between curvature passes, as an int or 'Ns' (the
+    command line's step form); None or 'off': no passes."""
     if value is None:
         return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 1:
-            raise ConfigError("Walker: hessian_every must be at least 1 step")
-        return value
-    parsed = parse_hessian_every(str(value))
-    if parsed is None:
-        return None
-    unit, n = parsed
-    if unit != "steps":
+    if isinstance(value, bool) or isinstance(value, int) and value < 1:
+        raise ConfigError("Walker: hessian_every must be at least 1 step")
+    text = f"{value}s" if isinstance(value, int) else str(value)
+    schedule = Schedule.parse(text, "Walker: hessian_every")
+    if schedule is not None and schedule.unit != "steps":
+        n = schedule.every
         raise ConfigError(f"Walker: hessian_every counts steps ({n} or '{n}s'), got {value!r}")
-    return n
+    return schedule
 
 
-def curvature_meter(w: Any) -> CurvatureMeter:
-    from sgdwalk.curvature import CurvatureMeter
-
-    sizes = clip_align_batch_sizes(parse_align_batch_sizes(ALIGN_BATCH_SIZES), w.probe_n)
-    meter = CurvatureMeter(w.evaluator, w.chunks, w.examples, w.probe_n, w.top_k, sizes,
-                           ALIGN_SAMPLES, w.seed, shard=w.shard)  # fmt: skip
-    meter.clock = w.meter.elapsed
-    return meter
-
-
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` as JSON-ready data: numbers, text, lists, dicts; anything else as its repr."""
     if isinstance(value, bool | int | str) or value is None:
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, tuple | list):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return _jsonable(value.item())
+        return jsonable(value.item())
     return repr(value)
 
 
 def optimizer_params(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """The first parameter group's hyper-parameters (lr, momentum, ...), JSON-safe."""
     group = optimizer.param_groups[0]
-    return {k: _jsonable(v) for k, v in group.items() if k != "params"}
-
-
-def describe(w: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A Walker session's config (what the science depends on) and info (sizes, device)."""
-    opt = w.optimizer
-    hyper = optimizer_params(opt) if opt is not None else {}
-    config = {
-        "source": "walker",
-        "model": type(w.module).__name__,
-        "dataset": str(w.meta.get("dataset", "custom")),
-        "optimizer": type(opt).__name__ if opt is not None else None,
-        "optimizer_params": hyper,
-        "lr": hyper.get("lr"),
-        "momentum": hyper.get("momentum"),
-        "weight_decay": hyper.get("weight_decay"),
-        "batch_size": w.batch_size,
-        "loss": "cross-entropy" if w.loss_fn is None else getattr(w.loss_fn, "__name__", "custom"),
-        "meta": w.meta,
-        **w.settings,
-    }
-    info = {
-        "device": str(w.device),
-        "device_name": torch.cuda.get_device_name(w.device) if w.device.type == "cuda"
-        else platform.processor() or platform.machine(),
-        "params": count_params(w.module),
-        "probe_size": w.probe_n,
-        "probe_chunk": w.chunk,
-        "batch_size": w.batch_size,
-        "total_steps": w.total_steps,
-        "points": w.settings["points"],
-        "slice_mode": w.evaluator.slice_mode,
-        "threads": torch.get_num_threads(),
-        "world_size": w.shard.world if w.shard is not None else 1,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__},
-    }  # fmt: skip
-    return config, info
+    return {k: jsonable(v) for k, v in group.items() if k != "params"}

@@ -1,5 +1,6 @@
-"""The Walker's probe: taken once, chunked, sharded across ranks, and the private copy of the
-model that evaluates it (``sgdwalk.probe.Evaluator``)."""
+"""The Walker's probe: taken once from whatever the loop hands in (tensors, a batch, a Dataset, a
+DataLoader), and the private copy of the model that evaluates it (``sgdwalk.probe.Evaluator``).
+The probe is also the Walker's pool: its alignment draws come from it (``sgdwalk.probe_set``)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ from sgdwalk.batches import (
     to_device,
 )
 from sgdwalk.errors import ConfigError
+from sgdwalk.probe import CHUNK, Evaluator, probe_chunk
+from sgdwalk.probe_set import ProbeSet
+from sgdwalk.shard import Peers
 
 
 class _AnyBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -47,43 +51,32 @@ def without_sync_batchnorm(module: nn.Module) -> nn.Module:
     return out
 
 
-class ProbeSetup:
-    """The probe as the Walker uses it: all of it (alignment draws), this rank's chunks (slices
-    and Hessian products; under ``torch.distributed`` a shard, see ``sgdwalk.shard``), and the
-    evaluator: a private copy of the model with the loss as a sum over a chunk."""
-
-    def __init__(self, module: nn.Module, probe: Any, loss_fn: LossFn | None, size: int,
-                 chunk: int | None, slice_mode: str) -> None:  # fmt: skip
-        from sgdwalk.probe import Evaluator, speed_chunk
-        from sgdwalk.shard import shard_for
-
-        device = next(module.parameters()).device
-        with torch.no_grad():
-            self.probe = to_device(take_probe(probe, size), device)
-        self.n = batch_size_of(self.probe)
-        criterion = SummedLoss(loss_fn) if loss_fn is not None else None
-        mode = "loop" if loss_fn is not None else slice_mode
-        self.evaluator = Evaluator(without_sync_batchnorm(module), slice_mode=mode,
-                                   criterion=criterion)  # fmt: skip
-        if chunk is None:  # no BatchNorm: a size for speed alone, from two probe examples run
-            two = make_probe_chunks(index_batch(self.probe, slice(0, 2)), loss_fn, 2)[0]
-            ev = self.evaluator  # through the private copy: the user's model stays untouched
-            chunk = speed_chunk(ev.shadow, *two, ev.criterion)
-        self.loss_fn, self.chunk = loss_fn, chunk
-        self.shard = shard_for(self.n, device, unit=chunk)
-        mine = self.probe
-        if self.shard is not None:
-            if not self.shard.same_everywhere(_checksum(self.probe)):
-                raise ConfigError("probe: it differs between ranks; give every rank the same "
-                                  "probe (not a DistributedSampler's part)")  # fmt: skip
-            mine = index_batch(self.probe, self.shard.rows)
-        self.chunks = make_probe_chunks(mine, loss_fn, chunk) if batch_size_of(mine) else []
-        self.evaluator.shard = self.shard
-
-    def examples(self, idx: torch.Tensor) -> list[tuple[Any, torch.Tensor]]:
-        """Probe examples ``idx`` (of the whole probe) as evaluator chunks."""
-        part = index_batch(self.probe, idx.to(next(tensors_of(self.probe)).device))
-        return make_probe_chunks(part, self.loss_fn, self.chunk)
+def walker_probe(
+    module: nn.Module, probe: Any, loss_fn: LossFn | None, size: int, chunk: int | None,
+    batch_size: int | None,
+) -> tuple[Evaluator, ProbeSet]:  # fmt: skip
+    """The evaluator (a private copy of the model, the loss as a sum over a chunk) and the probe
+    set: the first ``size`` examples of ``probe``, which is also the pool the alignment draws come
+    from. ``chunk``: examples per forward pass; by default the training batch (``batch_size``, else
+    ``CHUNK``) for a model with BatchNorm, a size for speed without. Under ``torch.distributed``
+    each rank takes a shard of the rows (``sgdwalk.shard``), and every rank must hand in the same
+    probe."""
+    device = next(module.parameters()).device
+    with torch.no_grad():
+        batch = to_device(take_probe(probe, size), device)
+    n = batch_size_of(batch)
+    criterion = SummedLoss(loss_fn) if loss_fn is not None else None
+    ev = Evaluator(without_sync_batchnorm(module), criterion=criterion)
+    if chunk is None:
+        two = make_probe_chunks(index_batch(batch, slice(0, 2)), loss_fn, 2)[0]
+        chunk = probe_chunk(ev, two, batch_size or CHUNK)
+    peers = Peers.find(device)
+    if peers is not None and not peers.same_everywhere(_checksum(batch)):
+        raise ConfigError("probe: it differs between ranks; give every rank the same "
+                          "probe (not a DistributedSampler's part)")  # fmt: skip
+    rows = torch.arange(n, device=device)
+    return ev, ProbeSet(lambda idx: index_batch(batch, idx.to(device)), n, rows, chunk,
+                        loss_fn=loss_fn, peers=peers)  # fmt: skip
 
 
 def _checksum(batch: Any) -> float:

@@ -1,75 +1,74 @@
-"""The Walker's session: opened at the first step (by rank 0 alone under torch.distributed), every
-record written, an ``EpochEnded`` for each epoch the loop leaves (barriers and interior minima, as
-the built-in trainer records them), and one ending event with the final status."""
+"""The Walker's session: its folder claimed when the Walker is made, the file opened when the
+loop is attached (its config names the optimiser), every record written, an ``EpochEnded`` for
+each epoch the loop leaves, and one ending event with the final status. Under torch.distributed
+rank 0 alone writes it; the other ranks hold a session that writes nothing."""
 
 from __future__ import annotations
 
 import contextlib
-import math
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from sgdwalk.records import FAILED, EpochEnded, EventLogged, Record, StepMeasured
+from sgdwalk.control import Controls, hold
+from sgdwalk.instrument import Instrument
+from sgdwalk.records import FAILED, EventLogged, Record
 from sgdwalk.session import SessionWriter
-from sgdwalk.train import Tally
-from sgdwalk.walker_parts import describe
+from sgdwalk.session.naming import release
 
 
 class WalkerSession:
-    """Where a Walker's records go. ``walker`` gives the step, the epoch and the clock."""
+    """Where a Walker's records go: ``directory`` (claimed; None on a rank that does not write)."""
 
-    def __init__(self, walker: Any, writes: bool) -> None:
-        self.walker, self.writes = walker, writes
+    def __init__(self, directory: Path | None, clock: Callable[[], float]) -> None:
+        self.directory, self.clock = directory, clock
         self.writer: SessionWriter | None = None
-        self.tally, self.epoch, self.epoch_start = Tally(), 1, 0
-        self.probe_loss = math.nan  # L_P at the last measured step's end
+        self.epoch, self.epoch_start = 1, 0  # the epoch being recorded, and its first step - 1
 
-    def open(self) -> bool:
-        """Create the session file; True when this call created it."""
-        if self.writer is not None or not self.writes:
+    def open(self, config: dict[str, Any], info: dict[str, Any]) -> bool:
+        """Create the session file in the claimed folder; True when this call created it."""
+        if self.writer is not None or self.directory is None:
             return False
-        config, info = describe(self.walker)
-        self.writer = SessionWriter(self.walker.directory, config, info)
+        self.writer = SessionWriter(self.directory, config, info, claimed=True)
         return True
 
     def write(self, rec: Record) -> None:
         if self.writer is not None:
             self.writer.write(rec)
 
-    def event(self, level: str, kind: str, message: str) -> None:
-        w = self.walker
-        self.write(EventLogged(w.step, w.epoch, level, kind, message,  # type: ignore[arg-type]
-                               w.meter.elapsed()))  # fmt: skip
+    def event(self, step: int, epoch: int, level: str, kind: str, message: str) -> None:
+        self.write(EventLogged(step, epoch, level, kind, message, self.clock()))  # type: ignore[arg-type]
 
-    def stepped(self, rec: StepMeasured) -> None:
-        self.write(rec)
-        self.tally.add(rec)
-        if rec.measured and rec.slice:
-            self.probe_loss = rec.slice[-1]
+    def hold(self, controls: Controls, step: int, epoch: int) -> None:
+        """Hold the loop while a pause is asked for, saying so (``sgdwalk.control.hold``)."""
+        for event in hold(controls, step, epoch, self.clock):
+            self.write(event)
 
-    def end_epoch(self) -> None:
-        """The epoch the loop just left: its barriers and interior minima, and the probe loss at
-        its last measured step (the Walker runs no validation: NaN there)."""
-        w = self.walker
-        tally, self.tally = self.tally, Tally()
-        epoch, self.epoch = self.epoch, w.epoch
-        if w.step == self.epoch_start:
+    def epoch_boundary(self, instrument: Instrument, step: int, epoch: int) -> None:
+        """When the loop is now in ``epoch`` after ``step`` steps: the ``EpochEnded`` of the
+        epoch it left (none when that epoch had no step)."""
+        if epoch == self.epoch:
             return
-        self.epoch_start = w.step
-        nan = math.nan
-        self.write(EpochEnded(epoch=epoch, steps=w.step, train_loss=self.probe_loss,
-                              train_acc=nan, val_loss=nan, val_acc=nan, barriers=tally.barriers,
-                              interior_min_fraction=tally.interior_fraction))  # fmt: skip
+        left, self.epoch = self.epoch, epoch
+        if step == self.epoch_start:
+            return
+        self.epoch_start = step
+        self.write(instrument.epoch_ended(left, step))
 
-    def end(self, status: str, message: str) -> None:
-        """The last epoch, the ending event, and the final status (idempotent via the writer)."""
+    def end(self, status: str, message: str, step: int, epoch: int,
+            epoch_ended: Callable[[int, int], Record]) -> None:  # fmt: skip
+        """The last epoch's record (``epoch_ended(epoch, step)``, when it had steps), the ending
+        event and the final status (idempotent via the writer). A folder that never got a
+        session is given back."""
         if self.writer is None:
+            if self.directory is not None:
+                release(self.directory)
             return
-        w = self.walker
-        message = message or f"{status} after {w.step} steps"
-        with contextlib.suppress(Exception):
-            self.end_epoch()
+        message = message or f"{status} after {step} steps"
+        if step != self.epoch_start:
+            with contextlib.suppress(Exception):
+                self.write(epoch_ended(self.epoch, step))
         try:
-            self.write(EventLogged(w.step, w.epoch, "error" if status == FAILED else "info",
-                                   status, message, w.meter.elapsed()))  # type: ignore[arg-type]  # fmt: skip
+            self.event(step, epoch, "error" if status == FAILED else "info", status, message)
         finally:
             self.writer.close(status, message)

@@ -172,10 +172,10 @@ async def drawn(pilot, app) -> None:
     from sgdwalk.tui.dashboard.grid import PANELS
 
     screen = app.dashboard
-    source = getattr(screen, "source", None)
+    queue = getattr(screen.source, "queue", None)  # a replay reads, it has no queue
 
     def settled() -> bool:
-        queued = source is not None and not source.queue.empty()
+        queued = queue is not None and not queue.empty()
         shown = [n for n in screen.repaints.pending if n not in PANELS or screen.chart(n).display]
         deferred = any(screen.chart(n).deferred for n in PANELS)
         return not (queued or shown or deferred or screen.buffers.dirty)

@@ -11,7 +11,8 @@ from torch import nn
 
 from sgdwalk.curvature.alignment import alignment_values, draw_batches, summarize
 from sgdwalk.curvature.measure import CurvatureMeter, hessian_indices
-from sgdwalk.probe import Evaluator, make_chunks
+from sgdwalk.probe import Evaluator, flat_params
+from sgdwalk.probe_set import ProbeSet
 from sgdwalk.records import CurvatureMeasured, PhaseProgressed
 
 
@@ -97,9 +98,10 @@ def test_meter_pass_matches_brute_force() -> None:
         torch.randint(0, 2, (20,), generator=g),
     )
     ev = Evaluator(model)
-    meter = CurvatureMeter(ev, make_chunks(x, y, 8), lambda i: make_chunks(x[i], y[i], 8), 20, k=2,
-                           sizes=[5, 20], samples=3, tol=1e-10)  # fmt: skip
-    recs = list(meter.run_pass(0, 0))
+    probe = ProbeSet(lambda i: (x[i], y[i]), 20, torch.arange(20), 8)
+    meter = CurvatureMeter(ev, probe, k=2, sizes=[5, 20], samples=3, tol=1e-10)
+    theta = flat_params(model)
+    recs = list(meter.run_pass(theta, 0, 0))
     assert all(isinstance(r, PhaseProgressed) and r.phase == "curvature" for r in recs[:-1])
     assert [r.done for r in recs[:-1]] == sorted(r.done for r in recs[:-1])
     rec = recs[-1]
@@ -132,5 +134,5 @@ def test_meter_pass_matches_brute_force() -> None:
     assert np.isclose(a.rayleigh_mean, ref[:, 3].mean(), rtol=1e-8)
     assert np.isclose(a.full_cos_std, ref[:, 4].std(), rtol=1e-6, atol=1e-12)
     assert np.isclose(rec.alignment[1].full_cos_mean, 1.0)
-    warm = list(meter.run_pass(0, 0))[-1]
+    warm = list(meter.run_pass(theta, 0, 0))[-1]
     assert warm.hvps < rec.hvps  # same θ: the warm start converges almost at once

@@ -84,9 +84,9 @@ def test_sessions_of_the_first_format_open_and_export(tmp_path, name):
 @aio
 async def test_a_session_of_the_first_format_replays(tmp_path):
     from sgdwalk.tui.dashboard.app import make_app
-    from sgdwalk.tui.dashboard.replay import ReplayCursor
+    from sgdwalk.tui.dashboard.replay import ReplaySource
 
-    app = make_app(ReplayCursor(open_session(FIXTURES / "v1-digits")))
+    app = make_app(ReplaySource(open_session(FIXTURES / "v1-digits")))
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("end")
         await drawn(pilot, app)

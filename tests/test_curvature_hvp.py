@@ -14,9 +14,10 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from sgdwalk.batches import make_chunks
 from sgdwalk.curvature.hvp import METHODS, flat_gradient, graph_bytes, hessian_operator
 from sgdwalk.curvature.lanczos import lanczos
-from sgdwalk.probe import Evaluator, flat_params, make_chunks, set_probe_mode
+from sgdwalk.probe import Evaluator, flat_params, set_probe_mode
 
 
 @pytest.fixture(autouse=True)

@@ -213,13 +213,13 @@ def test_every_reader_path_survives_one_damaged_place(pristine, tmp_path, how):
 @aio
 async def test_replay_and_watch_of_a_damaged_session_say_so_or_draw(pristine, tmp_path, how):
     from sgdwalk.tui.dashboard.app import make_app
-    from sgdwalk.tui.dashboard.replay import ReplayCursor
-    from sgdwalk.tui.dashboard.sources import FollowSource
+    from sgdwalk.tui.dashboard.replay import ReplaySource
+    from sgdwalk.tui.dashboard.sources import WatchSource
 
     path = copy_of(pristine, tmp_path / "case")
     damage(path, how)
     try:
-        cursor = ReplayCursor(open_session(path))
+        cursor = ReplaySource(open_session(path))
     except SessionError:
         cursor = None
     if cursor is not None:
@@ -230,7 +230,7 @@ async def test_replay_and_watch_of_a_damaged_session_say_so_or_draw(pristine, tm
             assert "\x1b" not in app.dashboard.query_one("#status").text
         assert not app.return_code
     try:
-        source = FollowSource(open_session(path))
+        source = WatchSource(open_session(path))
     except SessionError:
         return
     app = make_app(source)

@@ -29,7 +29,7 @@ from sgdwalk.session import SessionWriter, open_session
 from sgdwalk.tui.dashboard.app import make_app
 from sgdwalk.tui.dashboard.buffers import TRAIL, Buffers
 from sgdwalk.tui.dashboard.dialogs import QuitScreen
-from sgdwalk.tui.dashboard.sources import LiveSource
+from sgdwalk.tui.dashboard.sources import RunSource
 
 STEPS = 96
 
@@ -66,7 +66,7 @@ class CannedRun:
 def live_app(tmp_path: Path, **kw):
     run = CannedRun(**kw)
     writer = SessionWriter(tmp_path / "live", CANNED_CONFIG, CANNED_INFO)
-    source = LiveSource(run, writer, "live", CANNED_INFO)
+    source = RunSource(run, writer, "live", CANNED_INFO)
     return make_app(source), source, run
 
 
@@ -291,7 +291,7 @@ def test_buffers_stay_bounded_over_a_long_run():
 
 @aio
 async def test_a_tick_repaints_the_slices_first_then_the_longest_waiting_charts(tmp_path):
-    from sgdwalk.tui.dashboard.screen import CHARTS_PER_TICK, PANELS
+    from sgdwalk.tui.dashboard.view import CHARTS_PER_TICK, PANELS
 
     async with finished_app(tmp_path, (120, 40)) as (app, pilot):
         scr = app.dashboard
@@ -334,13 +334,13 @@ async def test_sharpness_and_the_decomposition_share_the_curvature_slot(tmp_path
     alignment, then (focus moving on) sharpness with its 2/η title, then the decomposition."""
     from canned import run_cli
 
-    from sgdwalk.tui.dashboard.replay import ReplayCursor
+    from sgdwalk.tui.dashboard.replay import ReplaySource
 
     code, _, err = run_cli("run", "--headless", "--epochs", "4", "--train-size", "256",
                            "--hessian-every", "4s", "--top-k", "2", "--decompose",
                            "--sessions-dir", str(tmp_path), "--session", "d")  # fmt: skip
     assert code == 0, err
-    app = make_app(ReplayCursor(open_session(tmp_path / "d")))
+    app = make_app(ReplaySource(open_session(tmp_path / "d")))
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("end")
         await drawn(pilot, app)

@@ -16,7 +16,7 @@ from canned import CANNED_CONFIG, CANNED_INFO, aio, canned_records, drawn, scree
 from sgdwalk.records import FINISHED, CurvatureMeasured
 from sgdwalk.session import SessionWriter, open_session
 from sgdwalk.tui.dashboard.app import make_app
-from sgdwalk.tui.dashboard.replay import ReplayCursor
+from sgdwalk.tui.dashboard.replay import ReplaySource
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def snap_session(tmp_path):
 
 
 def replay(path):
-    return make_app(ReplayCursor(open_session(path)))
+    return make_app(ReplaySource(open_session(path)))
 
 
 async def _end_then_tick(pilot):

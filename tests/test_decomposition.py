@@ -11,9 +11,11 @@ from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 import sgdwalk
+from sgdwalk.batches import make_chunks
 from sgdwalk.meter import StepMeter
-from sgdwalk.probe import Evaluator, make_chunks
+from sgdwalk.probe import Evaluator
 from sgdwalk.session import open_session
+from sgdwalk.slicing import Slicer
 
 TOL = 1e-10  # float64 against float64
 
@@ -38,8 +40,8 @@ def test_fraction_and_both_parts_match_a_brute_force():
     n = sum(p.numel() for p in model.parameters())
     basis, _ = torch.linalg.qr(torch.randn(n, 3, generator=torch.Generator().manual_seed(2),
                                            dtype=torch.float64))  # fmt: skip
-    meter = StepMeter(model, Evaluator(model), make_chunks(x, y, 16), points=4)
-    meter.basis = lambda: (basis, 7)
+    meter = StepMeter(model, Slicer(Evaluator(model), "loop"), make_chunks(x, y, 16), points=4,
+                      basis=lambda: (basis, 7))  # fmt: skip
     opt = torch.optim.SGD(model.parameters(), lr=0.3)
     for step in (1, 2):
         theta = parameters_to_vector(model.parameters()).detach().clone()
@@ -87,8 +89,6 @@ def test_batch_sharpness_matches_an_explicit_batch_hessian():
     """g_Bᵀ H_B g_B / ‖g_B‖² with H_B the batch loss's Hessian, built explicitly in float64."""
     from torch.func import functional_call
 
-    from sgdwalk.curvature.hvp import batch_sharpness
-
     model, x, y = tiny()
     xb, yb = x[:12], y[:12]
     names = [n for n, _ in model.named_parameters()]
@@ -103,16 +103,15 @@ def test_batch_sharpness_matches_an_explicit_batch_hessian():
             functional_call(model, dict(zip(names, parts, strict=True)), (xb,)), yb
         )
 
-    meter = StepMeter(model, Evaluator(model), make_chunks(x, y, 16), points=4)
-    ev = meter.evaluator
-    meter.batch_curvature = lambda theta, g: batch_sharpness(ev, theta, g, make_chunks(xb, yb, 5))
+    meter = StepMeter(model, Slicer(Evaluator(model), "loop"), make_chunks(x, y, 16), points=4,
+                      batch_sharpness=True)  # fmt: skip
     opt = torch.optim.SGD(model.parameters(), lr=0.3)
     theta = parameters_to_vector(model.parameters()).detach().clone()
     loss = nn.functional.cross_entropy(model(xb), yb)
     opt.zero_grad()
     loss.backward()
     g = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
-    meter.before_update(model, 1)
+    meter.before_update(model, 1, make_chunks(xb, yb, 5))
     opt.step()
     rec = meter.after_update(model, 1, 1, 0.3, 12, loss)
     hessian = torch.autograd.functional.hessian(batch_loss, theta)

@@ -37,6 +37,7 @@ from sgdwalk.session import SessionWriter, open_session
 from sgdwalk.tui.dashboard.buffers import Buffers, RunFacts
 from sgdwalk.tui.dashboard.dialogs import HelpScreen, QuitScreen
 from sgdwalk.tui.dashboard.status import run_fields
+from sgdwalk.values import Schedule
 
 SGDWALK = str(Path(sys.executable).with_name("sgdwalk"))
 
@@ -65,7 +66,7 @@ def _step(step: int, elapsed: float) -> StepMeasured:
 
 def test_the_rate_leaves_out_curvature_passes_and_the_eta_counts_them():
     b = Buffers(facts=RunFacts(total_steps=200, steps_per_epoch=10, epochs=20,
-                               curvature_every=("epochs", 1)))  # fmt: skip
+                               hessian_every=Schedule(1, "epochs")))  # fmt: skip
     for t in range(1, 11):
         b.add(_step(t, 0.1 * t))  # 10 steps/s
     b.add(CurvatureMeasured(10, 1, [1.0], [0.0], 30, [], elapsed=6.0, seconds=5.0))
@@ -81,7 +82,7 @@ def test_the_rate_leaves_out_curvature_passes_and_the_eta_counts_them():
 @aio
 async def test_watch_shows_the_phase_the_writer_is_in(tmp_path):
     from sgdwalk.tui.dashboard.app import make_app
-    from sgdwalk.tui.dashboard.sources import FollowSource
+    from sgdwalk.tui.dashboard.sources import WatchSource
 
     w = SessionWriter(tmp_path / "p", CANNED_CONFIG, CANNED_INFO)
     try:
@@ -90,7 +91,7 @@ async def test_watch_shows_the_phase_the_writer_is_in(tmp_path):
         with sqlite3.connect(tmp_path / "p" / "session.sqlite") as con:  # as the heartbeat does
             phase = {"phase": "curvature", "done": 12, "total": 63, "since": time.time() - 41}
             con.execute("UPDATE meta SET value = ? WHERE key = 'phase'", (json.dumps(phase),))
-        source = FollowSource(open_session(tmp_path / "p"))
+        source = WatchSource(open_session(tmp_path / "p"))
         app = make_app(source)
         async with app.run_test(size=(120, 40)) as pilot:
             status = app.dashboard.query_one("#status")
@@ -123,7 +124,7 @@ def test_the_writer_stamps_the_phase_with_its_heartbeat(tmp_path):
 
 
 def test_replay_at_recorded_pace_jumps_over_curvature_passes(tmp_path):
-    from sgdwalk.tui.dashboard.replay import ReplayCursor
+    from sgdwalk.tui.dashboard.replay import ReplaySource
 
     w = SessionWriter(tmp_path / "r", CANNED_CONFIG, CANNED_INFO)
     for t in range(1, 6):
@@ -132,8 +133,8 @@ def test_replay_at_recorded_pace_jumps_over_curvature_passes(tmp_path):
     for t in range(6, 11):
         w.write(_step(t, 100.5 + 0.1 * (t - 5)))
     w.close(FINISHED)
-    cursor = ReplayCursor(open_session(tmp_path / "r"))
-    cursor.seek(5, Buffers())
+    cursor = ReplaySource(open_session(tmp_path / "r"))
+    cursor.seek(5)
     cursor.playing = True
     got = cursor.frame(0.15)  # 1x: 0.15 s of training time, the 100 s pass skipped
     assert [r.step for r in got if isinstance(r, StepMeasured)] == [6]
@@ -195,7 +196,7 @@ async def test_after_stop_the_footer_offers_no_p_or_s_and_the_rate_is_gone(tmp_p
 @aio
 async def test_watch_of_a_run_on_this_machine_can_pause_and_stop_it(tmp_path):
     from sgdwalk.tui.dashboard.app import make_app
-    from sgdwalk.tui.dashboard.sources import FollowSource
+    from sgdwalk.tui.dashboard.sources import WatchSource
 
     argv = [SGDWALK, "run", "--headless", "--epochs", "200", "--hessian-every", "off",
             "--sessions-dir", str(tmp_path), "--session", "w"]  # fmt: skip
@@ -213,7 +214,7 @@ async def test_watch_of_a_run_on_this_machine_can_pause_and_stop_it(tmp_path):
             except SessionError:
                 pass  # not there yet
             time.sleep(0.1)
-        source = FollowSource(session)  # reattached: this dashboard did not start the run
+        source = WatchSource(session)  # reattached: this dashboard did not start the run
         assert source.pid == proc.pid and source.can_pause
         app = make_app(source)
         async with app.run_test(size=(120, 40)) as pilot:
@@ -237,9 +238,9 @@ async def test_watch_of_a_run_on_this_machine_can_pause_and_stop_it(tmp_path):
 @aio
 async def test_watch_of_a_finished_run_offers_no_p_or_s(canned_session):
     from sgdwalk.tui.dashboard.app import make_app
-    from sgdwalk.tui.dashboard.sources import FollowSource
+    from sgdwalk.tui.dashboard.sources import WatchSource
 
-    source = FollowSource(open_session(canned_session))
+    source = WatchSource(open_session(canned_session))
     app = make_app(source)
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, source.done.is_set)

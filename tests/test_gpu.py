@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+from sgdwalk.batches import make_chunks
 from sgdwalk.config import build_config
-from sgdwalk.probe import Evaluator, flat_params, make_chunks
+from sgdwalk.probe import Evaluator, flat_params
 from sgdwalk.records import CurvatureMeasured, StepMeasured
-from sgdwalk.slicing import slice_losses
+from sgdwalk.slicing import Slicer
 from sgdwalk.train import prepare
 
 pytestmark = pytest.mark.gpu
@@ -40,10 +41,10 @@ def test_cuda_slice_matches_cpu_in_float64():
     theta0 = flat_params(model)
     theta1 = theta0 + 0.05 * torch.randn_like(theta0)
     alphas = [j / 10 for j in range(11)]
-    cpu = slice_losses(Evaluator(model), theta0, theta1, alphas, make_chunks(x, y, 16))
+    cpu = Slicer(Evaluator(model), "loop").losses(theta0, theta1, alphas, make_chunks(x, y, 16))
     gpu_model = model.cuda()
     chunks = make_chunks(x.cuda(), y.cuda(), 16)
-    gpu = slice_losses(Evaluator(gpu_model), theta0.cuda(), theta1.cuda(), alphas, chunks)
+    gpu = Slicer(Evaluator(gpu_model), "loop").losses(theta0.cuda(), theta1.cuda(), alphas, chunks)
     assert gpu.cpu().tolist() == pytest.approx(cpu.tolist(), rel=1e-9)
 
 
@@ -59,9 +60,9 @@ def test_cuda_vmapped_slice_matches_the_loop_and_is_the_default():
     theta0 = flat_params(model)
     theta1 = theta0 + 0.05 * torch.randn_like(theta0)
     alphas = [j / 10 for j in range(11)]
-    looped = slice_losses(Evaluator(model), theta0, theta1, alphas, chunks)
-    batched = slice_losses(Evaluator(model, slice_mode="vmap"), theta0, theta1, alphas, chunks)
+    looped = Slicer(Evaluator(model), "loop").losses(theta0, theta1, alphas, chunks)
+    batched = Slicer(Evaluator(model), "vmap").losses(theta0, theta1, alphas, chunks)
     assert batched.cpu().tolist() == pytest.approx(looped.cpu().tolist(), rel=1e-9)
     run = prepare(build_config({"device": "cuda", "model": "cnn", "epochs": 1, "train_size": 256,
                                 "hessian_every": "off"}))  # fmt: skip
-    assert run.slice_mode == "vmap" and run.info["slice_mode"] == "vmap"
+    assert run.instrument.slicer.mode == "vmap" and run.info["slice_mode"] == "vmap"

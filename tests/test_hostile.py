@@ -129,9 +129,9 @@ def test_ls_shows_escapes_and_markup_as_plain_text(tmp_path):
 @aio
 async def test_replay_shows_escapes_as_plain_text(tmp_path):
     from sgdwalk.tui.dashboard.app import make_app
-    from sgdwalk.tui.dashboard.replay import ReplayCursor
+    from sgdwalk.tui.dashboard.replay import ReplaySource
 
-    app = make_app(ReplayCursor(open_session(poisoned(tmp_path))))
+    app = make_app(ReplaySource(open_session(poisoned(tmp_path))))
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("end")
         await drawn(pilot, app)
@@ -192,10 +192,10 @@ def test_a_heartbeat_from_another_hosts_future_does_not_keep_a_session_running(t
 @aio
 async def test_watch_shows_no_rate_once_the_writer_is_gone(tmp_path):
     from sgdwalk.tui.dashboard.app import make_app
-    from sgdwalk.tui.dashboard.sources import FollowSource
+    from sgdwalk.tui.dashboard.sources import WatchSource
 
     write_then_die(tmp_path / "dead")
-    source = FollowSource(open_session(tmp_path / "dead"))
+    source = WatchSource(open_session(tmp_path / "dead"))
     app = make_app(source)
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, source.done.is_set)

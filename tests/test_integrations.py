@@ -94,4 +94,4 @@ def test_hf_trainer_with_a_tiny_model_from_a_config(tmp_path):
     assert config_["model"] == "BertForSequenceClassification" and config_["lr"] == 1e-3
     assert all(r.batch_size == 16 for r in steps)  # 2 micro-batches of 8 seen by the model
     assert all(math.isfinite(r.batch_loss) and r.measured for r in steps)
-    assert callback.walker is not None and callback.walker.probe_n == 32
+    assert callback.walker is not None and callback.walker.probe.size == 32

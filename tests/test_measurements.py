@@ -15,11 +15,12 @@ import torch
 from torch import nn
 from torch.nn.utils import vector_to_parameters
 
+from sgdwalk.batches import make_chunks
 from sgdwalk.config import build_config
 from sgdwalk.landscape import analyze_slice
-from sgdwalk.probe import Evaluator, flat_params, make_chunks, set_probe_mode
+from sgdwalk.probe import Evaluator, flat_params, set_probe_mode
 from sgdwalk.records import EpochEnded, StepMeasured
-from sgdwalk.slicing import slice_losses
+from sgdwalk.slicing import Slicer
 from sgdwalk.train import prepare
 
 TOL = 1e-10  # float64 against float64: a stray float32 cast (about 1e-7) fails it
@@ -69,9 +70,9 @@ def _walk(run, n_steps):
 def test_slices_and_trajectory_match_a_plain_reference(float64, batchnorm, slice_mode):
     run = _tiny_run(batchnorm=batchnorm, slice_mode=slice_mode)
     assert run.evaluator.flat.dtype == torch.float64
-    assert run.evaluator.slice_mode == slice_mode
+    assert run.instrument.slicer.mode == slice_mode
     steps, thetas = _walk(run, 9)  # crosses the epoch boundary (8 steps per epoch)
-    chunks = run.probe_chunks
+    chunks = run.probe.whole
     for t, rec in enumerate(steps):
         th0, th1 = thetas[t], thetas[t + 1]
         ref = [reference_loss(run.model, th0 + a * (th1 - th0), chunks) for a in rec.alphas]
@@ -101,7 +102,7 @@ def test_endpoint_reuse_is_exact(float64):
         assert rec.slice[0] == prev.slice[-1]  # L_0 of step t is L_K of step t−1, reused
     fresh = Evaluator(run.model)
     fresh.load(thetas[3])
-    assert fresh.loss(run.probe_chunks).item() == steps[3].slice[0]
+    assert fresh.loss(run.probe.whole).item() == steps[3].slice[0]
 
 
 def test_vmapped_slice_reuses_its_endpoint_and_matches_the_loop(float64):
@@ -109,9 +110,9 @@ def test_vmapped_slice_reuses_its_endpoint_and_matches_the_loop(float64):
     steps, thetas = _walk(run, 5)
     for prev, rec in zip(steps, steps[1:], strict=False):
         assert rec.slice[0] == prev.slice[-1]
-    looped = Evaluator(run.model)
+    looped = Slicer(Evaluator(run.model), "loop")
     for t in (0, 3):
-        expect = slice_losses(looped, thetas[t], thetas[t + 1], run.alphas, run.probe_chunks)
+        expect = looped.losses(thetas[t], thetas[t + 1], run.alphas, run.probe.whole)
         assert steps[t].slice == pytest.approx(expect.tolist(), rel=1e-12, abs=1e-14)
 
 
@@ -127,7 +128,7 @@ def test_vmapped_slice_of_a_convolutional_net_matches_the_reference(float64, bat
     theta0 = flat_params(model)
     theta1 = theta0 + 0.2 * torch.randn(theta0.shape, generator=g)
     alphas = [j / 6 for j in range(7)]
-    got = slice_losses(Evaluator(model, slice_mode="vmap"), theta0, theta1, alphas, chunks)
+    got = Slicer(Evaluator(model), "vmap").losses(theta0, theta1, alphas, chunks)
     ref = [reference_loss(model, theta0 + a * (theta1 - theta0), chunks) for a in alphas]
     ref[-1] = reference_loss(model, theta1, chunks)
     assert got.tolist() == pytest.approx(ref, rel=TOL)
@@ -147,7 +148,7 @@ def test_vmapped_slice_splits_points_that_would_not_fit(float64, monkeypatch, bu
     theta0 = flat_params(model)
     theta1 = theta0 + 0.3 * torch.randn(theta0.shape, generator=g)
     alphas = [j / 8 for j in range(9)]
-    whole = slice_losses(Evaluator(model, slice_mode="vmap"), theta0, theta1, alphas, chunks)
+    whole = Slicer(Evaluator(model), "vmap").losses(theta0, theta1, alphas, chunks)
     calls = []
     original = slicing.BatchedLosses.losses_at
     per_point = {"VMAP_PARAM_BYTES": theta0.numel(), "VMAP_ACTIVATION_BYTES": 5 * (7 + 7 + 2)}
@@ -157,9 +158,9 @@ def test_vmapped_slice_splits_points_that_would_not_fit(float64, monkeypatch, bu
         "losses_at",
         lambda self, th, *rest: (calls.append(len(th)), original(self, th, *rest))[1],
     )
-    ev = Evaluator(model, slice_mode="vmap")
+    ev = Slicer(Evaluator(model), "vmap")
     ev.use_shortcut = shortcut
-    split = slice_losses(ev, theta0, theta1, alphas, chunks)
+    split = ev.losses(theta0, theta1, alphas, chunks)
     assert calls == ([3, 3, 1] if shortcut else [3, 3, 3])
     assert split.tolist() == pytest.approx(whole.tolist(), rel=1e-12)
 
@@ -172,7 +173,7 @@ def test_measure_every_keeps_training_fields_only_on_unmeasured_steps(float64):
     assert plain.slice is None and plain.barrier is None and plain.grad_norm is None
     assert math.isfinite(plain.batch_loss)
     rec = steps[3]  # measured after unmeasured: L_0 evaluated afresh, cosines from step 3
-    ref0 = reference_loss(run.model, thetas[3], run.probe_chunks)
+    ref0 = reference_loss(run.model, thetas[3], run.probe.whole)
     assert rec.slice[0] == pytest.approx(ref0, rel=TOL)
     prev, delta = thetas[3] - thetas[2], thetas[4] - thetas[3]
     cos = (torch.dot(prev, delta) / (prev.norm() * delta.norm())).item()
@@ -194,7 +195,7 @@ def test_probe_batch_uses_the_steps_own_batch(float64):
     steps, _ = _walk(run, 3)
     for rec in steps:
         assert len(rec.slice) == 5 and all(math.isfinite(v) for v in rec.slice)
-    assert run.probe_n is None
+    assert run.info["probe_size"] is None
 
 
 def test_full_batch_gd_matches_one_big_gradient(float64):
@@ -238,9 +239,9 @@ def test_measuring_leaves_the_model_exactly_as_it_was(slice_mode):
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(32, 6, generator=g), torch.randint(0, 3, (32,), generator=g)
     chunks = make_chunks(x, y, 8)
-    ev = Evaluator(model, slice_mode=slice_mode)
+    ev = Evaluator(model)
     theta = flat_params(model)
-    slice_losses(ev, theta, theta + 0.1, [0, 0.25, 0.5, 0.75, 1.0], chunks)
+    Slicer(ev, slice_mode).losses(theta, theta + 0.1, [0, 0.25, 0.5, 0.75, 1.0], chunks)
     ev.sync_buffers(model)
     ev.loss_and_accuracy(chunks, eval_mode=True)
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
@@ -279,6 +280,6 @@ def test_every_model_takes_the_vmapped_slice(name):
     theta0 = flat_params(model)
     theta1 = theta0 + 1e-2 * torch.randn(theta0.shape, generator=g, dtype=torch.float64)
     alphas = [0.0, 0.5, 1.0]
-    looped = slice_losses(Evaluator(model), theta0, theta1, alphas, chunks)
-    batched = slice_losses(Evaluator(model, slice_mode="vmap"), theta0, theta1, alphas, chunks)
+    looped = Slicer(Evaluator(model), "loop").losses(theta0, theta1, alphas, chunks)
+    batched = Slicer(Evaluator(model), "vmap").losses(theta0, theta1, alphas, chunks)
     assert batched.tolist() == pytest.approx(looped.tolist(), rel=1e-9)

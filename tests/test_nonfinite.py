@@ -114,9 +114,9 @@ def test_every_figure_of_a_diverged_session_exports(diverged, tmp_path, fmt):
 @aio
 async def test_replay_of_a_diverged_session_draws_and_says_what_it_left_out(diverged):
     from sgdwalk.tui.dashboard.app import make_app
-    from sgdwalk.tui.dashboard.replay import ReplayCursor
+    from sgdwalk.tui.dashboard.replay import ReplaySource
 
-    app = make_app(ReplayCursor(open_session(diverged)))
+    app = make_app(ReplaySource(open_session(diverged)))
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("end")
         await drawn(pilot, app)

@@ -12,13 +12,13 @@ from sgdwalk.session import open_session
 from sgdwalk.tui.dashboard.app import make_app
 from sgdwalk.tui.dashboard.buffers import Buffers
 from sgdwalk.tui.dashboard.dialogs import SeekScreen
-from sgdwalk.tui.dashboard.replay import ReplayCursor, parse_target
+from sgdwalk.tui.dashboard.replay import ReplaySource, parse_target
 
 BARRIER_STEPS = [s for s in range(1, 97) if s % 7 == 0]
 
 
 def replay_app(path: Path):
-    return make_app(ReplayCursor(open_session(path)))
+    return make_app(ReplaySource(open_session(path)))
 
 
 def status(app) -> str:
@@ -26,21 +26,21 @@ def status(app) -> str:
 
 
 def test_seek_rebuilds_every_panel_from_indexed_reads(canned_session):
-    cursor = ReplayCursor(open_session(canned_session))
+    cursor = ReplaySource(open_session(canned_session))
     b = Buffers()
-    cursor.seek(50, b)
+    b.load(cursor.seek(50))
     assert b.last.step == 50 and cursor.epoch == 3
     assert [s.step for s in b.trail] == list(range(1, 51))
     assert [e.epoch for e in b.epochs] == [1, 2]
     assert len(b.curvature) == 3  # at step 0, end of epoch 1, end of epoch 2
     assert b.epoch_barriers == sum(1 for s in BARRIER_STEPS if 49 <= s <= 50)
     assert b.barriers == sum(1 for s in BARRIER_STEPS if s <= 50)
-    cursor.seek(10_000, b)
+    b.load(cursor.seek(10_000))
     assert cursor.cursor == 96 and b.barriers == len(BARRIER_STEPS)
 
 
 def test_parse_target(canned_session):
-    cursor = ReplayCursor(open_session(canned_session))
+    cursor = ReplaySource(open_session(canned_session))
     cursor.cursor = 30
     assert parse_target("40", cursor) == 40
     assert parse_target("e3", cursor) == 49
@@ -102,7 +102,7 @@ async def test_play_at_max_speed_draws_to_the_end_and_stops(canned_session):
             await pilot.press("greater_than_sign")
         assert "max" in status(app)
         await pilot.press("space")
-        cursor = app.dashboard.cursor
+        cursor = app.dashboard.source
         for _ in range(200):
             if cursor.at_end:
                 break
@@ -118,7 +118,7 @@ async def test_play_at_max_speed_draws_to_the_end_and_stops(canned_session):
 async def test_play_at_recorded_pace_then_pause(canned_session):
     app = replay_app(canned_session)
     async with app.run_test(size=(80, 24)) as pilot:
-        cursor = app.dashboard.cursor
+        cursor = app.dashboard.source
         await pilot.press("space")
         await until(pilot, lambda: cursor.cursor > 3)  # 1x: the canned run took 0.05 s a step
         await pilot.press("space")
@@ -141,5 +141,5 @@ async def test_replay_opens_sessions_that_did_not_finish(tmp_path, ending):
 
 def test_replay_opens_a_session_whose_writer_was_killed(tmp_path):
     write_then_die(tmp_path / "killed")
-    cursor = ReplayCursor(open_session(tmp_path / "killed"))
+    cursor = ReplaySource(open_session(tmp_path / "killed"))
     assert cursor.status == INTERRUPTED and cursor.bounds.last == 24

@@ -13,10 +13,11 @@ import torch
 from test_measurements import TOL, reference_loss
 from torch import nn
 
+from sgdwalk.batches import make_chunks
 from sgdwalk.landscape import interpolation_alphas
-from sgdwalk.probe import Evaluator, flat_params, make_chunks
-from sgdwalk.shortcut import FirstLayer
-from sgdwalk.slicing import AUTO_TRIALS, AutoMode, slice_losses
+from sgdwalk.probe import Evaluator, flat_params
+from sgdwalk.shortcut import find_first_layer
+from sgdwalk.slicing import AUTO_TRIALS, AutoMode, Slicer
 
 
 @pytest.fixture(autouse=True)
@@ -80,7 +81,7 @@ def _setup(kind: str, mode: str = "loop", shortcut: bool = True):
     chunks = make_chunks(x, y, 8)  # 8, 8, 4: BatchNorm's statistics per chunk
     theta0 = flat_params(model)
     theta1 = theta0 + 0.3 * torch.randn(theta0.shape, generator=gen)
-    ev = Evaluator(model, slice_mode=mode)
+    ev = Slicer(Evaluator(model), mode)
     ev.use_shortcut = shortcut
     return model, ev, chunks, theta0, theta1
 
@@ -96,11 +97,11 @@ EXPECTED = {"linear": "on: the first layer '1' (Linear)", "conv": "on: the first
 def test_shortcut_slice_equals_the_plain_slice_and_the_reference(kind, mode):
     alphas = interpolation_alphas(6)
     model, ev, chunks, theta0, theta1 = _setup(kind, mode)
-    fast = slice_losses(ev, theta0, theta1, alphas, chunks)
+    fast = ev.losses(theta0, theta1, alphas, chunks)
     assert ev.take_notes() == [f"first-layer shortcut {EXPECTED[kind]}"]
     assert (ev.first_layer is not False) is EXPECTED[kind].startswith("on")
     _, plain_ev, *_ = _setup(kind, mode, shortcut=False)
-    plain = slice_losses(plain_ev, theta0, theta1, alphas, chunks)
+    plain = plain_ev.losses(theta0, theta1, alphas, chunks)
     assert plain_ev.first_layer is None  # never looked for
     ref = [reference_loss(model, theta0 + a * (theta1 - theta0), chunks) for a in alphas]
     assert fast.tolist() == pytest.approx(plain.tolist(), rel=TOL)
@@ -109,7 +110,7 @@ def test_shortcut_slice_equals_the_plain_slice_and_the_reference(kind, mode):
         assert fast[0].item() == plain[0].item() and fast[-1].item() == plain[-1].item()
 
 
-def _count_first_layer_runs(monkeypatch, ev: Evaluator) -> list[int]:
+def _count_first_layer_runs(monkeypatch, ev: Slicer) -> list[int]:
     """How often the shadow's first layer really runs (replayed calls do not count)."""
     runs = [0]
     cls = type(ev.first_layer.layer)
@@ -130,17 +131,17 @@ def test_a_walk_runs_the_first_layer_once_a_step(monkeypatch, mode):
     the previous step's z(θ_{t+1}), so the layer runs on the θ_{t+1} pass only."""
     alphas = interpolation_alphas(8)
     model, ev, chunks, theta0, theta1 = _setup("linear", mode)
-    first = slice_losses(ev, theta0, theta1, alphas, chunks)
+    first = ev.losses(theta0, theta1, alphas, chunks)
     runs = _count_first_layer_runs(monkeypatch, ev)
     theta2 = theta1 + 0.2 * (theta1 - theta0)
-    second = slice_losses(ev, theta1, theta2, alphas, chunks, first=first[-1])
+    second = ev.losses(theta1, theta2, alphas, chunks, first=first[-1])
     assert runs[0] == len(chunks)  # 3: the θ2 pass; not K + 1 = 9 passes' worth (27)
     ref = [reference_loss(model, theta1 + a * (theta2 - theta1), chunks) for a in alphas]
     assert second.tolist() == pytest.approx(ref, rel=TOL)
     # a θ_t that is not the kept θ_{t+1} (same values are fine): z(θ_t) from the kept inputs
     runs[0] = 0
     other = theta0 + 0.1
-    third = slice_losses(ev, other, theta1, alphas, chunks, first=first[0] * 0 + 1.0)
+    third = ev.losses(other, theta1, alphas, chunks, first=first[0] * 0 + 1.0)
     assert runs[0] == 2 * len(chunks)  # θ1's pass and z(θ_t) alone
     ref = [reference_loss(model, other + a * (theta1 - other), chunks) for a in alphas[1:]]
     assert third[1:].tolist() == pytest.approx(ref, rel=TOL)
@@ -150,10 +151,10 @@ def test_new_chunks_are_recorded_afresh():
     """``--probe batch``: every step's chunks differ; nothing kept from the last ones is used."""
     alphas = interpolation_alphas(4)
     model, ev, chunks, theta0, theta1 = _setup("conv")
-    slice_losses(ev, theta0, theta1, alphas, chunks)
+    ev.losses(theta0, theta1, alphas, chunks)
     gen = torch.Generator().manual_seed(5)
     fresh = make_chunks(torch.randn(12, 2, 4, 4, generator=gen), torch.randint(0, 3, (12,)), 8)
-    got = slice_losses(ev, theta1, theta0, alphas, fresh)
+    got = ev.losses(theta1, theta0, alphas, fresh)
     ref = [reference_loss(model, theta1 + a * (theta0 - theta1), fresh) for a in alphas]
     assert got.tolist() == pytest.approx(ref, rel=TOL)
 
@@ -162,15 +163,16 @@ def test_too_large_outputs_turn_it_off(monkeypatch):
     from sgdwalk import shortcut
 
     monkeypatch.setattr(shortcut, "SHORTCUT_BYTES", 100)
-    _, ev, chunks, *_ = _setup("linear")
-    found, why = FirstLayer.find(ev, chunks)
+    _, sl, chunks, *_ = _setup("linear")
+    found, why = find_first_layer(sl.ev, chunks)
     assert found is None and why.startswith("off: the first layer's outputs over the probe need")
 
 
 def test_finding_it_leaves_the_evaluator_as_it_was():
-    _, ev, chunks, theta0, _ = _setup("scaled")
+    _, sl, chunks, theta0, _ = _setup("scaled")
+    ev = sl.ev
     before = ev.flat.clone()
-    FirstLayer.find(ev, chunks)
+    find_first_layer(ev, chunks)
     assert torch.equal(ev.flat, before) and torch.equal(ev.flat, theta0)
     assert "forward" not in vars(ev.shadow.fc)
 
@@ -199,24 +201,24 @@ def test_auto_settles_on_a_mode_and_notes_it(kind):
     ref = [reference_loss(model, theta0 + a * (theta1 - theta0), chunks) for a in alphas]
     rounds = 4 if kind == "conv" else 2  # with and without the shortcut where it applies
     for _ in range(rounds * (1 + AUTO_TRIALS)):
-        got = slice_losses(ev, theta0, theta1, alphas, chunks)
+        got = ev.losses(theta0, theta1, alphas, chunks)
         assert got.tolist() == pytest.approx(ref, rel=TOL)  # every trial is a real slice
-    assert ev.slice_mode in ("loop", "vmap")
+    assert ev.mode in ("loop", "vmap")
     chosen = ev.take_notes()[-1].split(",")[0]  # "slice mode auto: vmap + first-layer shortcut"
     assert ev.use_shortcut is ("shortcut" in chosen) and (kind == "conv" or not ev.use_shortcut)
-    settled = ev.slice_mode, ev.use_shortcut
-    slice_losses(ev, theta0, theta1, alphas, chunks)
-    assert (ev.slice_mode, ev.use_shortcut) == settled and not ev.take_notes()
+    settled = ev.mode, ev.use_shortcut
+    ev.losses(theta0, theta1, alphas, chunks)
+    assert (ev.mode, ev.use_shortcut) == settled and not ev.take_notes()
 
 
 def test_auto_notes_its_choice():
     alphas = interpolation_alphas(4)
     _, ev, chunks, theta0, theta1 = _setup("conv", "auto")
     for _ in range(4 * (1 + AUTO_TRIALS)):
-        slice_losses(ev, theta0, theta1, alphas, chunks)
+        ev.losses(theta0, theta1, alphas, chunks)
     first, chosen = ev.take_notes()
     assert first == "first-layer shortcut on: the first layer '0' (Conv2d)"
-    name = ev.slice_mode + (" + first-layer shortcut" if ev.use_shortcut else "")
+    name = ev.mode + (" + first-layer shortcut" if ev.use_shortcut else "")
     assert chosen.startswith(f"slice mode auto: {name}, timed on the first steps (a slice: {name} ")
 
 
@@ -238,13 +240,13 @@ def test_auto_falls_back_to_loop_when_vmap_fails():
     chunks = make_chunks(torch.randn(10, 6, generator=gen), torch.randint(0, 3, (10,)), 5)
     theta0 = flat_params(model)
     theta1 = theta0 + 0.1
-    ev = Evaluator(model, slice_mode="auto")
+    ev = Slicer(Evaluator(model), "auto")
     alphas = interpolation_alphas(3)
     for _ in range(2):
-        got = slice_losses(ev, theta0, theta1, alphas, chunks)
+        got = ev.losses(theta0, theta1, alphas, chunks)
     ref = [reference_loss(model, theta0 + a * (theta1 - theta0), chunks) for a in alphas]
     assert got.tolist() == pytest.approx(ref, rel=TOL)
-    assert ev.slice_mode == "loop"
+    assert ev.mode == "loop"
     assert ev.take_notes()[-1].startswith("slice mode auto: loop (vmap failed on this model:")
 
 
@@ -282,12 +284,12 @@ def test_a_model_that_will_not_take_two_examples_goes_without():
     chunks = make_chunks(x, y, 4)
     theta0 = flat_params(model)
     theta1 = theta0 + 0.1
-    ev = Evaluator(model, slice_mode="loop")
+    ev = Slicer(Evaluator(model), "loop")
     alphas = interpolation_alphas(4)
-    got = slice_losses(ev, theta0, theta1, alphas, chunks)
+    got = ev.losses(theta0, theta1, alphas, chunks)
     assert ev.take_notes() == ["first-layer shortcut off: two examples did not run through the "
                                "model (batches of four, please)"]  # fmt: skip
     ref = [reference_loss(model, theta0 + a * (theta1 - theta0), chunks) for a in alphas]
     assert got.tolist() == pytest.approx(ref, rel=TOL)
-    assert torch.equal(ev.flat, theta1)  # the slice's last point, whatever the tracing did
+    assert torch.equal(ev.ev.flat, theta1)  # the slice's last point, whatever the tracing did
     assert speed_chunk(model, x[:2], y[:2]) == CHUNK

@@ -223,7 +223,7 @@ def test_dict_batches_a_loss_fn_and_a_dataloader_probe(tmp_path):
     walker = sgdwalk.Walker(model, [{"features": b["features"], "labels": b["labels"]}
                                     for b in batches][0], loss_fn, session="dict",
                             sessions_dir=tmp_path)  # fmt: skip
-    assert walker.probe_n == 16
+    assert walker.probe.size == 16
     walker.attach(opt)
     for b in batches:
         model(**b)["loss"].backward()  # the Walker takes the loss the model returned
@@ -234,11 +234,11 @@ def test_dict_batches_a_loss_fn_and_a_dataloader_probe(tmp_path):
     assert len(steps) == 6 and all(math.isfinite(s.batch_loss) for s in steps)
     want = nn.functional.cross_entropy(mlp()(x[:16]), y[:16]).item()  # θ_0 is mlp()'s
     assert steps[0].slice[0] == pytest.approx(want, abs=1e-6)
-    assert walker.chunk == 1024  # no BatchNorm, small layer outputs: the largest chunk
+    assert walker.probe.chunk == 1024  # no BatchNorm, small layer outputs: the largest chunk
     # a DataLoader probe: its first N examples; a Dataset probe: the same
     for probe in (loader, TensorDataset(x, y)):
         w = sgdwalk.Walker(mlp(), probe, session=None, sessions_dir=tmp_path, probe_size=25)
-        assert w.probe_n == 25 and torch.equal(w.probe[0], x[:25])
+        assert w.probe.size == 25 and torch.equal(torch.cat([c[0] for c in w.probe.chunks]), x[:25])
         w.close()
 
 
@@ -297,7 +297,7 @@ def test_a_plain_loop_with_the_walker_gives_the_numbers_of_sgdwalk_run(tmp_path)
     data, model = run.data, run.model
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay)  # fmt: skip
-    probe = (data.inputs(run.probe_idx), data.y_train[run.probe_idx])
+    probe = (data.inputs(run.probe.rows), data.y_train[run.probe.rows])
     gen = torch.Generator().manual_seed(cfg.seed)
     with sgdwalk.Walker(
         model, probe, session="mine", sessions_dir=tmp_path, batch_size=run.batch_size
@@ -328,6 +328,6 @@ def test_without_batchnorm_the_probe_chunk_fits_the_cpu_caches(tmp_path):
     x, y = torch.randn(130, 3, 32, 32), torch.randint(0, 10, (130,))
     for chunk, want in ((None, 64), (100, 100)):
         w = sgdwalk.Walker(model, (x, y), session=None, sessions_dir=tmp_path, chunk=chunk)
-        sizes = [len(c[1]) for c in w.chunks]
-        assert w.chunk == want and sizes[:-1] == [want] * (130 // want) and sum(sizes) == 130
+        sizes = [len(c[1]) for c in w.probe.chunks]
+        assert w.probe.chunk == want and sizes[:-1] == [want] * (130 // want) and sum(sizes) == 130
         w.close()

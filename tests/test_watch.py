@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 from canned import HANG, aio, drawn, until, write_then_die
 
+from sgdwalk.config import build_config
 from sgdwalk.records import FINISHED, INTERRUPTED
+from sgdwalk.runner import claim
 from sgdwalk.session import SessionError, open_session
-from sgdwalk.tui.commands.trainer import child_argv
+from sgdwalk.tui.commands.trainer import child_env, claimed_config, trainer_argv
 from sgdwalk.tui.dashboard.app import make_app
-from sgdwalk.tui.dashboard.sources import FollowSource
+from sgdwalk.tui.dashboard.sources import WatchSource
 
 ROOT = Path(__file__).parent.parent
 
@@ -43,7 +45,7 @@ async def test_watch_follows_a_headless_run_in_another_process(tmp_path):
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         session = open_when_ready(tmp_path / "w", proc)
-        source = FollowSource(session)
+        source = WatchSource(session)
         app = make_app(source)
         async with app.run_test(size=(120, 40)) as pilot:
             await until(pilot, source.done.is_set)
@@ -60,7 +62,7 @@ async def test_watch_follows_a_headless_run_in_another_process(tmp_path):
 
 @aio
 async def test_watch_a_finished_session_shows_it_all(canned_session):
-    source = FollowSource(open_session(canned_session))
+    source = WatchSource(open_session(canned_session))
     app = make_app(source)
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, source.done.is_set)
@@ -73,7 +75,7 @@ async def test_watch_a_finished_session_shows_it_all(canned_session):
 @aio
 async def test_watch_says_when_the_writer_died(tmp_path):
     write_then_die(tmp_path / "dead")
-    source = FollowSource(open_session(tmp_path / "dead"))
+    source = WatchSource(open_session(tmp_path / "dead"))
     app = make_app(source)
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, source.done.is_set)
@@ -82,13 +84,21 @@ async def test_watch_says_when_the_writer_died(tmp_path):
         assert app.dashboard.buffers.last.step == 24
 
 
-def test_detach_passes_every_flag_and_the_session_name(tmp_path):
+def test_detach_passes_every_flag_and_the_session_name(tmp_path, monkeypatch):
+    """The child gets the claimed config as data: every flag, the session name and folder."""
     flags = {"model": "mlp", "epochs": 2, "lr": None, "batchnorm": False, "download": True,
-             "allow_divergence": None, "session": None, "sessions_dir": None}  # fmt: skip
-    argv = child_argv(flags, None, "bg", tmp_path)
-    assert argv[1:5] == ["-m", "sgdwalk.tui.cli", "run", "--headless"]
-    assert argv[5:] == ["--model", "mlp", "--epochs", "2", "--no-batchnorm", "--download",
-                        "--session", "bg", "--sessions-dir", str(tmp_path.resolve())]  # fmt: skip
+             "allow_divergence": None, "session": None, "sessions_dir": str(tmp_path),
+             "hessian_every": "40s", "probe": "full", "batch_size": "full"}  # fmt: skip
+    cfg = claim(build_config(flags))
+    assert (tmp_path / cfg.session).is_dir()  # the parent claimed the folder
+    argv = trainer_argv(cfg)
+    assert argv[1:] == ["-m", "sgdwalk.tui.commands.child"]
+    for key, value in child_env(cfg).items():
+        monkeypatch.setenv(key, value)
+    got = claimed_config()
+    assert got == cfg and got.session == cfg.session and got.sessions_dir == str(tmp_path)
+    assert (got.model, got.epochs, got.batchnorm, got.download) == ("mlp", 2, False, True)
+    assert got.as_dict()["hessian_every"] == "40s" and got.full_batch
 
 
 def test_watch_waits_for_a_session_a_starting_run_creates(tmp_path):

@@ -16,6 +16,8 @@ from typing import Annotated, Any
 
 import typer
 
+from sgdwalk.session.naming import SESSIONS_ENV, sessions_folder
+
 try:  # typer >= 0.20 vendors click as typer._click; older releases use click itself
     from typer import _click as click  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover
@@ -31,11 +33,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-SESSIONS_ENV = "SGDWALK_SESSIONS"
-
 
 def default_sessions_dir() -> str:
-    return os.environ.get(SESSIONS_ENV) or "sessions"
+    return str(sessions_folder())
 
 
 # ---------------------------------------------------------------- run
@@ -197,33 +197,28 @@ def run(
     """
     flags = {k: v for k, v in locals().items()
              if k not in ("config", "headless", "detach", "in_process")}  # fmt: skip
-    if "LOCAL_RANK" in os.environ and "LOCAL_WORLD_SIZE" in os.environ:  # a rank torchrun started
-        flags["nproc"] = int(os.environ["LOCAL_WORLD_SIZE"])
-        nodes = int(os.environ.get("WORLD_SIZE", "1")) // flags["nproc"]
-        if nodes > 1:
-            flags["nnodes"] = str(nodes)
-            flags["rdzv_endpoint"] = (
-                f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
-            )
+    from sgdwalk import torchrun
     from sgdwalk.config import build_config
 
+    flags = torchrun.rank_flags(flags)  # a rank of a user's own torchrun
     if flags["sessions_dir"] is None and SESSIONS_ENV in os.environ:
         flags["sessions_dir"] = os.environ[SESSIONS_ENV]
     cfg = build_config(flags, config)
     terminal = sys.stdout.isatty()
-    if cfg.launches and in_process:
+    launches = torchrun.launches(cfg)
+    if launches and in_process:
         from sgdwalk.errors import UsageError
 
         raise UsageError("--in-process: several processes (--nproc) cannot train in the "
                          "dashboard's own process")  # fmt: skip
-    if cfg.launches and (headless or not terminal) and not detach:
+    if launches and (headless or not terminal) and not detach:
         from sgdwalk.tui.commands.headless import run_torchrun
 
-        raise typer.Exit(run_torchrun(cfg, flags, config))
+        raise typer.Exit(run_torchrun(cfg))
     if detach:
         from sgdwalk.tui.commands import dashboards
 
-        raise typer.Exit(dashboards.run_detached(cfg, flags, config, terminal and not headless))
+        raise typer.Exit(dashboards.run_detached(cfg, terminal and not headless))
     if headless or not terminal:
         from sgdwalk.tui.commands.headless import run_headless
 
@@ -232,7 +227,7 @@ def run(
 
     if in_process:
         raise typer.Exit(dashboards.run_in_process(cfg))
-    raise typer.Exit(dashboards.run_in_terminal(cfg, flags, config))
+    raise typer.Exit(dashboards.run_in_terminal(cfg))
 
 
 # ---------------------------------------------------------------- exec

@@ -12,6 +12,7 @@ import contextlib
 import io
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 ERROR_PREFIX = "sgdwalk: error: "
@@ -70,3 +71,18 @@ def say_error(message: object) -> None:
     with contextlib.suppress(OSError):
         sys.stderr.write(f"{ERROR_PREFIX}{plain(message)}\n")
         sys.stderr.flush()
+
+
+def guarded(command: Callable[[], int | None]) -> int:
+    """Run a command's body; an expected failure is one line on stderr and its exit code
+    (Ctrl+C: 130), anything else a bug with its traceback."""
+    from sgdwalk.errors import SgdwalkError
+
+    try:
+        return command() or 0
+    except KeyboardInterrupt:
+        say_error("interrupted")
+        return 130
+    except SgdwalkError as e:
+        say_error(e)
+        return e.exit_code

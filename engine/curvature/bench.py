@@ -16,9 +16,7 @@ on the same data, model and thread count is not. Medians of ``repeats`` trials.
 
 from __future__ import annotations
 
-import statistics
 import time
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -29,35 +27,26 @@ from sgdwalk.curvature.lanczos import lanczos
 from sgdwalk.curvature.measure import CurvatureMeter
 from sgdwalk.probe import flat_params
 from sgdwalk.records import CurvatureMeasured, EpochEnded
+from sgdwalk.timing import median_time
 
 TARGETS = {"hvp_ratio": "<= 2.5", "lanczos_products": "<= 40"}
 
 
-def _median_time(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)  # sync point: end of the timed call
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def product_times(meter: CurvatureMeter, repeats: int) -> dict[str, float]:
-    ev, chunks = meter.ev, meter.hessian_chunks
+    ev, chunks = meter.ev, meter.probe.hessian_chunks
     v = torch.randn(ev.numel, generator=torch.Generator().manual_seed(0)).to(ev.flat)
     out: dict[str, float] = {}
     with differentiable(ev):
-        out["t_grad"] = _median_time(lambda: flat_gradient(ev, chunks), repeats, ev.flat.device)
+        out["t_grad"] = median_time(
+            lambda: flat_gradient(ev, chunks), repeats, ev.flat.device, warm_up=True
+        )
     for name, method, cache in (("t_hvp", "double_backward", None),
                                 ("t_hvp_double_backward", "double_backward", False),
                                 ("t_hvp_forward_over_reverse", "forward_over_reverse", False)):  # fmt: skip
         t = time.perf_counter()
         with hessian_operator(ev, chunks, method, cache) as op:
             out.setdefault("t_hvp_cache_build", time.perf_counter() - t)
-            out[name] = _median_time(partial(op, v), repeats, ev.flat.device)
+            out[name] = median_time(partial(op, v), repeats, ev.flat.device, warm_up=True)
     return out
 
 
@@ -69,7 +58,7 @@ def eigsh_products(meter: CurvatureMeter) -> int:
     except ImportError:
         return -1
     ev, count = meter.ev, [0]
-    with hessian_operator(ev, meter.hessian_chunks) as op:
+    with hessian_operator(ev, meter.probe.hessian_chunks) as op:
 
         def matvec(x: np.ndarray) -> np.ndarray:
             count[0] += 1
@@ -83,16 +72,18 @@ def eigsh_products(meter: CurvatureMeter) -> int:
 
 def _cold_products(meter: CurvatureMeter) -> int:
     ev = meter.ev
-    with hessian_operator(ev, meter.hessian_chunks) as op:
+    with hessian_operator(ev, meter.probe.hessian_chunks) as op:
         r = lanczos(
             op, ev.numel, meter.k, tol=meter.tol, dtype=ev.flat.dtype, device=ev.flat.device
         )
     return r.matvecs
 
 
-def _timed_pass(meter: CurvatureMeter, step: int) -> tuple[float, CurvatureMeasured]:
+def _timed_pass(
+    meter: CurvatureMeter, theta: torch.Tensor, step: int
+) -> tuple[float, CurvatureMeasured]:
     t = time.perf_counter()
-    rec = [r for r in meter.run_pass(step, 0) if isinstance(r, CurvatureMeasured)][-1]
+    rec = [r for r in meter.run_pass(theta, step, 0) if isinstance(r, CurvatureMeasured)][-1]
     return time.perf_counter() - t, rec
 
 
@@ -107,16 +98,15 @@ def _timed_epoch(run: Any) -> float:
 
 
 def curvature_costs(run: Any, repeats: int = 7) -> dict[str, Any]:
-    """Curvature figures for a prepared ``engine.train.Run`` (trains it for one epoch)."""
-    meter = CurvatureMeter.for_run(run)
+    """Curvature figures for a prepared ``sgdwalk.train.Run`` (trains it for one epoch)."""
+    meter = run.instrument.curvature_meter()
     run.evaluator.load(flat_params(run.model))
     times = product_times(meter, repeats)
     cold = _cold_products(meter)
     eig = eigsh_products(meter)
-    t_cold, _ = _timed_pass(meter, 0)  # the first pass of a run: cold start
+    t_cold, _ = _timed_pass(meter, flat_params(run.model), 0)  # a run's first pass: cold start
     t_epoch = _timed_epoch(run)
-    run.evaluator.load(flat_params(run.model))
-    t_pass, rec = _timed_pass(meter, 1)
+    t_pass, rec = _timed_pass(meter, flat_params(run.model), 1)
     assert meter.last is not None
     times |= {"t_curvature_pass": t_pass, "t_curvature_pass_cold": t_cold, "t_epoch": t_epoch}
     return {
@@ -137,5 +127,5 @@ def curvature_costs(run: Any, repeats: int = 7) -> dict[str, Any]:
 
 
 def _cached(meter: CurvatureMeter) -> bool:
-    with hessian_operator(meter.ev, meter.hessian_chunks) as op:
+    with hessian_operator(meter.ev, meter.probe.hessian_chunks) as op:
         return op.cached

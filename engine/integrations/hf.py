@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from sgdwalk.config import DEFAULT_PROBE
 from sgdwalk.records import FINISHED
+from sgdwalk.values import DEFAULT_PROBE
 from sgdwalk.walker import Walker
 
 
@@ -52,8 +52,8 @@ class WalkerCallback(TrainerCallback):
         defaults = {"total_steps": state.max_steps or None, "batch_size": batch,
                     "meta": {"framework": "transformers"}}  # fmt: skip
         self.walker = Walker(model, probe, self.loss_fn, **(defaults | self.walker_args))
-        self.walker.optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps it
-        self.walker.watch_loss()
+        # accelerate wraps the optimiser; the steps' two moments are this callback's own
+        self.walker.attach(getattr(optimizer, "optimizer", optimizer), before=False, after=False)
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if self.walker is not None:

@@ -16,7 +16,8 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from sgdwalk.records import FAILED, FINISHED, INTERRUPTED
+from sgdwalk.control import ending
+from sgdwalk.records import FINISHED, INTERRUPTED
 from sgdwalk.walker import Walker
 
 
@@ -63,8 +64,7 @@ class WalkerCallback(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
         if self.walker is not None:
-            kind = INTERRUPTED if isinstance(exception, KeyboardInterrupt) else FAILED
-            self.walker.close(kind, f"{type(exception).__name__}: {exception}")
+            self.walker.close(*ending(exception))
 
 
 def _total(trainer: pl.Trainer) -> int | None:

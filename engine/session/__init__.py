@@ -15,9 +15,9 @@ Why this shape:
 """
 
 from sgdwalk.errors import SessionError
+from sgdwalk.session.naming import sessions_folder
 from sgdwalk.session.reader import (
     Session,
-    default_sessions_dir,
     list_sessions,
     open_session,
     resolve_session,
@@ -41,7 +41,7 @@ __all__ = [
     "SessionError",
     "SessionWriter",
     "check_session_name",
-    "default_sessions_dir",
+    "sessions_folder",
     "list_sessions",
     "open_session",
     "resolve_session",

@@ -17,7 +17,6 @@ import contextlib
 import json
 import math
 import os
-import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -36,10 +35,11 @@ from sgdwalk.records import (
     Record,
     StepMeasured,
 )
+from sgdwalk.session import liveness
+from sgdwalk.session.naming import sessions_folder
 from sgdwalk.session.schema import (
     APPLICATION_ID,
     DB_NAME,
-    HEARTBEAT_STALE,
     SCHEMA_VERSION,
     TABLES,
     Damaged,
@@ -48,22 +48,9 @@ from sgdwalk.session.schema import (
     connect,
 )
 
-FUTURE_SLACK = 60.0  # a heartbeat this far in the future is another host's clock, not a live writer
-
-
 # What reading a damaged file can raise: SQLite's errors, and a text value (a table's schema, a
 # meta value) whose bytes are not UTF-8, which Python's sqlite3 module raises as a decode error.
 READ_ERRORS = (sqlite3.Error, UnicodeDecodeError)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return pid > 0
-    return True
 
 
 class SessionFile:
@@ -178,49 +165,25 @@ class Session(SessionFile):
     @property
     def heartbeat_age(self) -> float:
         """Seconds since the writer's last heartbeat (inf when unreadable)."""
-        try:
-            return time.time() - float(self._meta().get("heartbeat", "nan"))
-        except (TypeError, ValueError):
-            return math.inf
+        return liveness.heartbeat_age(self._meta())
 
     @property
     def pid(self) -> int | None:
         """The writer's process id, when it ran on this host."""
-        meta = self._meta()
-        if meta.get("host") != socket.gethostname():
-            return None
-        try:
-            return int(meta.get("pid", ""))
-        except (TypeError, ValueError):
-            return None
+        return liveness.local_pid(self._meta())
 
     def writer_pid(self) -> int | None:
-        """The pid of the process writing this session, if it runs on this machine now.
-
-        A pid alone could have been reused by an unrelated process since; this one must have
-        started before the session was created (Linux: ``/proc/PID/stat``), so a signal sent to
-        it reaches the trainer and nothing else. None elsewhere, or when it is not running.
-        """
+        """The pid of the process writing this session, if it runs on this machine now (and
+        started before the session, so it is no unrelated process that reused the pid)."""
         pid = self.pid
         if pid is None or pid <= 0 or not self.alive:
             return None
-        started = _process_start(pid)
-        return pid if started is not None and started <= self.started_at + 1.0 else None
+        return pid if liveness.started_by(pid, self.started_at + 1.0) else None
 
     @property
     def alive(self) -> bool:
-        """True while a writer process is running this session.
-
-        A heartbeat older than ``HEARTBEAT_STALE`` seconds, or (on this host) a writer pid that is
-        gone, means the writer died. A heartbeat from the future (another host's clock) counts
-        as fresh only within ``FUTURE_SLACK`` seconds, so a dead session never stays "running".
-        """
-        if self.stored_status != RUNNING:
-            return False
-        pid = self.pid
-        if pid is not None and not _pid_alive(pid):
-            return False
-        return -FUTURE_SLACK < self.heartbeat_age < HEARTBEAT_STALE
+        """True while a writer process is running this session (``sgdwalk.session.liveness``)."""
+        return self.stored_status == RUNNING and liveness.alive(self._meta())
 
     @property
     def status(self) -> str:
@@ -321,18 +284,6 @@ class Session(SessionFile):
         return [rec for _, rec in keyed]
 
 
-def _process_start(pid: int) -> float | None:
-    """When process ``pid`` started (seconds since the epoch), from Linux's /proc; else None."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        with open("/proc/stat") as fh:
-            boot = next(float(ln.split()[1]) for ln in fh if ln.startswith("btime"))
-        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime in ticks
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-
-
 def _json_object(meta: dict[str, Any], key: str) -> dict[str, Any]:
     try:
         value = json.loads(meta[key])
@@ -418,23 +369,20 @@ def resolve_session(spec: str | os.PathLike[str], sessions_dir: Path | None = No
     raise SessionError(f"no session {text!r} (not a name {where}, a folder or a file)")
 
 
-def default_sessions_dir() -> Path:
-    """``$SGDWALK_SESSIONS``, else ``./sessions``."""
-    return Path(os.environ.get("SGDWALK_SESSIONS") or "sessions")
-
-
 def open_session(spec: str | os.PathLike[str], sessions_dir: Path | None = None) -> Session:
     """Open a session for reading: ``open_session("NAME")`` looks in the sessions folder
     (``$SGDWALK_SESSIONS`` or ``./sessions``); a folder or its ``session.sqlite`` works too."""
-    return Session(resolve_session(spec, default_sessions_dir() if sessions_dir is None
-                                   else sessions_dir))  # fmt: skip
+    return Session(resolve_session(spec, sessions_folder(sessions_dir)))
 
 
-def list_sessions(sessions_dir: Path) -> tuple[list[Session], list[tuple[Path, str]]]:
-    """The readable sessions in ``sessions_dir``, newest first, and the unreadable ones with
-    the reason (damaged, foreign, another schema version)."""
+def list_sessions(
+    sessions_dir: str | os.PathLike[str] | None = None,
+) -> tuple[list[Session], list[tuple[Path, str]]]:
+    """The readable sessions in ``sessions_dir`` (``$SGDWALK_SESSIONS`` or ``./sessions`` by
+    default, as ``open_session``), newest first, and the unreadable ones with the reason
+    (damaged, foreign, another schema version)."""
     good, bad = [], []
-    for db in sorted(Path(sessions_dir).glob(f"*/{DB_NAME}")):
+    for db in sorted(sessions_folder(sessions_dir).glob(f"*/{DB_NAME}")):
         try:
             good.append(Session(db))
         except SessionError as e:

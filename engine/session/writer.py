@@ -23,9 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sgdwalk.control import ending
 from sgdwalk.errors import SessionError, StorageError
 from sgdwalk.records import (
-    FAILED,
     INTERRUPTED,
     RUNNING,
     CurvatureMeasured,
@@ -34,6 +34,7 @@ from sgdwalk.records import (
     PhaseProgressed,
     Record,
 )
+from sgdwalk.session.naming import claim, taken
 from sgdwalk.session.schema import (
     APPLICATION_ID,
     DB_NAME,
@@ -78,24 +79,6 @@ def stamp(con: sqlite3.Connection, phase: str) -> None:
                     [("heartbeat", repr(time.time())), ("phase", phase)])  # fmt: skip
 
 
-def create_folder(directory: Path) -> None:
-    """Create a session folder exclusively: two runs can never share one."""
-    try:
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        directory.mkdir()
-    except FileExistsError:
-        raise SessionError(
-            f"session {directory.name!r} already exists in {directory.parent}; "
-            "choose another --session name"
-        ) from None
-    except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise StorageError(f"cannot create {directory}: disk full") from None
-        raise SessionError(
-            f"cannot write sessions folder {directory.parent}: {e.strerror or e}"
-        ) from None
-
-
 def init_schema(
     con: sqlite3.Connection, name: str, config: dict[str, Any], info: dict[str, Any]
 ) -> None:
@@ -135,11 +118,16 @@ class SessionWriter:
         config: dict[str, Any],
         info: dict[str, Any],
         commit_interval: float = 1.0,
+        claimed: bool = False,
     ):
+        """``claimed``: the folder was claimed for this session (``sgdwalk.session.naming``);
+        otherwise it is created here, exclusively. Either way the database file is new."""
         self.directory = Path(directory)
         self.db = self.directory / DB_NAME
         self.commit_interval = commit_interval
-        create_folder(self.directory)
+        if not claimed:
+            claim(self.directory.parent, self.directory.name, "")
+        _create_exclusively(self.db)
         self._pending: dict[str, list[tuple[Any, ...]]] = {name: [] for name in TABLES}
         self._last_commit = time.monotonic()
         self._closed = False
@@ -249,12 +237,25 @@ class SessionWriter:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
+        if exc is None:
             self.close(INTERRUPTED, "writer closed without a final status")
-        elif issubclass(exc_type, KeyboardInterrupt):
-            self.close(INTERRUPTED, "interrupted")
         else:
-            self.close(FAILED, f"{exc_type.__name__}: {exc}")
+            self.close(*ending(exc))
+
+
+def _create_exclusively(db: Path) -> None:
+    """The session's database file, created empty; a claimed folder that already holds one
+    belongs to another run."""
+    try:
+        os.close(os.open(db, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        raise taken(db.parent.name, db.parent.parent) from None
+    except FileNotFoundError:
+        raise StorageError(f"cannot create the session at {db}: its folder is gone") from None
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise StorageError(f"cannot create {db}: disk full") from None
+        raise SessionError(f"cannot write session folder {db.parent}: {e.strerror or e}") from None
 
 
 def _disk_full(e: BaseException) -> bool:

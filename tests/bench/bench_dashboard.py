@@ -39,10 +39,10 @@ def headless_rate(cfg) -> float:
 
 async def dashboard_rate(cfg, keys: list[float] | None = None) -> float:
     from sgdwalk.tui.dashboard.app import make_app
-    from sgdwalk.tui.dashboard.sources import LiveSource
+    from sgdwalk.tui.dashboard.sources import RunSource
 
     run, writer = open_run(cfg)
-    source = LiveSource(run, writer, cfg.session, run.info)
+    source = RunSource(run, writer, cfg.session, run.info)
     app = make_app(source)
     async with app.run_test(size=(120, 40)) as pilot:
         while not source.done.is_set():
@@ -146,10 +146,10 @@ async def replay_bench(path: Path) -> None:
 
     from sgdwalk.session import open_session
     from sgdwalk.tui.dashboard.app import make_app
-    from sgdwalk.tui.dashboard.replay import ReplayCursor
+    from sgdwalk.tui.dashboard.replay import ReplaySource
 
     t0 = time.perf_counter()
-    app = make_app(ReplayCursor(open_session(path)))
+    app = make_app(ReplaySource(open_session(path)))
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         first = time.perf_counter() - t0
@@ -163,7 +163,7 @@ async def replay_bench(path: Path) -> None:
             seeks.append(time.perf_counter() - t)
             await pilot.pause()
             drawn.append(time.perf_counter() - t)
-            assert scr.cursor.cursor == target
+            assert scr.source.cursor == target
     print(f"replay 100k: first frame {first * 1000:.0f} ms (app start to first drawn screen)")
     print(
         f"replay 100k: seek (indexed read + buffers) median {statistics.median(seeks) * 1000:.1f} ms,"

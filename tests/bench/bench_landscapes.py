@@ -27,11 +27,12 @@ import torch
 from torch import nn
 from torch.nn.utils import vector_to_parameters
 
+from sgdwalk.batches import make_chunks
 from sgdwalk.data import load_data
 from sgdwalk.landscape import interpolation_alphas
 from sgdwalk.models import cnn, mlp
-from sgdwalk.probe import Evaluator, flat_params, make_chunks, speed_chunk
-from sgdwalk.slicing import slice_losses
+from sgdwalk.probe import Evaluator, flat_params, speed_chunk
+from sgdwalk.slicing import Slicer
 
 CASES = {  # name: (dataset, model builder)
     "mlp (784-500-350-10)": ("synthetic-mnist", lambda s, c: mlp(s, c, batchnorm=False)),
@@ -64,12 +65,12 @@ def case(name: str, probe: int, points: int, repeats: int) -> dict[str, object]:
 
     evaluators, walks = {}, {}
     for way in WAYS:
-        ev = Evaluator(model, slice_mode=way.split()[0])
+        ev = Slicer(Evaluator(model), way.split()[0])
         ev.use_shortcut = "plain" not in way
         evaluators[way] = ev
         mine = make_chunks(x, y, rows) if way.endswith("chunked") else chunks
         walks[way] = _walk(ev, theta0, theta1, alphas, mine)
-    ours = slice_losses(evaluators["loop"], theta0, theta1, alphas, chunks).tolist()[1:]
+    ours = evaluators["loop"].losses(theta0, theta1, alphas, chunks).tolist()[1:]
     agree = max(abs(a - b) / abs(b) for a, b in zip(theirs(), ours, strict=True))
     fns: dict[str, Callable[[], object]] = {"loss-landscapes": theirs, **walks}
     times: dict[str, list[float]] = {k: [] for k in fns}
@@ -87,18 +88,18 @@ def case(name: str, probe: int, points: int, repeats: int) -> dict[str, object]:
             "speedup": {k: med["loss-landscapes"] / med[k] for k in WAYS}}  # fmt: skip
 
 
-def _walk(ev: Evaluator, theta0: torch.Tensor, theta1: torch.Tensor, alphas: list[float],
+def _walk(ev: Slicer, theta0: torch.Tensor, theta1: torch.Tensor, alphas: list[float],
           chunks: list) -> Callable[[], object]:  # fmt: skip
     """A slice per call, back and forth between the two vectors, L_0 known: a run's steady state."""
     ends, losses = [theta1, theta0], []
     for theta in ends:
-        ev.load(theta)
-        losses.append(ev.loss(chunks))
+        ev.ev.load(theta)
+        losses.append(ev.ev.loss(chunks))
 
     def step() -> object:
         ends.reverse()
         losses.reverse()
-        return slice_losses(ev, ends[0], ends[1], alphas, chunks, losses[0]).tolist()
+        return ev.losses(ends[0], ends[1], alphas, chunks, losses[0]).tolist()
 
     return step
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sgdwalk import torchrun
 from sgdwalk.config import RunConfig
 from sgdwalk.errors import EXIT_CODES, SessionError, exit_code
 from sgdwalk.records import FAILED, RUNNING
@@ -33,14 +34,15 @@ def say(text: str) -> None:
         print(text, flush=True)
 
 
-def run_in_terminal(cfg: RunConfig, flags: dict[str, Any], config_file: Path | None) -> int:
+def run_in_terminal(cfg: RunConfig) -> int:
     """``sgdwalk run`` in a terminal: train in a child process, watch it from this one."""
     cfg = claim(cfg)
-    proc = start_trainer(cfg, flags, config_file, detached=False)
+    proc = start_trainer(cfg, detached=False)
     assert cfg.session is not None
     sessions = Path(cfg.sessions_dir)
+    launched = torchrun.launches(cfg)
     # under torchrun the child is torchrun's agent: p and s signal rank 0 (the session's writer)
-    pid = None if cfg.launches else proc.pid
+    pid = None if launched else proc.pid
     try:
         shown = watch(cfg.session, sessions, pid=pid, owned=True)
     finally:
@@ -54,33 +56,32 @@ def run_in_terminal(cfg: RunConfig, flags: dict[str, Any], config_file: Path | N
         ending = exit_code(session.status)
     if shown and code == 0:
         return shown
-    if cfg.launches:
+    if launched:
         return shown or ending  # torchrun says 1 for any rank that did not exit 0
     return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
 
 
-def run_detached(
-    cfg: RunConfig, flags: dict[str, Any], config_file: Path | None, then_watch: bool
-) -> int:
+def run_detached(cfg: RunConfig, then_watch: bool) -> int:
     """``--detach``: train in the background, then (in a terminal) watch it; quitting leaves it
     running."""
     cfg = claim(cfg)
-    proc = start_trainer(cfg, flags, config_file, detached=True)
+    proc = start_trainer(cfg, detached=True)
     assert cfg.session is not None
     sessions = Path(cfg.sessions_dir)
     say(f"sgdwalk: training in the background (pid {proc.pid}), session {sessions / cfg.session}")
     if not then_watch:
         return 0
-    return watch(cfg.session, sessions, pid=None if cfg.launches else proc.pid, detached=True)
+    pid = None if torchrun.launches(cfg) else proc.pid
+    return watch(cfg.session, sessions, pid=pid, detached=True)
 
 
 def run_in_process(cfg: RunConfig) -> int:
     """``--in-process``: train in a worker thread of the dashboard's own process."""
     from sgdwalk.tui.dashboard.app import make_app
-    from sgdwalk.tui.dashboard.sources import LiveSource
+    from sgdwalk.tui.dashboard.sources import RunSource
 
     run, writer = open_run(claim(cfg))
-    source = LiveSource(run, writer, writer.directory.name, run.info)
+    source = RunSource(run, writer, writer.directory.name, run.info)
     app = make_app(source)
     app.run()
     source.stop()
@@ -105,10 +106,10 @@ def watch(
     """The dashboard over a session another process writes (or wrote); ``wait`` seconds for one
     that does not exist yet."""
     from sgdwalk.tui.dashboard.app import make_app
-    from sgdwalk.tui.dashboard.sources import FollowSource
+    from sgdwalk.tui.dashboard.sources import WatchSource
 
     session = open_when_there(spec, sessions_dir, wait)
-    source = FollowSource(session, pid=pid, detached=detached, owned=owned)
+    source = WatchSource(session, pid=pid, detached=detached, owned=owned)
     app = make_app(source)
     app.run()
     source.stop()
@@ -167,11 +168,11 @@ def crashed(app: Any) -> int:
 def replay(spec: str, sessions_dir: Path) -> int:
     """The dashboard over a saved session, with a cursor."""
     from sgdwalk.tui.dashboard.app import make_app
-    from sgdwalk.tui.dashboard.replay import ReplayCursor
+    from sgdwalk.tui.dashboard.replay import ReplaySource
 
     with open_session(spec, sessions_dir) as session:
         if session.step_count() == 0:
             raise SessionError(f"session {session.name!r} has no steps to replay")
-        app = make_app(ReplayCursor(session))
+        app = make_app(ReplaySource(session))
         app.run()
     return crashed(app)

@@ -15,28 +15,21 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from sgdwalk.errors import LaunchError, SessionError, UsageError
+from sgdwalk.errors import LaunchError, UsageError
 from sgdwalk.records import RUNNING
-from sgdwalk.session import check_session_name, open_session, session_dir
+from sgdwalk.session import open_session
+from sgdwalk.session.naming import SESSION_ENV, SESSIONS_ENV, claim, release
 from sgdwalk.tui.commands.dashboards import say, watch
 from sgdwalk.tui.commands.trainer import start_child
 
-SESSION_ENV = "SGDWALK_SESSION"
-SESSIONS_ENV = "SGDWALK_SESSIONS"
 
-
-def exec_name(argv: list[str], sessions_dir: Path) -> str:
-    """SCRIPT-YYYYmmdd-HHMMSS (the first argument ending in .py, else the program), free."""
+def script_name(argv: list[str]) -> str:
+    """The script's name for its session's default name: the first argument ending in .py, else
+    the program."""
     script = next((a for a in argv if a.endswith(".py")), argv[0])
-    base = f"{Path(script).stem or 'script'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    name, n = base, 1
-    while (sessions_dir / name).exists():
-        n += 1
-        name = f"{base}-{n}"
-    return check_session_name(name)
+    return Path(script).stem or "script"
 
 
 def exec_script(
@@ -46,15 +39,15 @@ def exec_script(
         raise UsageError("exec: give the command to run after --, e.g. "
                          "`sgdwalk exec -- python train.py`")  # fmt: skip
     sessions_dir = sessions_dir.resolve()
-    if name is None:
-        name = exec_name(argv, sessions_dir)
-    elif session_dir(sessions_dir, name).exists():
-        raise SessionError(f"session {name!r} already exists in {sessions_dir}; "
-                           "choose another --session name")  # fmt: skip
+    directory = claim(sessions_dir, name, script_name(argv))
+    name = directory.name
     env = {SESSION_ENV: name, SESSIONS_ENV: str(sessions_dir)}
     if headless or not sys.stdout.isatty():
-        return _run_here(argv, env)
-    proc = _start(argv, name, sessions_dir, detach, env)
+        try:
+            return _run_here(argv, env)
+        finally:
+            release(directory)  # a script that made no Walker leaves no folder
+    proc = _start(argv, directory, detach, env)
     if detach:
         say(f"sgdwalk: {argv[0]} runs in the background (pid {proc.pid}), "
             f"session {sessions_dir / name}")  # fmt: skip
@@ -75,11 +68,12 @@ def exec_script(
 
 
 def _start(
-    argv: list[str], name: str, sessions_dir: Path, detach: bool, env: dict[str, str]
+    argv: list[str], directory: Path, detach: bool, env: dict[str, str]
 ) -> subprocess.Popen[bytes]:
     try:
-        return start_child(argv, name, sessions_dir, new_session=detach, env=env)
+        return start_child(argv, directory, new_session=detach, env=env)
     except FileNotFoundError:
+        release(directory)
         raise UsageError(f"exec: {argv[0]!r} was not found") from None
     except LaunchError as e:
         raise LaunchError(f"{e} (the script ended before it created its session: does it make "

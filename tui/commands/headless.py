@@ -21,6 +21,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from sgdwalk import torchrun
 from sgdwalk.config import RunConfig
 from sgdwalk.errors import SgdwalkError, exit_code
 from sgdwalk.records import (
@@ -35,7 +36,6 @@ from sgdwalk.records import (
     Record,
     StepMeasured,
 )
-from sgdwalk.shard import leave_workers
 from sgdwalk.tui.text import QuietStream
 
 PLAIN_EVERY = 30.0
@@ -106,14 +106,16 @@ class HeadlessView:
                 self.console.print(f"{rec.kind} at step {rec.step}: {rec.message}", markup=False)
 
 
-def run_headless(cfg: RunConfig, console: Console | None = None) -> int:
-    """Train in this process with a progress bar; returns the exit code of the run's ending."""
-    from sgdwalk.runner import claim, drive, open_run, stop_on_signals
+def run_headless(cfg: RunConfig, console: Console | None = None, claimed: bool = False) -> int:
+    """Train in this process with a progress bar; returns the exit code of the run's ending.
+    ``claimed``: the parent already claimed the session (the trainer child)."""
+    from sgdwalk.control import stop_on_signals
+    from sgdwalk.runner import claim, drive, open_run
 
-    if _follower(cfg):
+    if torchrun.follower():
         return _train_quietly(cfg)
     console = console or Console(file=QuietStream(sys.stdout), soft_wrap=True)
-    run, writer = open_run(claim(cfg))
+    run, writer = open_run(cfg if claimed else claim(cfg))
     info = run.info
     console.print(
         f"sgdwalk: session {writer.directory}  {cfg.model} on {cfg.dataset} "
@@ -132,7 +134,7 @@ def run_headless(cfg: RunConfig, console: Console | None = None) -> int:
             status = drive(records, writer, view)
         finally:
             if run.ranks.world > 1:
-                leave_workers()
+                torchrun.leave()
     console.print(
         f"sgdwalk: {status}: session {writer.directory.name}, {view.step} steps, "
         f"{view.barriers} barriers",
@@ -141,17 +143,10 @@ def run_headless(cfg: RunConfig, console: Console | None = None) -> int:
     return exit_code(status)
 
 
-def _follower(cfg: RunConfig) -> bool:
-    """One of torchrun's processes other than rank 0 (which alone writes and prints)."""
-    import os
-
-    return (cfg.nproc > 1 or cfg.nnodes is not None) and os.environ.get("RANK", "0") != "0"
-
-
 def _train_quietly(cfg: RunConfig) -> int:
     """A rank other than 0: train in step with the others, write and print nothing."""
+    from sgdwalk.control import stop_on_signals
     from sgdwalk.records import ENDINGS
-    from sgdwalk.runner import stop_on_signals
     from sgdwalk.train import prepare
 
     run = prepare(cfg)
@@ -162,36 +157,36 @@ def _train_quietly(cfg: RunConfig) -> int:
                 if isinstance(rec, EventLogged) and rec.kind in ENDINGS:
                     status = rec.kind
         finally:
-            leave_workers()
+            torchrun.leave()
     return exit_code(status)
 
 
-def run_torchrun(cfg: RunConfig, flags: dict[str, object], config_file: object) -> int:
+def run_torchrun(cfg: RunConfig) -> int:
     """``run --headless --nproc N``: torchrun starts N trainers here; rank 0 prints and writes.
 
     The exit code is the session's ending (torchrun's own is 1 for any worker that did not exit
     0, which would say "failed" for a run that was merely interrupted).
     """
+    import os
     import signal
     import subprocess
-    from pathlib import Path
 
-    from sgdwalk.runner import claim
+    from sgdwalk.runner import claim, session_of
     from sgdwalk.session import open_session
-    from sgdwalk.tui.commands.trainer import child_argv, torchrun_argv
+    from sgdwalk.session.naming import release
+    from sgdwalk.tui.commands.trainer import child_env, trainer_argv
 
     cfg = claim(cfg)
-    assert cfg.session is not None
-    sessions = Path(cfg.sessions_dir)
-    argv = torchrun_argv(cfg, child_argv(dict(flags), config_file, cfg.session, sessions))  # type: ignore[arg-type]
-    proc = subprocess.Popen(argv)
+    directory = session_of(cfg)
+    proc = subprocess.Popen(trainer_argv(cfg), env=os.environ | child_env(cfg))
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the ranks directly
     try:
         code = proc.wait()
     finally:
         signal.signal(signal.SIGINT, previous)
     try:
-        with open_session(sessions / cfg.session) as session:
+        with open_session(directory) as session:
             return exit_code(session.status)
     except SgdwalkError:
+        release(directory)
         return code if code > 0 else 1  # the ranks ended before rank 0 created the session

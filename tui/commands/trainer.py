@@ -1,31 +1,33 @@
-"""The trainer child: ``sgdwalk run --headless`` started for a dashboard, in the background.
+"""The trainer child: the headless trainer started for a dashboard, in the background.
 
-The child gets the same flags and an explicit ``--session`` name; with ``--detach`` it runs in its
-own session (``start_new_session``) so an SSH hang-up never reaches it. Its output goes to
-``run.log`` inside the session folder. The session folder must not exist before the child creates
-it (the writer creates it exclusively), so the log starts beside it and moves in once the session
-appears (a rename keeps the child's open file). Then the dashboard follows the session like any
-other reader.
+The parent claims the session's folder (``sgdwalk.session.naming``) and hands the child its whole
+config as data: ``python -m sgdwalk.tui.commands.child`` with ``RunConfig.as_dict()`` as JSON in
+``$SGDWALK_CLAIMED_RUN`` (the environment reaches every rank torchrun starts, too), so nothing is
+re-parsed from flags. With ``--detach`` the child runs in its own session (``start_new_session``)
+so an SSH hang-up never reaches it. Its output goes to ``run.log`` inside the claimed folder; the
+parent waits until the session can be opened, then follows it like any other reader. A child
+that ends before its session exists gives the folder back, and its last line is the error.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-from sgdwalk.config import RunConfig
+from sgdwalk import torchrun
+from sgdwalk.config import RunConfig, build_config
 from sgdwalk.errors import LaunchError, SessionError
+from sgdwalk.runner import session_of
 from sgdwalk.session import DB_NAME, open_session
+from sgdwalk.session.naming import release
 from sgdwalk.tui.text import ERROR_PREFIX
 
-BOOL_PAIRS = {
-    "batchnorm": ("--batchnorm", "--no-batchnorm"),
-    "augment": ("--augment", "--no-augment"),
-}
+CONFIG_ENV = "SGDWALK_CLAIMED_RUN"  # the claimed config, as JSON, for the trainer child
+CHILD_MODULE = "sgdwalk.tui.commands.child"
 START_TIMEOUT = 300.0  # data loading on a cold machine can take a while
 # The trainer runs a little below normal CPU priority, so the dashboard gets a core the moment it
 # has a frame to draw. Measured on 2 cores (digits, 4 rounds each): key press to changed screen
@@ -35,82 +37,52 @@ TRAINER_NICE = 5
 LOG_NAME = "run.log"
 
 
-def child_argv(
-    flags: dict[str, Any], config: Path | None, name: str, sessions_dir: Path
-) -> list[str]:
-    """``python -m tui.cli run --headless`` with every flag the user gave, and the session name."""
-    argv = [sys.executable, "-m", "sgdwalk.tui.cli", "run", "--headless"]
-    for key, value in flags.items():
-        if value is None or key in ("session", "sessions_dir"):
-            continue
-        opt = "--" + key.replace("_", "-")
-        if key in BOOL_PAIRS:
-            argv.append(BOOL_PAIRS[key][0 if value else 1])
-        elif isinstance(value, bool):
-            argv += [opt] if value else []
-        else:
-            argv += [opt, str(value)]
-    if config is not None:
-        argv += ["--config", str(Path(config).resolve())]
-    return argv + ["--session", name, "--sessions-dir", str(Path(sessions_dir).resolve())]
+def child_env(cfg: RunConfig) -> dict[str, str]:
+    """The environment that hands a claimed config to the trainer child."""
+    assert cfg.session is not None, "claim(cfg) first"
+    return {CONFIG_ENV: json.dumps(cfg.as_dict())}
 
 
-def start_trainer(
-    cfg: RunConfig, flags: dict[str, Any], config_file: Path | None, detached: bool
-) -> subprocess.Popen[bytes]:
-    """Start ``run --headless`` for a claimed ``cfg`` in a child; returns once its session exists.
+def claimed_config() -> RunConfig | None:
+    """In the trainer child: the config its parent claimed (None when not started so)."""
+    text = os.environ.get(CONFIG_ENV)
+    return None if text is None else build_config(json.loads(text))
+
+
+def trainer_argv(cfg: RunConfig) -> list[str]:
+    """The child's command line: the trainer module, under torchrun for several processes."""
+    if torchrun.launches(cfg):
+        return torchrun.argv(cfg, [CHILD_MODULE])
+    return [sys.executable, "-m", CHILD_MODULE]
+
+
+def start_trainer(cfg: RunConfig, detached: bool) -> subprocess.Popen[bytes]:
+    """Start the trainer for a claimed ``cfg`` in a child; returns once its session exists.
 
     ``detached``: the child gets a session of its own, so a hang-up never reaches it; otherwise it
     stays in this terminal's process group and a hang-up stops it cleanly.
     """
-    assert cfg.session is not None, "claim(cfg) first"
-    sessions = Path(cfg.sessions_dir)
-    argv = child_argv(flags, config_file, cfg.session, sessions)
-    if cfg.launches:
-        argv = torchrun_argv(cfg, argv)
-    return start_child(argv, cfg.session, sessions, new_session=detached)
-
-
-def torchrun_argv(cfg: RunConfig, argv: list[str]) -> list[str]:
-    """``python -m sgdwalk.tui.cli ...`` as ``python -m torch.distributed.run [...] -m
-    sgdwalk.tui.cli ...``: one machine (``--standalone``), or several meeting at the endpoint."""
-    opts = [f"--nproc-per-node={cfg.nproc}"]
-    if cfg.nnodes is not None:
-        opts += [f"--nnodes={cfg.nnodes}", "--rdzv-backend=c10d",
-                 f"--rdzv-endpoint={cfg.rdzv_endpoint}"]  # fmt: skip
-    else:
-        opts.append("--standalone")
-    rest, skip = [], False
-    for arg in argv[2:]:  # torchrun would take these (or their prefixes) as its own options
-        if skip or arg in DISTRIBUTED_FLAGS:
-            skip = not skip
-            continue
-        rest.append(arg)
-    return [argv[0], "-m", "torch.distributed.run", *opts, "-m", *rest]
-
-
-DISTRIBUTED_FLAGS = ("--nproc", "--nnodes", "--rdzv-endpoint")  # each takes a value
+    return start_child(trainer_argv(cfg), session_of(cfg), new_session=detached,
+                       env=child_env(cfg))  # fmt: skip
 
 
 def start_child(
-    argv: list[str], name: str, sessions_dir: Path, new_session: bool,
-    env: dict[str, str] | None = None,
+    argv: list[str], directory: Path, new_session: bool, env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:  # fmt: skip
-    """Start the child with its output in a log file; returns once its session can be opened.
+    """Start the child with its output in the claimed folder's log; returns once its session can
+    be opened.
 
     ``new_session=False`` keeps the child in the terminal's process group, so a hang-up (SSH drop)
     reaches it and stops it cleanly, as a run without ``--detach`` should.
     Raises ``LaunchError`` with the child's own error line (and exit code) if it exits first.
     """
-    sessions_dir.mkdir(parents=True, exist_ok=True)
-    log_tmp = sessions_dir / f".{name}.{LOG_NAME}"
+    log = directory / LOG_NAME
     env = os.environ | {"PYTHONUNBUFFERED": "1"} | (env or {})
-    with open(log_tmp, "wb") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=new_session, env=env)  # fmt: skip
     _lower_priority(proc.pid)
-    _wait_for_session(proc, sessions_dir / name, log_tmp)
-    os.replace(log_tmp, sessions_dir / name / LOG_NAME)
+    _wait_for_session(proc, directory, log)
     return proc
 
 
@@ -136,7 +108,7 @@ def _wait_for_session(proc: subprocess.Popen[bytes], directory: Path, log: Path)
         code = proc.poll()
         if code is not None:
             lines = log.read_text(errors="replace").strip().splitlines()
-            log.unlink(missing_ok=True)
+            release(directory)
             last = lines[-1].removeprefix(ERROR_PREFIX) if lines else ""
             raise LaunchError(last or f"the trainer exited with code {code}", code)
         time.sleep(0.1)

@@ -1,9 +1,10 @@
 """The Textual app: routes a source of records to its dashboard screen, and nothing more.
 
-``make_app`` is the one factory the CLI and the tests share (a prepared run, a followed session or a
-replay cursor in; an app out). The engine worker's end, good or bad, reaches one handler
-(``on_worker_state_changed``) that hands it to the screen, which shows it in the status line and
-the event log; ``drive()`` has already marked the session failed and written error.txt.
+``make_app`` is the one factory the CLI and the tests share (a source of records in: a run trained
+here, a session watched, or a session replayed; an app out, showing that mode's screen). The
+engine worker's end, good or bad, reaches one handler (``on_engine_state``) that hands it to the
+screen, which shows it in the status line and the event log; ``drive()`` has already marked the
+session failed and written error.txt.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
 from sgdwalk.tui.dashboard.dialogs import QuitScreen
-from sgdwalk.tui.dashboard.modes import LiveScreen, ReplayScreen, WatchScreen
-from sgdwalk.tui.dashboard.replay import ReplayCursor
-from sgdwalk.tui.dashboard.sources import FollowSource, LiveSource
+from sgdwalk.tui.dashboard.replay import ReplaySource
+from sgdwalk.tui.dashboard.replay_screen import ReplayScreen
+from sgdwalk.tui.dashboard.run_screen import RunScreen
+from sgdwalk.tui.dashboard.sources import RunSource, WatchSource
+from sgdwalk.tui.dashboard.watch_screen import WatchScreen
 
 ENGINE_WORKER = "engine"
 
@@ -34,18 +37,18 @@ class SgdwalkApp(App[None]):
         Binding("ctrl+c", "ask_quit", "quit", show=False, priority=True),
     ]
 
-    def __init__(self, source: LiveSource | FollowSource | ReplayCursor) -> None:
+    def __init__(self, source: RunSource | WatchSource | ReplaySource) -> None:
         super().__init__()
         self.source = source
         self.dashboard = _screen_for(source)
         self.exit_when_done = False
         self.engine_error: BaseException | None = None
 
-    def get_default_screen(self) -> LiveScreen | WatchScreen | ReplayScreen:
+    def get_default_screen(self) -> RunScreen | WatchScreen | ReplayScreen:
         return self.dashboard
 
     def on_mount(self) -> None:
-        if isinstance(self.source, LiveSource | FollowSource):
+        if isinstance(self.source, RunSource | WatchSource):
             self.run_worker(self.source.work, name=ENGINE_WORKER, thread=True,
                             exit_on_error=False)  # fmt: skip
             self._catch_hangup()
@@ -88,16 +91,16 @@ class SgdwalkApp(App[None]):
             self.exit()
 
 
-def _screen_for(source: Any) -> LiveScreen | WatchScreen | ReplayScreen:
-    if isinstance(source, LiveSource):
-        return LiveScreen(source)
-    if isinstance(source, FollowSource):
+def _screen_for(source: Any) -> RunScreen | WatchScreen | ReplayScreen:
+    if isinstance(source, RunSource):
+        return RunScreen(source)
+    if isinstance(source, WatchSource):
         return WatchScreen(source)
-    if isinstance(source, ReplayCursor):
+    if isinstance(source, ReplaySource):
         return ReplayScreen(source)
     raise TypeError(f"no dashboard for {type(source).__name__}")
 
 
-def make_app(source: LiveSource | FollowSource | ReplayCursor) -> SgdwalkApp:
+def make_app(source: RunSource | WatchSource | ReplaySource) -> SgdwalkApp:
     """The dashboard for a run trained here, a session followed live, or a replay."""
     return SgdwalkApp(source)

@@ -1,17 +1,21 @@
-"""What the dashboard knows about a run: bounded buffers fed one record at a time.
+"""What the dashboard knows about a run: its fixed facts, and bounded buffers fed one record at a
+time.
 
 Records arrive as fast as training makes them; the screen reads these buffers on a timer and only
 redraws what changed (``dirty``). Every buffer is a ``deque(maxlen=...)`` or a small counter, so a
-run of a million steps costs the dashboard the same memory as a run of a thousand. Replay fills the
-same buffers from indexed queries (``load``), so live, watch and replay draw one way.
+run of a million steps costs the dashboard the same memory as a run of a thousand. A replay seek
+reads a ``History`` from indexed queries and the screen ``load``s it into the same buffers, so run,
+watch and replay draw one way. ``facts_of`` reads the fixed facts from a session's info and config,
+the same for every mode.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from sgdwalk.errors import ConfigError
 from sgdwalk.records import (
     CurvatureMeasured,
     EpochEnded,
@@ -20,6 +24,8 @@ from sgdwalk.records import (
     StepMeasured,
 )
 from sgdwalk.tui.figures import Figure, FigureData, Live
+from sgdwalk.tui.text import plain
+from sgdwalk.values import Schedule
 
 SLICE_WINDOW_MAX = 200  # the widest slice window the keys allow
 TRAIL = 600  # steps kept for the cosine and batch-loss panels
@@ -39,22 +45,69 @@ class RunFacts:
     epochs: int | None = None
     batch_size: int | None = None  # the configured size (an epoch's last batch may be smaller)
     steps_per_epoch: int | None = None
-    curvature_every: tuple[str, int] | None = None  # ("epochs" | "steps", N), None: off
+    hessian_every: Schedule | None = None  # the curvature schedule, None: off
     hyper: dict[str, float] = field(default_factory=dict)  # lr, momentum, weight decay (figures)
 
     def passes_after(self, step: int) -> int | None:
         """Curvature passes the run still has to make after ``step`` (None: unknown)."""
-        every, total, per = self.curvature_every, self.total_steps, self.steps_per_epoch
+        every, total, per = self.hessian_every, self.total_steps, self.steps_per_epoch
         if every is None:
             return 0
         if not total:
             return None
-        unit, n = every
-        if unit == "steps":
+        n = every.every
+        if every.unit == "steps":
             return max(0, total // n - step // n)
         if not per:
             return None
         return max(0, total // per // n - step // per // n)
+
+
+def _count(value: object) -> int | None:
+    """A positive whole number from a session's info or config, or None (damaged, absent)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value) if math.isfinite(value) and 0 < value < 2**62 else None
+
+
+def facts_of(name: str, info: dict, config: dict | None = None) -> RunFacts:
+    """The status line's fixed facts; values a session file got wrong are left out."""
+    config = config or {}
+    return RunFacts(session=name, device=plain(info.get("device", "")),
+                    total_steps=_count(info.get("total_steps")), epochs=_count(config.get("epochs")),
+                    batch_size=_count(info.get("batch_size")),
+                    steps_per_epoch=_count(info.get("steps_per_epoch")),
+                    hessian_every=_schedule(config),
+                    hyper={k: float(v) for k in ("lr", "momentum", "weight_decay")
+                           if isinstance(v := config.get(k), int | float)
+                           and not isinstance(v, bool)})  # fmt: skip
+
+
+def _schedule(config: dict) -> Schedule | None:
+    """The curvature schedule of a session's config (None when off or unreadable). A Walker's
+    schedule counts steps; one written before it was stored canonically ("40" for 40 steps)
+    reads so too."""
+    value = config.get("hessian_every")
+    if value is None:
+        return None
+    text = str(value)
+    if config.get("source") == "walker" and text.isdigit():
+        text += "s"
+    try:
+        return Schedule.parse(text)
+    except ConfigError:
+        return None
+
+
+@dataclass(frozen=True)
+class History:
+    """A run's history up to one replay position, as a seek reads it (``Buffers.load``)."""
+
+    steps: tuple[StepMeasured, ...]  # the last ``TRAIL`` steps, in order, ending at the position
+    epochs: tuple[EpochEnded, ...]
+    curvature: tuple[CurvatureMeasured, ...]
+    events: tuple[EventLogged, ...]
+    epoch_barriers: int  # barriers so far in the position's epoch, if it has not ended
 
 
 @dataclass
@@ -126,32 +179,28 @@ class Buffers:
         if self.curvature:
             self.dirty.add("sharpness")  # its threshold line follows each step's lr
 
-    def load(
-        self,
-        steps: Iterable[StepMeasured],
-        epochs: Iterable[EpochEnded],
-        curvature: Iterable[CurvatureMeasured],
-        epoch_barriers: int,
-    ) -> None:
-        """Replace the history with a replay position (steps in order, ending at the cursor)."""
+    def load(self, history: History) -> None:
+        """Replace what the buffers hold with a replay position's history."""
         self.measured.clear()
         self.trail.clear()
         self.epochs.clear()
         self.curvature.clear()
         self.last = None
         self.decomposed = False
-        for s in steps:
+        for s in history.steps:
             self.trail.append(s)
             self.last = s
             if s.measured:
                 self.measured.append(s)
                 self.decomposed = self.decomposed or s.dominant_loss is not None
-        self.epochs.extend(epochs)
-        self.curvature.extend(curvature)
+        self.epochs.extend(history.epochs)
+        self.curvature.extend(history.curvature)
         self.done_barriers = sum(e.barriers for e in self.epochs)
-        self.epoch_barriers = epoch_barriers
+        self.epoch_barriers = history.epoch_barriers
+        self.events.clear()
+        self.events.extend(event_line(ev) for ev in history.events)
         self.dirty |= {"slices", "barriers", "cosine", "loss", "alignment", "sharpness",
-                       "decomposition", "status"}  # fmt: skip
+                       "decomposition", "status", "events"}  # fmt: skip
 
     def figure_data(self, figure: Figure, window: int) -> FigureData:
         """What a figure's panel draws, as the figure declares it needs (slices: the last

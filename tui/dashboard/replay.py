@@ -1,11 +1,13 @@
-"""Replay: a cursor over a saved session that plays, pauses and seeks.
+"""Replay's source of records: a cursor over a saved session that plays, pauses and seeks.
 
 Why it is shaped so: a session may hold 100,000 steps or more, so nothing here loads the whole
 history. A seek reads the window the panels draw (``TRAIL`` steps ending at the cursor) through the
 indexed ``Session.steps(start, stop)``; epochs, curvature records and events are few (one per epoch
-or per schedule) and are read once. Playing feeds the steps between two frames into the same
-buffers live training fills, paced by the steps' recorded ``elapsed`` times (1x = as it trained, without the waits for curvature
-passes, which the event log marks with their length).
+or per schedule) and are read once. Like the run and watch sources, this one only hands out
+records: a seek returns a ``History`` and a frame the records between two frames, and the screen
+puts them into its own buffers (the ones run and watch fill). Frames are paced by the steps'
+recorded ``elapsed`` times (1x = as it trained, without the waits for curvature passes, which the
+event log marks with their length).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 
 from sgdwalk.records import CurvatureMeasured, EpochEnded, EventLogged, StepMeasured
 from sgdwalk.session import Session
-from sgdwalk.tui.dashboard.buffers import TRAIL, Buffers, event_line
+from sgdwalk.tui.dashboard.buffers import TRAIL, History
 
 SPEEDS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, float("inf"))
 MAX_SPEED = float("inf")  # every step drawn, frames back to back
@@ -28,8 +30,9 @@ class Bounds:
     last: int
 
 
-class ReplayCursor:
-    """Position, speed and play state of a replay; ``seek`` fills the buffers for a position."""
+class ReplaySource:
+    """Position (``cursor``), speed and play state of a replay; ``seek`` reads a position's
+    history, ``frame`` the records played since the last frame."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -85,8 +88,8 @@ class ReplayCursor:
 
     # -- seeking
 
-    def seek(self, step: int, buffers: Buffers) -> None:
-        """Move to ``step`` and rebuild every panel's data with indexed reads only."""
+    def seek(self, step: int) -> History:
+        """Move to ``step``; every panel's data there, read with indexed reads only."""
         self.cursor = self.clamp(step)
         window = list(self.session.steps(max(self.bounds.first, self.cursor - TRAIL + 1),
                                          self.cursor + 1))  # fmt: skip
@@ -94,15 +97,13 @@ class ReplayCursor:
         self.epoch = cur.epoch if cur else self.epoch_of(self.cursor)
         self.clock = cur.elapsed if cur else 0.0
         self._jumped_to = self.cursor
-        buffers.load(
-            window,
-            (e for e in self.epochs if e.steps <= self.cursor),
-            (c for c in self.curvature if c.step <= self.cursor),
-            self._epoch_barriers(window),
+        return History(
+            steps=tuple(window),
+            epochs=tuple(e for e in self.epochs if e.steps <= self.cursor),
+            curvature=tuple(c for c in self.curvature if c.step <= self.cursor),
+            events=tuple(ev for ev in self.events if ev.step <= self.cursor),
+            epoch_barriers=self._epoch_barriers(window),
         )
-        buffers.events.clear()
-        buffers.events.extend(event_line(ev) for ev in self.events if ev.step <= self.cursor)
-        buffers.dirty.add("events")
 
     def _epoch_barriers(self, window: list[StepMeasured]) -> int:
         """Barriers so far in the cursor's epoch that are not in a finished-epoch summary."""
@@ -173,7 +174,20 @@ class ReplayCursor:
         return "max" if self.speed == MAX_SPEED else f"{self.speed:g}x"
 
 
-def parse_target(text: str, cursor: ReplayCursor) -> int:
+def epoch_jump(cursor: ReplaySource, delta: int) -> int:
+    """Where ``]`` (``delta`` 1) and ``[`` (-1) go: the next epoch's first step; back, this epoch's
+    first step, then the previous one's; the last or first step past either end."""
+    start = cursor.epoch_start(cursor.epoch)
+    target = cursor.epoch + delta
+    if delta < 0 and start is not None and cursor.cursor > start:
+        target = cursor.epoch  # first back to the start of this epoch
+    step = cursor.epoch_start(target)
+    if step is None:
+        step = cursor.bounds.last if delta > 0 else cursor.bounds.first
+    return step
+
+
+def parse_target(text: str, cursor: ReplaySource) -> int:
     """``1234`` → step 1234; ``e3`` or ``epoch 3`` → first step of epoch 3; ``+50``/``-50`` relative.
 
     Raises ValueError with a message for the status line.

@@ -1,9 +1,10 @@
-"""Where the dashboard's records come from: a run trained here, or a session another process writes.
+"""Where the run and watch dashboards' records come from: a run trained here (``RunSource``), or
+a session another process writes (``WatchSource``); replay's source is ``replay.ReplaySource``.
 
 Each source has a ``work()`` that a Textual thread worker runs, and a ``queue`` the screen drains on
 its redraw timer. The queue is bounded and ``put`` blocks, so a producer that outruns the screen
 waits (backpressure) instead of growing memory; metric records are never dropped. Training is
-paused by holding the lazy ``Run.records`` generator between records (``RunControls.pausable``, in
+paused by holding the lazy ``Run.records`` generator between records (``Controls.pausable``, in
 this process or, by signal, in a trainer child), which writes a ``paused`` event once it holds.
 """
 
@@ -15,20 +16,16 @@ import signal
 import threading
 from typing import Any
 
+from sgdwalk.control import PAUSE_SIGNAL, RESUME_SIGNAL, Controls
 from sgdwalk.errors import SessionError
 from sgdwalk.records import RUNNING
-from sgdwalk.runner import PAUSE_SIGNAL, RESUME_SIGNAL, RunControls
 from sgdwalk.session import Session
 
 QUEUE_MAX = 5_000
 
 
 class Source:
-    """Common parts: the queue, the stop flag, and the facts the status line shows."""
-
-    kind = "source"
-    can_pause = False
-    detached = False
+    """Common parts: the queue, the stop flag and the end of the work."""
 
     def __init__(self) -> None:
         self.queue: queue.Queue[object] = queue.Queue(maxsize=QUEUE_MAX)
@@ -61,16 +58,13 @@ class Source:
         self.stop_event.set()
 
 
-class LiveSource(Source):
+class RunSource(Source):
     """A run prepared in this process, trained in the worker thread, written to its session."""
-
-    kind = "run"
-    can_pause = True
 
     def __init__(self, run: Any, writer: Any, name: str, info: dict[str, Any]) -> None:
         super().__init__()
         self.run, self.writer, self.name, self.info = run, writer, name, info
-        self.controls = RunControls()  # the same pause/stop a signalled headless trainer obeys
+        self.controls = Controls()  # the same pause/stop a signalled headless trainer obeys
         self.status = RUNNING
 
     @property
@@ -98,14 +92,12 @@ class LiveSource(Source):
         self.controls.stop.set()
 
 
-class FollowSource(Source):
-    """A session written by another process (``watch``), live or finished."""
-
-    kind = "watch"
+class WatchSource(Source):
+    """A session written by another process, live or finished."""
 
     def __init__(
         self, session: Session, pid: int | None = None, detached: bool = False, owned: bool = False
-    ) -> None:
+    ) -> None:  # ``detached``: passed by ``dashboards.watch``, read by nothing here
         super().__init__()
         self.session = session
         self.name = session.name
@@ -114,9 +106,9 @@ class FollowSource(Source):
         # the writer's process: the one this dashboard started, or the one the session names
         # when it runs on this machine (so p and s work for a reattached run too)
         self.pid = pid if pid is not None else self._writer_pid()
-        self.detached = detached
         self.owned = owned  # started by this dashboard without --detach: quitting stops it
         self.paused = False
+        self.error: BaseException | None = None  # what ended the follower thread, if it failed
 
     @property
     def can_pause(self) -> bool:
@@ -128,7 +120,7 @@ class FollowSource(Source):
         except SessionError:
             return None
 
-    def work(self) -> int:
+    def work(self) -> None:
         """Follow in a daemon thread and wait for it or for ``stop``.
 
         ``Session.follow`` sleeps between polls and only returns when the writer is done, and an
@@ -142,12 +134,8 @@ class FollowSource(Source):
                 pass
             if self.error is not None:
                 raise self.error
-            return self.count
         finally:
             self.done.set()
-
-    count = 0
-    error: BaseException | None = None
 
     def _follow(self) -> None:
         try:
@@ -155,7 +143,6 @@ class FollowSource(Source):
                 if self.stop_event.is_set():
                     return
                 self.put(rec)
-                self.count += 1
         except BaseException as e:  # handed to the worker, which reports it in the dashboard
             self.error = e
 
@@ -178,10 +165,6 @@ class FollowSource(Source):
     @property
     def heartbeat_age(self) -> float:
         return self._reader.heartbeat_age
-
-    @property
-    def message(self) -> str:
-        return self._reader.message
 
     @property
     def phase(self) -> dict[str, Any] | None:

@@ -1,14 +1,18 @@
 """The status line's text, as pure functions of the buffers (easy to test, no Textual).
 
 Fields are ordered by how much a user needs them, so that a narrow terminal crops the least useful
-(the session name) first; below ``WIDE`` columns the labels shrink.
+(the session name) first; below ``WIDE`` columns the labels shrink. A run or a watched session
+shows where training is and how fast (``run_fields``); a replay where its cursor is
+(``replay_fields``).
 """
 
 from __future__ import annotations
 
+from sgdwalk.records import FAILED, FINISHED, RUNNING
 from sgdwalk.tui.dashboard.buffers import Buffers
 
 WIDE = 110
+STATE_MARKS = {FINISHED: "✔", FAILED: "✖", RUNNING: "▶"}
 
 
 def clock(seconds: float) -> str:
@@ -44,6 +48,21 @@ def run_fields(b: Buffers, width: int, held: bool = False) -> list[str]:
     if b.phase:
         out.insert(0, b.phase)
     out += [f.device, f.session]
+    return [x for x in out if x]
+
+
+def replay_fields(b: Buffers, step: int, last: int, epoch: int, status: str) -> list[str]:
+    """step and epoch of the replay's cursor, barriers so far, lr, batch size, device, session and
+    its stored status."""
+    n_epochs = b.facts.epochs
+    out = [
+        f"step {step}/{last}",
+        f"epoch {epoch}/{n_epochs}" if n_epochs else f"epoch {epoch}",
+        f"{b.barriers} barriers",
+    ]
+    if b.last is not None:
+        out += [f"lr {b.last.lr:g}", f"batch {b.last.batch_size}"]
+    out += [b.facts.device, b.facts.session, f"[{status}]"]
     return [x for x in out if x]
 
 

@@ -44,8 +44,7 @@ class FigureChart(PlotextPlot, can_focus=True):
         self._cached: tuple[tuple[object, ...], RenderResult] | None = None
         self._pending_title: str | None = None
 
-    def on_mount(self) -> None:
-        super().on_mount()
+    def on_mount(self) -> None:  # Textual runs PlotextPlot.on_mount (its theme) after this
         self.border_title = self.figure.name
 
     def show(self, data: FigureData, title: str) -> None:

@@ -19,9 +19,11 @@ from sgdwalk.tui.figures.base import (
     Needs,
     Options,
     count_nonfinite,
-    describe_run,
     finite,
     finite_pairs,
+    label_mpl,
+    label_plotext,
+    run_title,
     series_name,
 )
 from sgdwalk.tui.figures.rows import record_row
@@ -107,9 +109,8 @@ def draw_plotext(plt: Any, data: list[FigureData], opts: Options) -> None:
     if ordered[0] > 0:
         plt.xscale("log")
     plt.xticks(ordered, [str(b) for b in ordered])
-    plt.title(f"Figures 5-6: {TITLES[opts.metric]} against batch size")
-    plt.xlabel("batch size")
-    plt.ylabel(opts.metric)
+    label_plotext(plt, f"Figures 5-6: {TITLES[opts.metric]} against batch size", "batch size",
+                  opts.metric)  # fmt: skip
 
 
 def draw_mpl(ax: Any, data: list[FigureData], opts: Options) -> None:
@@ -125,20 +126,14 @@ def draw_mpl(ax: Any, data: list[FigureData], opts: Options) -> None:
             color = colormaps["viridis"](j / max(1, len(series) - 1)) if len(data) == 1 else f"C{i}"
             ax.errorbar(xs, ys, yerr=errs, fmt="-o", ms=3, capsize=2, color=color,
                         alpha=1.0 if len(data) == 1 else shade,
-                        label=_label(d.label, pass_label(c, d.curvature)))  # fmt: skip
+                        label=series_name(d.label, pass_label(c, d.curvature), ": "))  # fmt: skip
             sizes.update(xs)
     if sizes and min(sizes) > 0:
         ax.set_xscale("log")
         ax.set_xticks(sorted(sizes), [str(b) for b in sorted(sizes)])
         ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("batch size")
-    ax.set_ylabel(TITLES[opts.metric])
-    title = describe_run(data[0]) if len(data) == 1 else "all runs"
-    ax.set_title(f"Gradient alignment with the top Hessian eigenvectors · {title}", fontsize=9)
-
-
-def _label(label: str | None, what: str) -> str:
-    return what if label is None else f"{label}: {what}"
+    label_mpl(ax, f"Gradient alignment with the top Hessian eigenvectors · {run_title(data)}",
+              "batch size", TITLES[opts.metric])  # fmt: skip
 
 
 def rows(d: FigureData) -> list[dict[str, Any]]:

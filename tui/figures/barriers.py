@@ -19,7 +19,9 @@ from sgdwalk.tui.figures.base import (
     Needs,
     Options,
     colour,
-    describe_run,
+    label_mpl,
+    label_plotext,
+    run_title,
     series_name,
 )
 from sgdwalk.tui.figures.rows import record_row
@@ -65,9 +67,7 @@ def draw_plotext(plt: Any, data: list[FigureData], opts: Options) -> None:
     epochs = sorted({e.epoch for d in data for e in d.epochs})
     plt.xticks(epochs, [str(e) for e in epochs])
     total = f"{totals[0]} in total" if n == 1 else "totals " + ", ".join(map(str, totals))
-    plt.title(f"Figure 4: barriers per epoch ({total})")
-    plt.xlabel("epoch")
-    plt.ylabel("barriers")
+    label_plotext(plt, f"Figure 4: barriers per epoch ({total})", "epoch", "barriers")
 
 
 def draw_mpl(ax: Any, data: list[FigureData], opts: Options) -> None:
@@ -81,26 +81,19 @@ def draw_mpl(ax: Any, data: list[FigureData], opts: Options) -> None:
         xs, per, running = barrier_series(d.epochs)
         offset = (i - (n - 1) / 2) * width
         ax.bar([x + offset for x in xs], per, width=width, color=f"C{i}" if n > 1 else "C1",
-               label=_label(d.label, "barriers per epoch"))  # fmt: skip
+               label=series_name(d.label, "barriers per epoch", ": "))  # fmt: skip
         twin.plot(xs, running, "--o", ms=3, color=f"C{i}" if n > 1 else "C0",
-                  label=_label(d.label, "total"))  # fmt: skip
+                  label=series_name(d.label, "total", ": "))  # fmt: skip
         tops = [max([tops[0], *per]), max([tops[1], *running])]
     for axis, top in ((ax, tops[0]), (twin, tops[1])):
         axis.set_ylim(0, max(1, top) * 1.1)
         axis.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("barriers crossed")
+    label_mpl(ax, f"Barriers crossed per epoch · {run_title(data)}", "epoch", "barriers crossed")
     twin.set_ylabel("total barriers")
     handles = ax.get_legend_handles_labels()
     more = twin.get_legend_handles_labels()
     ax.legend(handles[0] + more[0], handles[1] + more[1], fontsize=8, frameon=False)
-    title = describe_run(data[0]) if n == 1 else "all runs"
-    ax.set_title(f"Barriers crossed per epoch · {title}", fontsize=9)
-
-
-def _label(label: str | None, what: str) -> str:
-    return what if label is None else f"{label}: {what}"
 
 
 def rows(d: FigureData) -> list[dict[str, Any]]:

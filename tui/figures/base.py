@@ -10,6 +10,9 @@ Drawing is guarded (``SafePlot``): sessions of diverged runs hold NaN and inf, a
 both (an empty labelled series breaks its legend, inf its axis), so every series is filtered to
 finite points, a series left empty is not added at all, and axis labels of huge or tiny numbers are
 kept short. The number of values left out is reported by ``Figure.skipped``.
+
+Every figure is titled and labelled the same way in both backends (``label_plotext``,
+``label_mpl``, ``series_name``), so the figure modules say only their own words.
 """
 
 from __future__ import annotations
@@ -110,8 +113,10 @@ def count_nonfinite(values: Sequence[float | None]) -> int:
     return sum(1 for v in values if v is not None and not finite(v))
 
 
-def series_name(label: str | None, what: str) -> str:
-    return what if label is None else f"{label} {what}"
+def series_name(label: str | None, what: str, sep: str = " ") -> str:
+    """A series' legend entry: ``what``, after the run's overlay label when there is one
+    ("lr=0.1 valley floor" in plotext; matplotlib legends use ``sep`` ": ")."""
+    return what if label is None else f"{label}{sep}{what}"
 
 
 def colour(i: int, n: int, single: str) -> str:
@@ -132,6 +137,26 @@ def describe_run(d: FigureData) -> str:
     if c.get("batch_size") is not None:
         parts.append(f"batch {c['batch_size']}")
     return ", ".join(parts)
+
+
+def run_title(data: Sequence[FigureData]) -> str:
+    """Which run a publication figure shows (``describe_run``), or "all runs" for an overlay."""
+    return describe_run(data[0]) if len(data) == 1 else "all runs"
+
+
+def label_plotext(plt: Any, title: str, x: str, y: str) -> None:
+    """A terminal figure's title and axis labels."""
+    plt.title(title)
+    plt.xlabel(x)
+    plt.ylabel(y)
+
+
+def label_mpl(ax: Any, title: str | None, x: str, y: str) -> None:
+    """A publication figure's axis labels and its title, small (a long one names the run)."""
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    if title is not None:
+        ax.set_title(title, fontsize=9)
 
 
 def step_range(steps: Sequence[StepMeasured]) -> str:

@@ -19,8 +19,10 @@ from sgdwalk.tui.figures.base import (
     Options,
     colour,
     count_nonfinite,
-    describe_run,
     finite_pairs,
+    label_mpl,
+    label_plotext,
+    run_title,
     series_name,
 )
 from sgdwalk.tui.figures.rows import record_row
@@ -58,9 +60,7 @@ def draw_plotext(plt: Any, data: list[FigureData], opts: Options) -> None:
             marker = "·" if n > 1 and key == "update_cos" else "braille"
             plt.plot(xs, ys, marker=marker, color=colour(i, n, colours[key]),
                      label=series_name(d.label, key))  # fmt: skip
-    plt.title("Figure 7: cosine of consecutive gradients and updates")
-    plt.xlabel("step")
-    plt.ylabel("cosine")
+    label_plotext(plt, "Figure 7: cosine of consecutive gradients and updates", "step", "cosine")
 
 
 _MPL = {"grad_cos": ("-", "C0", "cos(g_{t-1}, g_t)"), "update_cos": (":", "C2", "cos(Δ_{t-1}, Δ_t)"),
@@ -73,12 +73,10 @@ def draw_mpl(ax: Any, data: list[FigureData], opts: Options) -> None:
         for key, (xs, ys) in cosine_series(d.steps).items():
             style, col, name = _MPL[key]
             ax.plot(xs, ys, style, lw=0.8, color=col if n == 1 else f"C{i}",
-                    label=name if d.label is None else f"{d.label}: {name}")  # fmt: skip
+                    label=series_name(d.label, name, ": "))  # fmt: skip
     ax.axhline(0.0, color="0.6", lw=0.6, zorder=0)
-    ax.set_xlabel("step")
-    ax.set_ylabel("cosine")
-    title = describe_run(data[0]) if n == 1 else "all runs"
-    ax.set_title(f"Cosine of consecutive gradients and updates · {title}", fontsize=9)
+    label_mpl(ax, f"Cosine of consecutive gradients and updates · {run_title(data)}", "step",
+              "cosine")  # fmt: skip
 
 
 def rows(d: FigureData) -> list[dict[str, Any]]:

@@ -17,8 +17,10 @@ from sgdwalk.tui.figures.base import (
     Options,
     colour,
     count_nonfinite,
-    describe_run,
     finite_pairs,
+    label_mpl,
+    label_plotext,
+    run_title,
     series_name,
 )
 from sgdwalk.tui.figures.rows import record_row
@@ -65,9 +67,8 @@ def draw_plotext(plt: Any, data: list[FigureData], opts: Options) -> None:
             if xs:
                 plt.plot(xs, ys, marker="braille", color=colour(i, n, _PLOTEXT[key]),
                          label=series_name(d.label, key))  # fmt: skip
-    plt.title("loss change of each step and of its dominant (top-k) and bulk parts")
-    plt.xlabel("step")
-    plt.ylabel("Δ loss")
+    label_plotext(plt, "loss change of each step and of its dominant (top-k) and bulk parts",
+                  "step", "Δ loss")  # fmt: skip
 
 
 def draw_mpl(ax: Any, data: list[FigureData], opts: Options) -> None:
@@ -75,15 +76,12 @@ def draw_mpl(ax: Any, data: list[FigureData], opts: Options) -> None:
     for i, d in enumerate(data):
         for key, (xs, ys) in decomposition_series(d.steps).items():
             style, col = _MPL[key]
-            prefix = "" if d.label is None else f"{d.label}: "
             ax.plot(xs, ys, style, lw=0.9, color=col if n == 1 else f"C{i}",
                     alpha=1.0 if n == 1 or key != "whole step" else 0.5,
-                    label=f"{prefix}{key}")  # fmt: skip
+                    label=series_name(d.label, key, ": "))  # fmt: skip
     ax.axhline(0.0, color="0.6", lw=0.6)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss change over the step (probe set)")
-    title = describe_run(data[0]) if n == 1 else "all runs"
-    ax.set_title(f"Dominant (top-k Hessian) and bulk parts of each step · {title}", fontsize=9)
+    label_mpl(ax, f"Dominant (top-k Hessian) and bulk parts of each step · {run_title(data)}",
+              "step", "loss change over the step (probe set)")  # fmt: skip
 
 
 def rows(d: FigureData) -> list[dict[str, Any]]:

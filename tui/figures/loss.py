@@ -16,8 +16,10 @@ from sgdwalk.tui.figures.base import (
     Options,
     colour,
     count_nonfinite,
-    describe_run,
     finite_pairs,
+    label_mpl,
+    label_plotext,
+    run_title,
     series_name,
 )
 from sgdwalk.tui.figures.rows import record_row
@@ -58,9 +60,7 @@ def draw_plotext(plt: Any, data: list[FigureData], opts: Options) -> None:
             marker, col = _PLOTEXT[key]
             draw = plt.plot if key == "batch loss" else plt.scatter
             draw(xs, ys, marker=marker, color=colour(i, n, col), label=series_name(d.label, key))
-    plt.title("loss")
-    plt.xlabel("step")
-    plt.ylabel("loss")
+    label_plotext(plt, "loss", "step", "loss")
 
 
 _MPL = {"batch loss": dict(fmt="-", lw=0.7, alpha=0.8, color="C0", label="mini-batch loss"),
@@ -76,11 +76,8 @@ def draw_mpl(ax: Any, data: list[FigureData], opts: Options) -> None:
             fmt, name = style.pop("fmt"), style.pop("label")
             if n > 1:
                 style["color"] = f"C{i}"
-            ax.plot(xs, ys, fmt, label=name if d.label is None else f"{d.label}: {name}", **style)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    title = describe_run(data[0]) if n == 1 else "all runs"
-    ax.set_title(f"Loss · {title}", fontsize=9)
+            ax.plot(xs, ys, fmt, label=series_name(d.label, name, ": "), **style)
+    label_mpl(ax, f"Loss · {run_title(data)}", "step", "loss")
 
 
 def rows(d: FigureData) -> list[dict[str, Any]]:

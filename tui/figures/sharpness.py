@@ -15,8 +15,10 @@ from sgdwalk.tui.figures.base import (
     Options,
     colour,
     count_nonfinite,
-    describe_run,
     finite_pairs,
+    label_mpl,
+    label_plotext,
+    run_title,
     series_name,
 )
 
@@ -74,28 +76,21 @@ def draw_plotext(plt: Any, data: list[FigureData], opts: Options) -> None:
             plt.plot(*lam, marker="braille", color=colour(i, n, _PLOTEXT[0]),
                      label=series_name(d.label, lam_key))  # fmt: skip
             plt.scatter(*lam, marker="●", color=colour(i, n, _PLOTEXT[0]))  # the passes
-    plt.title("sharpness λ1 against the stability threshold")
-    plt.xlabel("step")
-    plt.ylabel("curvature")
+    label_plotext(plt, "sharpness λ1 against the stability threshold", "step", "curvature")
 
 
 def draw_mpl(ax: Any, data: list[FigureData], opts: Options) -> None:
     n = len(data)
     for i, d in enumerate(data):
         (lam_key, lam), (line_key, line) = sharpness_series(d).items()
-        prefix = "" if d.label is None else f"{d.label}: "
         col = "C3" if n == 1 else f"C{i}"
         if line[0]:
-            ax.plot(*line, "--", lw=1.0, color="0.4" if n == 1 else col,
-                    label=f"{prefix}{line_key} (stability threshold)")  # fmt: skip
+            name = series_name(d.label, f"{line_key} (stability threshold)", ": ")
+            ax.plot(*line, "--", lw=1.0, color="0.4" if n == 1 else col, label=name)
         if lam[0]:
-            ax.plot(
-                *lam, "-o", ms=4, color=col, label=f"{prefix}{lam_key} (top Hessian eigenvalue)"
-            )
-    ax.set_xlabel("step")
-    ax.set_ylabel("curvature")
-    title = describe_run(data[0]) if n == 1 else "all runs"
-    ax.set_title(f"Sharpness and the edge of stability · {title}", fontsize=9)
+            name = series_name(d.label, f"{lam_key} (top Hessian eigenvalue)", ": ")
+            ax.plot(*lam, "-o", ms=4, color=col, label=name)
+    label_mpl(ax, f"Sharpness and the edge of stability · {run_title(data)}", "step", "curvature")
 
 
 def rows(d: FigureData) -> list[dict[str, Any]]:

@@ -25,6 +25,8 @@ from sgdwalk.tui.figures.base import (
     count_nonfinite,
     describe_run,
     finite,
+    label_mpl,
+    label_plotext,
     series_name,
     step_lines,
     step_range,
@@ -120,9 +122,7 @@ def draw_plotext(plt: Any, data: list[FigureData], opts: Options) -> None:
                      label=series_name(d.label, "interpolated") if j == 0 else None)  # fmt: skip
         plt.scatter(s.step_x, s.step_y, marker="●", color=colour(i, n, "red+"),
                     label=series_name(d.label, "loss at step"))  # fmt: skip
-    plt.title(TITLE)
-    plt.xlabel("step + α")
-    plt.ylabel("loss")
+    label_plotext(plt, TITLE, "step + α", "loss")
 
 
 def draw_mpl(ax: Any, data: list[FigureData], opts: Options) -> None:
@@ -136,22 +136,16 @@ def draw_mpl(ax: Any, data: list[FigureData], opts: Options) -> None:
         curve_y = [math.nan if y is None else y for y in s.curve_y]  # NaN breaks the line at gaps
         c = f"C{i}" if n > 1 else None
         ax.plot(s.curve_x, curve_y, "-", marker=".", ms=2.5, lw=1.0, color=c or "C0",
-                label=_label(d.label, "interpolated loss"))  # fmt: skip
-        ax.plot(
-            s.step_x, s.step_y, "o", ms=4, color=c or "C3", label=_label(d.label, "loss at step")
-        )
+                label=series_name(d.label, "interpolated loss", ": "))  # fmt: skip
+        ax.plot(s.step_x, s.step_y, "o", ms=4, color=c or "C3",
+                label=series_name(d.label, "loss at step", ": "))  # fmt: skip
         ax.plot(s.floor_x, s.floor_y, "--", lw=1.2, color=c or "C1",
-                label=_label(d.label, "valley floor"))  # fmt: skip
-    ax.set_xlabel("step + α  (θ_t + αΔ_t between step t and t+1)")
-    ax.set_ylabel("training loss (probe set)")
-    if n == 1:
-        ax.set_title(f"{describe_run(data[0])} · {step_range(measured(data[0].steps))}", fontsize=9)
-    else:
+                label=series_name(d.label, "valley floor", ": "))  # fmt: skip
+    title = f"{describe_run(data[0])} · {step_range(measured(data[0].steps))}" if n == 1 else None
+    label_mpl(ax, title, "step + α  (θ_t + αΔ_t between step t and t+1)",
+              "training loss (probe set)")  # fmt: skip
+    if title is None:  # an overlay: the legend names the runs
         ax.set_title("Loss interpolated between consecutive steps")
-
-
-def _label(label: str | None, what: str) -> str:
-    return what if label is None else f"{label}: {what}"
 
 
 def rows(d: FigureData) -> list[dict[str, Any]]:
