@@ -1,19 +1,27 @@
 """sgdwalk: watch SGD walk the loss surface of your network.
 
-``import sgdwalk`` is cheap and pulls in neither torch nor any UI library: the records, the errors
-and the session reader are plain Python (``sgdwalk.open_session("NAME")``); the training pieces
-load torch on first use.
+``import sgdwalk`` is cheap and pulls in neither torch nor any UI library: the records, the errors,
+the session statuses and the session reader are plain Python (``sgdwalk.open_session("NAME")``,
+``sgdwalk.list_sessions()``); ``sgdwalk.Walker``, which measures your own training loop, loads
+torch on first use. The built-in trainer is the command line's (``sgdwalk run``).
 """
 
 from sgdwalk.errors import (
     ConfigError,
     DataError,
+    LaunchError,
     SessionError,
     SgdwalkError,
     StorageError,
     UsageError,
 )
 from sgdwalk.records import (
+    DIVERGED,
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    RUNNING,
+    STATUSES,
     Alignment,
     CurvatureMeasured,
     EpochEnded,
@@ -25,12 +33,19 @@ from sgdwalk.records import (
 from sgdwalk.session import Session, list_sessions, open_session
 
 __all__ = [
+    "DIVERGED",
+    "FAILED",
+    "FINISHED",
+    "INTERRUPTED",
+    "RUNNING",
+    "STATUSES",
     "Alignment",
     "ConfigError",
     "CurvatureMeasured",
     "DataError",
     "EpochEnded",
     "EventLogged",
+    "LaunchError",
     "PhaseProgressed",
     "Record",
     "Session",
@@ -39,18 +54,13 @@ __all__ = [
     "StepMeasured",
     "StorageError",
     "UsageError",
+    "Walker",
     "list_sessions",
     "open_session",
-    "prepare",
-    "Walker",
 ]
 
 
 def __getattr__(name: str):  # noqa: ANN202
-    if name == "prepare":
-        from sgdwalk.train import prepare
-
-        return prepare
     if name == "Walker":  # loads torch: only when asked for
         from sgdwalk.walker import Walker
 

@@ -8,6 +8,11 @@ layers merge, into the types of ``sgdwalk.values``; ``as_dict`` writes their can
 is what a session stores and what ``build_config`` reads back (a trainer child gets its claimed
 config so). Checks that need the data (batch or probe larger than the training split) happen in
 ``check_against_data`` once the dataset is loaded.
+
+Each setting is declared once, as a field of ``RunConfig`` made by ``setting``: its type, default,
+help and, for a value given as text, its parser and canonical text (the field's metadata, plain
+words and functions, no UI library). ``sgdwalk run``'s options are made from these fields
+(``sgdwalk.tui.options``), so a new setting is a new field here and nowhere else.
 """
 
 from __future__ import annotations
@@ -16,13 +21,15 @@ import math
 import os
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from sgdwalk.errors import ConfigError
+from sgdwalk.session.naming import DEFAULT_SESSIONS, SESSIONS_ENV
 from sgdwalk.values import (
     ALIGN_DEFAULT,
+    DEFAULT_PROBE,
     AlignSizes,
     BatchSize,
     ProbeSpec,
@@ -31,57 +38,119 @@ from sgdwalk.values import (
 )
 
 MODELS = ("mlp", "cnn", "vgg11", "resnet56", "wrn")
-DATASETS = (
-    "digits",
-    "mnist",
-    "cifar10",
-    "cifar100",
-    "tiny-imagenet",
-    "synthetic-cifar10",
-    "synthetic-mnist",
-)
+DATASETS = ("digits", "mnist", "cifar10", "cifar100", "tiny-imagenet", "synthetic-cifar10",
+            "synthetic-mnist")  # fmt: skip
 DEVICES = ("auto", "cpu", "cuda")
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    shown: str | None = None,
+    parse: Callable[[Any], Any] | None = None,
+    text: Callable[[Any], Any] = str,
+) -> Any:
+    """A run setting: its default and what ``sgdwalk run --help`` says of it (the field's
+    metadata). ``shown``: the words of its "[default: ...]" where the default's canonical text
+    would not say it (a default of None or False shows none). ``parse``: the setting is more than
+    a number, given as text (text -> value, raising ``ConfigError``); ``text``: value -> its
+    canonical text."""
+    meta: dict[str, Any] = {"help": help}
+    if shown is not None:
+        meta["shown"] = shown
+    if parse is not None:
+        meta |= {"parse": parse, "text": text}
+    return field(default=default, metadata=meta)
+
+
+def _either(names: tuple[str, ...]) -> str:
+    return f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    model: str = "mlp"
-    dataset: str = "digits"
-    data_dir: str = "data"
-    download: bool = False
-    epochs: int = 10
-    lr: float = 0.5  # measured: interior minima on 77% of the first 2 epochs' steps (0.1: 2%)
-    batch_size: BatchSize = BatchSize(64)  # "full": full-batch gradient descent
-    drop_last: bool = False  # leave out each epoch's short last mini-batch
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None  # torch's CPU threads for this run (None: torch's default)
-    points: int = 10  # K: the slice has K+1 points α = 0, 1/K, .., 1
-    probe: ProbeSpec = ProbeSpec()  # default min(2048, train size); "full", "batch", or N
-    probe_chunk: int | None = None  # default: the training batch size
-    measure_every: int = 1
-    slice_mode: str = "auto"  # "loop" (K passes), "vmap" (batched α points) or "auto"
-    hessian_every: Schedule | None = Schedule(1, "epochs")  # "2" epochs, "500s" steps, "off"
-    hessian_probe: int | None = None
-    top_k: int = 10
-    align_batch_sizes: AlignSizes = ALIGN_DEFAULT
-    align_samples: int = 10
-    decompose: bool = False  # split each step by the latest top-k eigenvectors (2 forward passes)
-    batch_sharpness: bool = False  # g_Bᵀ H_B g_B / ‖g_B‖² per measured step (1 Hessian product)
-    batchnorm: bool | None = None  # None: the model's default
-    augment: bool | None = None  # None: the dataset's default (crop+flip on CIFAR)
-    wrn_depth: int = 16
-    wrn_width: int = 4
-    train_size: int | None = None  # use only the first N training examples
-    allow_divergence: bool = False
-    session: str | None = None
-    sessions_dir: str = "sessions"
-    preset: str | None = None
-    nproc: int = 1  # processes (torchrun --nproc-per-node): DDP over ranks, the probe sharded
-    nnodes: str | None = None  # torchrun --nnodes (e.g. "2" or "1:4"); with rdzv_endpoint
-    rdzv_endpoint: str | None = None  # torchrun --rdzv-endpoint host:port (several machines)
+    model: str = setting("mlp", _either(MODELS))
+    dataset: str = setting("digits", _either(DATASETS), shown="digits, embedded")
+    data_dir: str = setting("data", "where datasets live")
+    download: bool = setting(False, "download the dataset if missing")
+    epochs: int = setting(10, "epochs to train")
+    # lr 0.5, measured: interior minima on 77% of the first 2 epochs' steps (0.1: 2%)
+    lr: float = setting(0.5, "learning rate (constant)")
+    batch_size: BatchSize = setting(
+        BatchSize(64), "mini-batch size, or 'full' for full-batch GD", parse=BatchSize.parse
+    )
+    drop_last: bool = setting(
+        False, "leave out each epoch's short last mini-batch (a noisier step)"
+    )
+    momentum: float = setting(0.0, "SGD momentum")
+    weight_decay: float = setting(0.0, "L2 weight decay")
+    seed: int = setting(0, "seed for init, data order and probe set")
+    device: str = setting("auto", _either(DEVICES))
+    threads: int | None = setting(None, "CPU threads for torch", shown="one per free core, "
+                                  "measured at the start: fewer when other jobs are busy")  # fmt: skip
+    points: int = setting(10, "K: slice points α = 0, 1/K, .., 1")
+    probe: ProbeSpec = setting(
+        ProbeSpec(),
+        "data the landscape is measured on: 'full', 'batch' or N examples",
+        shown=f"min({DEFAULT_PROBE}, train size)",
+        parse=ProbeSpec.parse,
+        text=ProbeSpec.stored,
+    )
+    probe_chunk: int | None = setting(
+        None, "examples per probe forward pass", shown="the batch size with BatchNorm"
+    )
+    measure_every: int = setting(1, "measure every N-th step")
+    slice_mode: str = setting(
+        "auto",
+        "how the K slice points are evaluated: 'loop' (K passes), 'vmap' (one batched pass) or "
+        "'auto' (both, with and without the first-layer shortcut, timed on the first steps; the "
+        "fastest kept and noted in the session)",
+    )
+    hessian_every: Schedule | None = setting(
+        Schedule(1, "epochs"),
+        "curvature schedule: every N epochs ('2'), N steps ('500s') or 'off'; also at the start",
+        parse=Schedule.parse,
+        text=schedule_text,
+    )
+    hessian_probe: int | None = setting(
+        None, "Hessian on a fixed subset of N probe examples", shown="the probe"
+    )
+    top_k: int = setting(10, "Hessian eigenpairs to track")
+    align_batch_sizes: AlignSizes = setting(
+        ALIGN_DEFAULT, "batch sizes for gradient alignment", parse=AlignSizes.parse
+    )
+    align_samples: int = setting(10, "mini-batches drawn per size")
+    decompose: bool = setting(
+        False,
+        "split each step by the top-k Hessian eigenvectors of the latest curvature pass: "
+        "dominant fraction and the loss of each part (2 forward passes)",
+    )
+    batch_sharpness: bool = setting(
+        False,
+        "per measured step, the batch Hessian's curvature along the step's gradient, "
+        "g·H_B g/‖g‖² (one Hessian-vector product on the batch)",
+    )
+    batchnorm: bool | None = setting(None, "BatchNorm in mlp/cnn/vgg11")  # None: the model's
+    augment: bool | None = setting(None, "crop+flip (CIFAR default)")  # None: the dataset's
+    wrn_depth: int = setting(16, "WideResNet depth, 6n+4")
+    wrn_width: int = setting(4, "WideResNet width factor")
+    train_size: int | None = setting(None, "train on the first N examples only")
+    allow_divergence: bool = setting(False, "keep going when the loss becomes NaN/inf")
+    session: str | None = setting(None, "session name", shown="DATASET-MODEL-TIME")
+    sessions_dir: str = setting(
+        DEFAULT_SESSIONS, "sessions folder", shown=f"${SESSIONS_ENV} or ./{DEFAULT_SESSIONS}"
+    )
+    preset: str | None = setting(None, "one of the paper's settings (see README)")
+    nproc: int = setting(
+        1,
+        "train on N processes with torchrun and DDP (gloo on CPU, nccl on CUDA), the probe "
+        "sharded across them; the batch size stays the global one",
+    )
+    nnodes: str | None = setting(None, "machines for torchrun (e.g. 2), with --rdzv-endpoint")
+    rdzv_endpoint: str | None = setting(
+        None, "host:port every machine's torchrun meets at, with --nnodes"
+    )
 
     def as_dict(self) -> dict[str, Any]:
         """Every field as JSON-ready data; parsed values as their canonical text."""
@@ -133,18 +202,8 @@ def _same(value: Any) -> Any:
 
 
 # the parsed fields: text -> value (raising ConfigError naming the flag), and value -> text
-_PARSE: dict[str, Callable[[Any], Any]] = {
-    "batch_size": BatchSize.parse,
-    "probe": ProbeSpec.parse,
-    "hessian_every": Schedule.parse,
-    "align_batch_sizes": AlignSizes.parse,
-}
-_TEXT: dict[str, Callable[[Any], Any]] = {
-    "batch_size": str,
-    "probe": ProbeSpec.stored,
-    "hessian_every": schedule_text,
-    "align_batch_sizes": str,
-}
+_PARSE = {f.name: f.metadata["parse"] for f in fields(RunConfig) if "parse" in f.metadata}
+_TEXT = {f.name: f.metadata["text"] for f in fields(RunConfig) if "text" in f.metadata}
 
 
 CONFIG_MAX_BYTES = 1 << 20  # a settings file is a few lines; anything this big is a mistake

@@ -124,10 +124,6 @@ def probe_chunk(ev: Evaluator, two: tuple[Any, torch.Tensor], with_batchnorm: in
     return speed_chunk(ev.shadow, *two, ev.criterion)
 
 
-def has_convolutions(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
-
-
 class Evaluator:
     """A private copy of ``model`` whose parameters live in the flat buffer ``self.flat``: the
     shadow model, moved to any θ and evaluated there. ``criterion``: a chunk's summed loss

@@ -56,7 +56,7 @@ class Slicer:
         self.shortcut_why = ""  # where it applies, or why it does not, once looked for
         self.notes: list[str] = []  # what the slices decided, for the session
         self._batched: BatchedLosses | None = None  # the vmap machinery, built once
-        self._auto: AutoMode | None = None  # ``auto``'s trials
+        self.trials: AutoMode | None = None  # ``auto``'s trials
 
     def losses(
         self, theta0: torch.Tensor, theta1: torch.Tensor, alphas: Sequence[float],
@@ -230,9 +230,9 @@ def _auto(
     sl: Slicer, theta0: torch.Tensor, theta1: torch.Tensor,
     alphas: Sequence[float], chunks: Chunks, first: torch.Tensor | None,
 ) -> torch.Tensor:  # fmt: skip
-    if sl._auto is None:
-        sl._auto = AutoMode(sl.shortcut(chunks) is not None)
-    auto = sl._auto
+    if sl.trials is None:
+        sl.trials = AutoMode(sl.shortcut(chunks) is not None)
+    auto = sl.trials
     mode, sl.use_shortcut = candidate = auto.next()
     started = time.perf_counter()
     try:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Generator, Iterator
 import torch
 from torch import nn
 
+from sgdwalk import torchrun
 from sgdwalk.batches import make_chunks
 from sgdwalk.config import ConfigError, RunConfig, check_against_data
 from sgdwalk.cpu import choose_threads
@@ -213,10 +214,8 @@ def epoch_summary(
 def prepare(cfg: RunConfig) -> Run:
     """Load data and model and check the config against them; raises ConfigError / DataError."""
     device = choose_device(cfg.device)
-    if cfg.nproc > 1 or cfg.nnodes is not None:  # one of the processes torchrun started
-        from sgdwalk.torchrun import join
-
-        device = join(device)
+    if torchrun.distributed_run(cfg):  # one of the processes torchrun started
+        device = torchrun.join(device)
     threads, why = choose_threads(cfg.threads)
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)

@@ -29,6 +29,7 @@ from sgdwalk.records import (
 from sgdwalk.session import SessionWriter
 
 HANG = 1800  # seconds: a bound against a hang for subprocesses, never a measure of speed
+STOPPED = 300  # seconds a process may take to end once a stop signal reached it
 
 CANNED_CONFIG = {
     "model": "mlp", "dataset": "digits", "lr": 0.1, "batch_size": "64", "epochs": 4,

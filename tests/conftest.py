@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -8,6 +9,16 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from canned import write_canned_session  # noqa: E402
+
+
+def pytest_configure(config):
+    """Signals at their defaults in pytest's processes, so the children the tests start too: a
+    run started from a script that ignores SIGINT (``nohup``, some CI runners) would otherwise
+    hand the ignoring on, and a test that stops a child with SIGINT would wait for nothing."""
+    for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None and signal.getsignal(sig) == signal.SIG_IGN:
+            handler = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+            signal.signal(sig, handler)
 
 
 def _cuda() -> bool:

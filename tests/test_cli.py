@@ -7,12 +7,17 @@ import os
 import sqlite3
 import subprocess
 import sys
+import typing
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import pytest
-from canned import HANG, write_canned_session
+from canned import HANG, run_cli, write_canned_session
 
 from sgdwalk import open_session
+from sgdwalk.config import RunConfig, setting
+from sgdwalk.values import BatchSize
 
 SGDWALK = str(Path(sys.executable).with_name("sgdwalk"))
 
@@ -187,3 +192,84 @@ def test_a_corrupt_or_foreign_file_is_not_a_session(tmp_path: Path, command: str
     assert_one_line_error(sgdwalk(command, str(foreign.parent)), "foreign SQLite file")
     waitless = ["--wait", "0"] if command == "watch" else []
     assert_one_line_error(sgdwalk(command, str(tmp_path / "missing"), *waitless), "no session")
+
+
+RUN_OWN_OPTIONS = {"config", "headless", "in_process", "detach"}  # not settings of the run
+
+
+def _run_options() -> dict[str, Any]:
+    import typer
+
+    from sgdwalk.tui.cli import app
+
+    return {p.name: p for p in typer.main.get_command(app).commands["run"].params}  # type: ignore[attr-defined]
+
+
+def test_every_run_setting_is_a_run_option_unset_by_default():
+    """``RunConfig``'s fields are ``run``'s options: same names, the help declared on the
+    field, None (unset) by default so that presets and config files layer under the flags."""
+    from sgdwalk.tui.options import help_text, parameters
+
+    options = _run_options()
+    settings = {f.name: f for f in fields(RunConfig)}
+    assert set(options) == set(settings) | RUN_OWN_OPTIONS
+    for name, f in settings.items():
+        assert options[name].default is None, name
+        assert options[name].help == help_text(f), name
+        assert options[name].opts == ["--" + name.replace("_", "-")], name
+    assert options["batchnorm"].secondary_opts == ["--no-batchnorm"]
+    assert options["download"].is_flag and not options["download"].secondary_opts
+    taken = {p.name: typing.get_args(p.annotation)[0] for p in parameters(RunConfig)}
+    assert taken["batch_size"] == taken["hessian_every"] == str | None  # parsed by build_config
+    assert taken["epochs"] == int | None and taken["lr"] == float | None
+    assert "[default: min(2048, train size)]" in options["probe"].help
+    assert options["momentum"].help == "SGD momentum [default: 0]"
+
+
+@dataclass(frozen=True)
+class _Tiny:
+    steps: int = setting(3, "steps to take")
+    rate: float = setting(0.25, "step size")
+    size: BatchSize = setting(BatchSize(8), "batch size or 'full'", parse=BatchSize.parse)
+    fast: bool = setting(False, "go fast")
+    norm: bool | None = setting(None, "normalise", shown="the model's own")
+    name: str | None = setting(None, "a name")
+
+
+def test_a_new_setting_is_an_option_with_no_other_change():
+    import typer
+
+    from sgdwalk.tui.options import takes_settings
+
+    app, seen = typer.Typer(add_completion=False), []
+
+    @app.command()
+    @takes_settings(_Tiny)
+    def go(verbose: bool = False, **settings: Any) -> None:
+        seen.append(dict(settings, verbose=verbose))
+
+    app(["--steps", "5", "--size", "full", "--fast", "--no-norm"], standalone_mode=False)
+    app([], standalone_mode=False)
+    unset = dict.fromkeys(("steps", "rate", "size", "fast", "norm", "name"))
+    assert seen == [unset | {"steps": 5, "size": "full", "fast": True, "norm": False,
+                             "verbose": False}, unset | {"verbose": False}]  # fmt: skip
+    params = {p.name: p for p in typer.main.get_command(app).params}
+    assert list(params) == ["steps", "rate", "size", "fast", "norm", "name", "verbose"]
+    assert params["steps"].help == "steps to take [default: 3]"
+    assert params["rate"].help == "step size [default: 0.25]"
+    assert params["size"].help == "batch size or 'full' [default: 8]"
+    assert params["fast"].help == "go fast" and params["fast"].opts == ["--fast"]
+    assert params["norm"].help == "normalise [default: the model's own]"
+    assert params["norm"].secondary_opts == ["--no-norm"]
+    assert params["name"].help == "a name"
+
+
+def test_export_figure_choices_are_the_figure_table():
+    from sgdwalk.tui.figures import FIGURES
+
+    code, out, _ = run_cli("export", "--help")
+    assert code == 0
+    words = " ".join(out.split())
+    for name in FIGURES:
+        assert name in words, name
+    assert "decomposition or all" in words

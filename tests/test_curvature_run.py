@@ -58,8 +58,8 @@ def test_headless_digits_run_stores_curvature(tmp_path: Path) -> None:
             "--batch-size", "100", "--sessions-dir", str(tmp_path), "--session", "c"]  # fmt: skip
     out = subprocess.run(args, capture_output=True, text=True, env=_env(), timeout=HANG)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.count("curvature @ step") == 3
-    assert "subspace alignment b=100:" in out.stdout and "b=300:" in out.stdout
+    assert out.stdout.count(": curvature pass, λ1 ") == 3  # the dashboard's event line
+    assert " b100=" in out.stdout and " b300=" in out.stdout
     s = open_session(tmp_path / "c")
     curv = list(s.curvature())
     assert [(r.step, r.epoch) for r in curv] == [(0, 0), (3, 1), (6, 2)]

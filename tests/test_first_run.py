@@ -142,10 +142,10 @@ def test_replay_at_recorded_pace_jumps_over_curvature_passes(tmp_path):
 
 
 def test_a_curvature_pass_is_an_event_with_its_length():
-    from sgdwalk.tui.dashboard.buffers import curvature_line
+    from sgdwalk.tui.lines import curvature_line
 
     line = curvature_line(CurvatureMeasured(24, 1, [2.5], [0.0], 64, [], elapsed=9.0, seconds=92.3))
-    assert line.startswith("· step 24: curvature pass, λ1 2.5 (64 products, 92 s)")
+    assert line.startswith("step 24: curvature pass, λ1 2.5 (64 products, 92 s)")
 
 
 # ---------------------------------------------------------------- keys

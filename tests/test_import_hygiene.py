@@ -32,3 +32,15 @@ def test_reading_a_session_does_not_need_torch():
 def test_cli_help_does_not_import_torch():
     loaded = _loaded_after("import sgdwalk.tui.cli")
     assert "torch" not in loaded
+
+
+def test_the_walker_stack_does_not_import_the_built_in_trainer():
+    """The Walker and the built-in trainer are two clients of one measuring core
+    (``sgdwalk.instrument``): neither sits above the other."""
+    names = ("sgdwalk.train", "sgdwalk.runner", "sgdwalk.config", "sgdwalk.data", "sgdwalk.ranks")
+    probe = (
+        "import sys, sgdwalk.walker, sgdwalk.integrations.lightning, sgdwalk.integrations.hf\n"
+        f"print(' '.join(m for m in {names!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == []

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+from canned import HANG, STOPPED
 
 from sgdwalk.records import FAILED, FINISHED, INTERRUPTED, PAUSED_EVENT, RESUMED_EVENT
 from sgdwalk.session import open_session
-from tests.canned import HANG
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="POSIX signals")
 
@@ -97,7 +97,11 @@ def test_a_stop_signal_ends_interrupted_with_every_step_kept(tmp_path, sig):
                             text=True)  # fmt: skip
     wait_for_steps(sessions, 5, proc)
     proc.send_signal(sig)
-    proc.wait(timeout=HANG)
+    try:
+        proc.wait(timeout=STOPPED)
+    finally:
+        if proc.poll() is None:
+            proc.kill()  # a failed stop ends the test, not the machine's patience
     s, steps, events = session(sessions)
     assert s.status == INTERRUPTED and events[-1].kind == INTERRUPTED
     assert [r.step for r in steps] == list(range(1, len(steps) + 1))

@@ -3,7 +3,8 @@
 Commands stay thin: they parse, call into ``engine`` or the UI modules, and map every expected
 failure (bad flags, missing data, unreadable sessions) to one line on stderr and exit code 2.
 torch is imported inside the commands that need it, so ``sgdwalk --help`` and ``sgdwalk ls`` are
-instant.
+instant. Nothing is listed twice: ``run``'s settings are options made from ``RunConfig``'s fields
+(``sgdwalk.tui.options``), and ``export --figure`` names the figures of ``FIGURES``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from typing import Annotated, Any
 
 import typer
 
+from sgdwalk.config import RunConfig, build_config
 from sgdwalk.session.naming import SESSIONS_ENV, sessions_folder
+from sgdwalk.tui.figures import FIGURES
+from sgdwalk.tui.options import option, takes_settings
 
 try:  # typer >= 0.20 vendors click as typer._click; older releases use click itself
     from typer import _click as click  # type: ignore[attr-defined]
@@ -41,134 +45,13 @@ def default_sessions_dir() -> str:
 # ---------------------------------------------------------------- run
 
 Opt = typer.Option
-SessionsDirOpt = Annotated[
-    str | None, Opt(help=f"sessions folder [default: ${SESSIONS_ENV} or ./sessions]")
-]
+SessionsDirOpt = Annotated[str | None, option(RunConfig, "sessions_dir")]
 SessionArg = Annotated[str, typer.Argument(help="session folder, or a name in the sessions folder")]
 
 
 @app.command(no_args_is_help=False)
+@takes_settings(RunConfig)
 def run(
-    model: Annotated[
-        str | None, Opt(help="mlp, cnn, vgg11, resnet56 or wrn [default: mlp]")
-    ] = None,
-    dataset: Annotated[
-        str | None,
-        Opt(
-            help="digits, mnist, cifar10, cifar100, tiny-imagenet, synthetic-cifar10, "
-            "synthetic-mnist [default: digits, embedded]"
-        ),  # fmt: skip
-    ] = None,
-    data_dir: Annotated[str | None, Opt(help="where datasets live [default: data]")] = None,
-    download: Annotated[
-        bool | None, Opt("--download", help="download the dataset if missing")
-    ] = None,
-    epochs: Annotated[int | None, Opt(help="epochs to train [default: 10]")] = None,
-    lr: Annotated[float | None, Opt(help="learning rate (constant) [default: 0.5]")] = None,
-    batch_size: Annotated[
-        str | None, Opt(help="mini-batch size, or 'full' for full-batch GD [default: 64]")
-    ] = None,
-    drop_last: Annotated[
-        bool | None,
-        Opt("--drop-last", help="leave out each epoch's short last mini-batch (a noisier step)"),
-    ] = None,
-    momentum: Annotated[float | None, Opt(help="SGD momentum [default: 0]")] = None,
-    weight_decay: Annotated[float | None, Opt(help="L2 weight decay [default: 0]")] = None,
-    seed: Annotated[
-        int | None, Opt(help="seed for init, data order and probe set [default: 0]")
-    ] = None,
-    device: Annotated[str | None, Opt(help="auto, cpu or cuda [default: auto]")] = None,
-    threads: Annotated[
-        int | None,
-        Opt(
-            help="CPU threads for torch [default: one per free core, measured at the "
-            "start: fewer when other jobs are busy]"
-        ),
-    ] = None,
-    points: Annotated[
-        int | None, Opt(help="K: slice points α = 0, 1/K, .., 1 [default: 10]")
-    ] = None,
-    probe: Annotated[
-        str | None,
-        Opt(
-            help="data the landscape is measured on: 'full', 'batch' or N examples "
-            "[default: min(2048, train size)]"
-        ),  # fmt: skip
-    ] = None,
-    probe_chunk: Annotated[
-        int | None,
-        Opt(help="examples per probe forward pass [default: the batch size with BatchNorm]"),
-    ] = None,
-    measure_every: Annotated[int | None, Opt(help="measure every N-th step [default: 1]")] = None,
-    slice_mode: Annotated[
-        str | None,
-        Opt(
-            help="how the K slice points are evaluated: 'loop' (K passes), 'vmap' (one batched "
-            "pass) or 'auto' (both, with and without the first-layer shortcut, timed on the "
-            "first steps; the fastest kept and noted in the session) [default: auto]"
-        ),  # fmt: skip
-    ] = None,
-    hessian_every: Annotated[
-        str | None,
-        Opt(
-            help="curvature schedule: every N epochs ('2'), N steps ('500s') or 'off'; also at "
-            "the start [default: 1]"
-        ),  # fmt: skip
-    ] = None,
-    hessian_probe: Annotated[
-        int | None, Opt(help="Hessian on a fixed subset of N probe examples [default: the probe]")
-    ] = None,
-    top_k: Annotated[int | None, Opt(help="Hessian eigenpairs to track [default: 10]")] = None,
-    align_batch_sizes: Annotated[
-        str | None, Opt(help="batch sizes for gradient alignment [default: 100,1000,10000,full]")
-    ] = None,
-    align_samples: Annotated[
-        int | None, Opt(help="mini-batches drawn per size [default: 10]")
-    ] = None,
-    decompose: Annotated[
-        bool | None,
-        Opt(
-            "--decompose",
-            help="split each step by the top-k Hessian eigenvectors of the latest "
-            "curvature pass: dominant fraction and the loss of each part (2 forward passes)",
-        ),
-    ] = None,
-    batch_sharpness: Annotated[
-        bool | None,
-        Opt(
-            "--batch-sharpness",
-            help="per measured step, the batch Hessian's curvature along the "
-            "step's gradient, g·H_B g/‖g‖² (one Hessian-vector product on the batch)",
-        ),
-    ] = None,
-    batchnorm: Annotated[
-        bool | None, Opt("--batchnorm/--no-batchnorm", help="BatchNorm in mlp/cnn/vgg11")
-    ] = None,
-    augment: Annotated[
-        bool | None, Opt("--augment/--no-augment", help="crop+flip (CIFAR default)")
-    ] = None,
-    wrn_depth: Annotated[int | None, Opt(help="WideResNet depth, 6n+4 [default: 16]")] = None,
-    wrn_width: Annotated[int | None, Opt(help="WideResNet width factor [default: 4]")] = None,
-    train_size: Annotated[int | None, Opt(help="train on the first N examples only")] = None,
-    allow_divergence: Annotated[
-        bool | None, Opt("--allow-divergence", help="keep going when the loss becomes NaN/inf")
-    ] = None,
-    session: Annotated[str | None, Opt(help="session name [default: DATASET-MODEL-TIME]")] = None,
-    sessions_dir: SessionsDirOpt = None,
-    preset: Annotated[str | None, Opt(help="one of the paper's settings (see README)")] = None,
-    nproc: Annotated[
-        int | None,
-        Opt(
-            help="train on N processes with torchrun and DDP (gloo on CPU, nccl on CUDA), the "
-            "probe sharded across them; the batch size stays the global one [default: 1]"
-        ),
-    ] = None,
-    nnodes: Annotated[
-        str | None, Opt(help="machines for torchrun (e.g. 2), with --rdzv-endpoint")
-    ] = None,
-    rdzv_endpoint: Annotated[
-        str | None, Opt(help="host:port every machine's torchrun meets at, with --nnodes")
-    ] = None,
     config: Annotated[Path | None, Opt(help="TOML file with any of these settings")] = None,
     headless: Annotated[
         bool, Opt("--headless", help="no dashboard: progress bar and epoch lines")
@@ -188,6 +71,7 @@ def run(
             help="train in a background process and watch it; quitting leaves it running",
         ),
     ] = False,
+    **settings: Any,
 ) -> None:
     """Train and measure the landscape every step; saves a session.
 
@@ -195,15 +79,18 @@ def run(
     prints a progress bar and one line per epoch instead. Exit code: 0 finished, 1 failed,
     3 diverged, 130 interrupted (Ctrl+C, SIGTERM, SIGHUP), 2 bad input.
     """
-    flags = {k: v for k, v in locals().items()
-             if k not in ("config", "headless", "detach", "in_process")}  # fmt: skip
     from sgdwalk import torchrun
-    from sgdwalk.config import build_config
 
-    flags = torchrun.rank_flags(flags)  # a rank of a user's own torchrun
+    flags = torchrun.rank_flags(settings)  # a rank of a user's own torchrun
     if flags["sessions_dir"] is None and SESSIONS_ENV in os.environ:
         flags["sessions_dir"] = os.environ[SESSIONS_ENV]
-    cfg = build_config(flags, config)
+    raise typer.Exit(_train(build_config(flags, config), headless, in_process, detach))
+
+
+def _train(cfg: RunConfig, headless: bool, in_process: bool, detach: bool) -> int:
+    """Train where ``run``'s flags say, watched (or not) as they say; the exit code."""
+    from sgdwalk import torchrun
+
     terminal = sys.stdout.isatty()
     launches = torchrun.launches(cfg)
     if launches and in_process:
@@ -214,20 +101,20 @@ def run(
     if launches and (headless or not terminal) and not detach:
         from sgdwalk.tui.commands.headless import run_torchrun
 
-        raise typer.Exit(run_torchrun(cfg))
+        return run_torchrun(cfg)
     if detach:
         from sgdwalk.tui.commands import dashboards
 
-        raise typer.Exit(dashboards.run_detached(cfg, terminal and not headless))
+        return dashboards.run_detached(cfg, terminal and not headless)
     if headless or not terminal:
         from sgdwalk.tui.commands.headless import run_headless
 
-        raise typer.Exit(run_headless(cfg))
+        return run_headless(cfg)
     from sgdwalk.tui.commands import dashboards
 
     if in_process:
-        raise typer.Exit(dashboards.run_in_process(cfg))
-    raise typer.Exit(dashboards.run_in_terminal(cfg))
+        return dashboards.run_in_process(cfg)
+    return dashboards.run_in_terminal(cfg)
 
 
 # ---------------------------------------------------------------- exec
@@ -319,9 +206,7 @@ def export(
         list[str],
         typer.Argument(help="session folders or names in the sessions folder", show_default=False),
     ],
-    figure: Annotated[
-        str, Opt("--figure", "-f", help="slices, barriers, alignment, cosine, loss or all")
-    ] = "slices",
+    figure: Annotated[str, Opt("--figure", "-f", help=f"{', '.join(FIGURES)} or all")] = "slices",
     fmt: Annotated[
         str | None,
         Opt("--format", help="txt, svg, html, png, pdf, csv or json [default: from -o, else txt]"),
@@ -392,7 +277,6 @@ def bench(
 ) -> None:
     """Cost of each measurement relative to its ideal on this machine."""
     from sgdwalk.bench import run_bench
-    from sgdwalk.config import build_config
     from sgdwalk.errors import ConfigError
 
     if not 1 <= repeats <= 1000:

@@ -13,6 +13,7 @@ its session always ends with a final status and everything committed.
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from sgdwalk.errors import EXIT_CODES, SessionError, exit_code
 from sgdwalk.records import FAILED, RUNNING
 from sgdwalk.runner import claim, open_run
 from sgdwalk.session import DB_NAME, Session, open_session
-from sgdwalk.tui.commands.trainer import start_trainer
+from sgdwalk.tui.commands.trainer import shell_code, start_trainer
 
 STOP_WAIT = 600.0  # seconds to wait for a stopped in-process run to finish its current step
 
@@ -42,23 +43,32 @@ def run_in_terminal(cfg: RunConfig) -> int:
     sessions = Path(cfg.sessions_dir)
     launched = torchrun.launches(cfg)
     # under torchrun the child is torchrun's agent: p and s signal rank 0 (the session's writer)
-    pid = None if launched else proc.pid
-    try:
-        shown = watch(cfg.session, sessions, pid=pid, owned=True)
-    finally:
-        with open_session(sessions / cfg.session) as session:
-            training = session.stored_status == RUNNING
-        if training and proc.poll() is None:
-            proc.terminate()  # the user quit without --detach: the run stops cleanly
-        code = proc.wait()  # a child that already recorded its ending exits by itself
-    with open_session(sessions / cfg.session) as session:
-        say(f"sgdwalk: {session.status}: session {session.path} (log: run.log there)")
-        ending = exit_code(session.status)
+    shown, code, status = watch_owned(proc, sessions / cfg.session, None if launched else proc.pid)
     if shown and code == 0:
         return shown
     if launched:
-        return shown or ending  # torchrun says 1 for any rank that did not exit 0
-    return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
+        return shown or exit_code(status)  # torchrun says 1 for any rank that did not exit 0
+    return code
+
+
+def watch_owned(
+    proc: subprocess.Popen[bytes], directory: Path, pid: int | None
+) -> tuple[int, int, str]:
+    """The dashboard over the session of a child this command started without ``--detach``:
+    quitting it stops the child cleanly (SIGTERM, while it still trains), and the child is
+    waited for, so its session always ends with a final status. Returns the dashboard's exit
+    code, the child's (in the shell's convention) and the session's status."""
+    try:
+        shown = watch(directory.name, directory.parent, pid=pid, owned=True)
+    finally:
+        with open_session(directory) as session:
+            training = session.stored_status == RUNNING
+        if training and proc.poll() is None:
+            proc.terminate()
+        code = proc.wait()  # a child that already recorded its ending exits by itself
+    with open_session(directory) as session:
+        say(f"sgdwalk: {session.status}: session {session.path} (log: run.log there)")
+        return shown, shell_code(code), session.status
 
 
 def run_detached(cfg: RunConfig, then_watch: bool) -> int:

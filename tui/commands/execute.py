@@ -18,11 +18,9 @@ import sys
 from pathlib import Path
 
 from sgdwalk.errors import LaunchError, UsageError
-from sgdwalk.records import RUNNING
-from sgdwalk.session import open_session
 from sgdwalk.session.naming import SESSION_ENV, SESSIONS_ENV, claim, release
-from sgdwalk.tui.commands.dashboards import say, watch
-from sgdwalk.tui.commands.trainer import start_child
+from sgdwalk.tui.commands.dashboards import say, watch, watch_owned
+from sgdwalk.tui.commands.trainer import shell_code, start_child
 
 
 def script_name(argv: list[str]) -> str:
@@ -52,19 +50,8 @@ def exec_script(
         say(f"sgdwalk: {argv[0]} runs in the background (pid {proc.pid}), "
             f"session {sessions_dir / name}")  # fmt: skip
         return watch(name, sessions_dir, pid=proc.pid, detached=True)
-    try:
-        shown = watch(name, sessions_dir, pid=proc.pid, owned=True)
-    finally:
-        with open_session(sessions_dir / name) as session:
-            training = session.stored_status == RUNNING
-        if training and proc.poll() is None:
-            proc.terminate()  # quitting without --detach stops the script (cleanly: the Walker)
-        code = proc.wait()
-    with open_session(sessions_dir / name) as session:
-        say(f"sgdwalk: {session.status}: session {session.path} (log: run.log there)")
-    if shown and code == 0:
-        return shown
-    return code if code >= 0 else 128 - code
+    shown, code, _ = watch_owned(proc, directory, proc.pid)  # q stops it (cleanly: the Walker)
+    return shown if shown and code == 0 else code
 
 
 def _start(
@@ -91,4 +78,4 @@ def _run_here(argv: list[str], env: dict[str, str]) -> int:
         code = proc.wait()
     finally:
         signal.signal(signal.SIGINT, previous)
-    return code if code >= 0 else 128 - code
+    return shell_code(code)

@@ -36,6 +36,7 @@ from sgdwalk.records import (
     Record,
     StepMeasured,
 )
+from sgdwalk.tui.lines import curvature_line
 from sgdwalk.tui.text import QuietStream
 
 PLAIN_EVERY = 30.0
@@ -55,15 +56,6 @@ def epoch_line(rec: EpochEnded, epochs: int, total_barriers: int) -> str:
         f"barriers {rec.barriers} (total {total_barriers})  "
         f"interior-min {rec.interior_min_fraction:5.1%}"
     )
-
-
-def curvature_line(rec: CurvatureMeasured) -> str:
-    top = rec.eigenvalues[0] if rec.eigenvalues else float("nan")
-    parts = [f"curvature @ step {rec.step}: λ1 {top:.4g} ({rec.hvps} products)"]
-    if rec.alignment:
-        align = "  ".join(f"b={a.batch_size}: {a.subspace_mean:.3f}" for a in rec.alignment)
-        parts.append(f"subspace alignment {align}")
-    return "  ".join(parts)
 
 
 class HeadlessView:

@@ -86,6 +86,11 @@ def start_child(
     return proc
 
 
+def shell_code(returncode: int) -> int:
+    """A child's exit code as a shell reports it: 128 + N for one killed by signal N."""
+    return returncode if returncode >= 0 else 128 - returncode
+
+
 def _lower_priority(pid: int) -> None:
     if not hasattr(os, "setpriority"):
         return  # not POSIX

@@ -24,6 +24,7 @@ from sgdwalk.records import (
     StepMeasured,
 )
 from sgdwalk.tui.figures import Figure, FigureData, Live
+from sgdwalk.tui.lines import curvature_line
 from sgdwalk.tui.text import plain
 from sgdwalk.values import Schedule
 
@@ -148,7 +149,7 @@ class Buffers:
         elif isinstance(rec, CurvatureMeasured):
             self.curvature.append(rec)
             self.phase = ""
-            self.events.append(curvature_line(rec))
+            self.events.append(f"· {curvature_line(rec)}")
             self.dirty |= {"alignment", "sharpness", "events", "status"}
         elif isinstance(rec, EventLogged):
             self.events.append(event_line(rec))
@@ -247,13 +248,3 @@ class Buffers:
 def event_line(rec: EventLogged) -> str:
     mark = {"error": "✖", "warning": "!"}.get(rec.level, "·")
     return f"{mark} step {rec.step} epoch {rec.epoch}: {rec.kind}: {rec.message}"
-
-
-def curvature_line(rec: CurvatureMeasured) -> str:
-    """The event line of a curvature pass: λ1, its cost (a gap in training), the alignment."""
-    top = f"{rec.eigenvalues[0]:.4g}" if rec.eigenvalues else "n/a"
-    took = f", {rec.seconds:.0f} s" if rec.seconds is not None else ""
-    align = " ".join(f"b{a.batch_size}={a.subspace_mean:.2f}" for a in rec.alignment)
-    return (
-        f"· step {rec.step}: curvature pass, λ1 {top} ({rec.hvps} products{took}) {align}".rstrip()
-    )
