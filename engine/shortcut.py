@@ -174,7 +174,7 @@ def find_first_layer(ev: Evaluator, chunks: Chunks) -> tuple[FirstLayer | None, 
         return None, "off: the forward calls no module with parameters"
     kind = type(layer).__name__
     if not isinstance(layer, LINEAR_LAYERS):
-        return None, f"off: the first layer is a {kind}, not a Linear or a convolution"
+        return None, f"off: the first layer is {_a(kind)}, not a Linear or a convolution"
     if sum(m is layer for m, _ in calls) != 1 or inp is None:
         return None, f"off: the first layer ({kind}) is not called once with one tensor"
     if not independent:
@@ -200,6 +200,11 @@ def _replaced(layer: nn.Module, forward: Forward) -> Iterator[None]:
         yield
     finally:
         del layer.forward
+
+
+def _a(noun: str) -> str:
+    """ "an Embedding", "a Linear": the article by the noun's first letter."""
+    return f"{'an' if noun[:1].upper() in 'AEIOU' else 'a'} {noun}"
 
 
 def _key(chunks: Chunks) -> tuple[object, ...]:

@@ -105,14 +105,14 @@ def test_non_finite_values_are_skipped_and_counted():
         [_step(1, None, grad_cos=math.nan, update_cos=0.1), _step(2, None, grad_cos=0.5,
                                                                   update_cos=0.2)]
     )  # fmt: skip
-    assert series["grad_cos"] == ([2], [0.5])
+    assert series[cosine.GRAD] == ([2], [0.5])
 
 
 def test_plain_sgd_draws_one_cosine_curve():
     same = [_step(i, None, grad_cos=0.1 * i, update_cos=0.1 * i + 1e-9) for i in range(1, 5)]
-    assert list(cosine.cosine_series(same)) == ["cos(g) = cos(Δ)"]
+    assert list(cosine.cosine_series(same)) == [cosine.BOTH]
     differ = [_step(i, None, grad_cos=0.1 * i, update_cos=0.05 * i) for i in range(1, 5)]
-    assert list(cosine.cosine_series(differ)) == ["grad_cos", "update_cos"]
+    assert list(cosine.cosine_series(differ)) == [cosine.GRAD, cosine.UPDATE]
 
 
 def test_alignment_metrics(canned):
@@ -159,3 +159,39 @@ def test_alignment_series_are_named_by_epoch_or_by_step_when_epochs_repeat():
     per_steps = [at(12, 1), at(24, 1), at(36, 2)]  # --hessian-every 12s: two in epoch 1
     assert [alignment.pass_label(c, per_steps) for c in per_steps] == ["step 12", "step 24",
                                                                        "step 36"]  # fmt: skip
+
+
+def test_a_series_without_points_has_no_legend_entry():
+    """A Walker session has no validation split (val loss NaN): the loss figure does not list one;
+    the cosines are named as the paper names them, never by their field names."""
+    from sgdwalk.records import EpochEnded
+    from sgdwalk.tui.figures import loss
+
+    nan = math.nan
+    steps = [_step(i, None, grad_cos=0.1 * i, update_cos=0.05 * i) for i in range(1, 6)]
+    epochs = [EpochEnded(1, 5, 0.9, nan, nan, nan, 0, 0.5)]
+    text = render_text(loss.FIGURE, [FigureData("w", None, {}, steps, epochs)], Options())
+    assert "train loss" in text and "val loss" not in text
+    text = render_text(cosine.FIGURE, [FigureData("w", None, {}, steps)], Options())
+    assert "cos(g(t-1), g(t))" in text and "grad_cos" not in text
+
+
+def test_a_step_far_off_the_scale_does_not_flatten_the_slices_panel():
+    """An epoch's short last batch at a high lr spans 20x the other slices: the panel keeps the
+    others' scale and names it in its title; the numbers are unchanged."""
+    from sgdwalk.tui.figures.base import Live
+
+    def sl(base: float, span: float) -> list[float]:
+        return [base, base - span / 2, base - span, base - span / 2, base - span / 4]
+
+    steps = [_step(i, sl(1.0 - 0.01 * i, 0.01)) for i in range(1, 12)]
+    steps[7] = StepMeasured(**{**{f: getattr(steps[7], f) for f in ("step", "epoch", "lr",
+                               "batch_loss", "elapsed", "alphas")}, "batch_size": 3,
+                               "slice": sl(0.93, 0.2)})  # fmt: skip
+    assert [r.step for r in slices.off_scale(steps)] == [8]
+    d = FigureData("x", None, {}, steps)
+    assert slices.FIGURE.panel_title(d, Live(window=20)).endswith("· step 8 (batch 3) off scale")
+    text = render_text(slices.FIGURE, [d], Options(width=80), height=20)
+    ticks = [float(line.split("┤")[0]) for line in text.splitlines() if "┤" in line]
+    assert min(ticks) > 0.8  # the scale of the other steps (0.88..1.0), not down to 0.73
+    assert slices.off_scale(steps[:4]) == []  # too few steps to judge

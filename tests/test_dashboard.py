@@ -365,3 +365,41 @@ async def test_sharpness_and_the_decomposition_share_the_curvature_slot(tmp_path
         await drawn(pilot, app)
         screen = screen_text(app)
         assert "dominant part" in screen and "bulk part" in screen
+
+
+def test_the_status_line_leaves_out_whole_fields_that_do_not_fit():
+    """Never cut in the middle of a number: a field that does not fit is left out whole."""
+    from sgdwalk.tui.dashboard.status import join
+
+    fields = ["▶ running", "step 1234/5000", "epoch 3/10", "12.5 steps/s", "ETA 1:02:03",
+              "lr 0.5", "batch 64", "cpu", "digits-mlp-20261201-000743"]  # fmt: skip
+    line = join(fields, 120)
+    assert line.startswith("▶ running · step 1234/5000") and len(line) <= 118
+    for narrow in (30, 50, 80):
+        got = join(fields, narrow)
+        assert len(got) <= narrow - 2
+        kept = [f for f in fields if f in got]
+        assert got == " ".join(kept)  # whole fields only, in their order
+    assert join(["a" * 50], 20) == "a" * 17 + "…"
+
+
+@aio
+async def test_the_latest_warning_stays_in_view_after_newer_events():
+    from textual.app import App
+
+    from sgdwalk.tui.dashboard.widgets import EventLog
+
+    class Log(App[None]):
+        def compose(self):
+            yield EventLog()
+
+    app = Log()
+    async with app.run_test(size=(100, 30)) as pilot:
+        log = app.query_one(EventLog)
+        log.styles.height = 4
+        await pilot.pause()
+        warning = "! step 0 epoch 0: warning: vgg11 is built for 32x32 inputs or larger"
+        log.show([warning])
+        assert log.border_title == ""  # in view: said once
+        log.show([warning, *(f"· step {i}: curvature pass, λ1 2.5" for i in range(6))])
+        assert log.border_title == warning

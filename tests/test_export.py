@@ -290,3 +290,31 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, args, message):
 def test_cli_unknown_session(tmp_path):
     r = sgdwalk("export", "ghost", "--sessions-dir", str(tmp_path), cwd=tmp_path)
     assert r.returncode == 2 and "no session 'ghost'" in r.stderr
+
+
+def test_overlay_labels_name_only_real_differences():
+    """64 and "64" are one batch size; a setting one session does not state is no difference."""
+    from sgdwalk.tui.figures.export import overlay_labels
+
+    run = {"model": "mlp", "lr": 0.1, "batch_size": "64", "epochs": 10, "probe": None}
+    walker = {"model": "mlp", "lr": 0.5, "batch_size": 64, "probe": 2048}
+    assert overlay_labels([run, walker], ["a", "b"]) == ["lr=0.1", "lr=0.5"]
+    assert overlay_labels([run, dict(run)], ["a", "b"]) == ["a", "b"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_numbers_of_the_slices_are_every_step_unless_a_range_is_given(canned_session, tmp_path,
+                                                                      fmt):  # fmt: skip
+    """The slices figure draws the last 40 steps; its numbers are every measured step."""
+    import csv
+    import json
+
+    def count(path: Path) -> int:
+        text = path.read_text()
+        return len(json.loads(text)) if fmt == "json" else len(list(csv.DictReader(text.splitlines())))
+
+    with open_session(canned_session) as s:
+        measured = sum(r.measured for r in s.steps())
+    assert count(export(tmp_path, canned_session, name=f"all.{fmt}")) == measured == 96
+    assert count(export(tmp_path, canned_session, name=f"w.{fmt}", window=10)) == 10
+    assert count(export(tmp_path, canned_session, name=f"e.{fmt}", epochs=[2])) == 24

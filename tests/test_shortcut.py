@@ -293,3 +293,11 @@ def test_a_model_that_will_not_take_two_examples_goes_without():
     assert got.tolist() == pytest.approx(ref, rel=TOL)
     assert torch.equal(ev.ev.flat, theta1)  # the slice's last point, whatever the tracing did
     assert speed_chunk(model, x[:2], y[:2]) == CHUNK
+
+
+def test_the_note_names_a_first_layer_with_its_article():
+    """ "an Embedding", never "a Embedding"."""
+    model = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(12, 3))
+    chunks = make_chunks(torch.randint(0, 10, (6, 3)), torch.randint(0, 3, (6,)), 3)
+    _, why = find_first_layer(Evaluator(model), chunks)
+    assert why == "off: the first layer is an Embedding, not a Linear or a convolution"

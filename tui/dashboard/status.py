@@ -1,7 +1,7 @@
 """The status line's text, as pure functions of the buffers (easy to test, no Textual).
 
-Fields are ordered by how much a user needs them, so that a narrow terminal crops the least useful
-(the session name) first; below ``WIDE`` columns the labels shrink. A run or a watched session
+Fields are ordered by how much a user needs them, so that a narrow terminal leaves out the least
+useful (the session name) first, whole; below ``WIDE`` columns the labels shrink. A run or a watched session
 shows where training is and how fast (``run_fields``); a replay where its cursor is
 (``replay_fields``).
 """
@@ -62,7 +62,7 @@ def replay_fields(b: Buffers, step: int, last: int, epoch: int, status: str) -> 
     ]
     if b.last is not None:
         out += [f"lr {b.last.lr:g}", f"batch {b.last.batch_size}"]
-    out += [b.facts.device, b.facts.session, f"[{status}]"]
+    out += [f"[{status}]", b.facts.device, b.facts.session]
     return [x for x in out if x]
 
 
@@ -79,5 +79,23 @@ def eta(b: Buffers, step: int, rate: float) -> str:
     return f"ETA {clock(seconds + passes * each)} incl. {passes} curvature"
 
 
+PADDING = 2  # the status line's padding, one column each side
+
+
 def join(fields: list[str], width: int) -> str:
-    return (" " if width < WIDE else " · ").join(fields)
+    """The fields that fit in ``width`` columns, whole, in order of need: one that does not fit
+    is left out (never cut in the middle of a number); the first is shortened with "…" only
+    when even it does not fit."""
+    sep = " " if width < WIDE else " · "
+    room = max(1, width - PADDING)
+    out: list[str] = []
+    used = 0
+    for field in fields:
+        extra = len(field) + (len(sep) if out else 0)
+        if used + extra <= room:
+            out.append(field)
+            used += extra
+        elif not out:
+            out.append(field[: room - 1] + "…")
+            used = room
+    return sep.join(out)

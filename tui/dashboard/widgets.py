@@ -125,13 +125,18 @@ class StatusLine(Static):
     text = ""
 
 
+WARNING_MARKS = ("!", "✖")  # the event lines of warnings and errors (``buffers.event_line``)
+
+
 class EventLog(RichLog):
-    """Divergence, warnings, curvature phases and the run's end; bounded."""
+    """Divergence, warnings, curvature phases and the run's end; bounded. Long lines wrap (a
+    number is never cut), and the latest warning stays in the top border after newer events
+    scroll it away."""
 
     DEFAULT_CSS = "EventLog { height: 4; border-top: solid $panel; padding: 0 1; }"
 
     def __init__(self, **kw: object) -> None:
-        super().__init__(max_lines=200, wrap=False, markup=False, **kw)  # type: ignore[arg-type]
+        super().__init__(max_lines=200, wrap=True, markup=False, **kw)  # type: ignore[arg-type]
         self.can_focus = False
         self.lines_shown: deque[str] = deque(maxlen=200)
 
@@ -147,3 +152,17 @@ class EventLog(RichLog):
             for line in new:
                 self.write(plain(line))
         self.lines_shown = deque(new, maxlen=200)
+        shown = self._in_view(new)
+        warning = next((ln for ln in reversed(new) if ln.startswith(WARNING_MARKS)), "")
+        self.border_title = "" if warning in shown else plain(warning)
+
+    def _in_view(self, lines: list[str]) -> list[str]:
+        """The last lines, as many as the log's rows hold once long ones wrap."""
+        width, rows = max(1, self.size.width - 2), max(1, self.size.height - 1)
+        out: list[str] = []
+        for line in reversed(lines):
+            rows -= -(-max(1, len(line)) // width)
+            if rows < 0:
+                break
+            out.append(line)
+        return out

@@ -28,6 +28,7 @@ from sgdwalk.tui.figures.base import (
 from sgdwalk.tui.figures.rows import record_row
 
 SAME = 1e-6  # cosines closer than this are one curve
+GRAD, UPDATE, BOTH = "cos(g(t-1), g(t))", "cos(Δ(t-1), Δ(t))", "cos(g) = cos(Δ)"  # legends
 
 
 def cosine_series(steps: Sequence[StepMeasured]) -> dict[str, tuple[list, list]]:
@@ -40,8 +41,8 @@ def cosine_series(steps: Sequence[StepMeasured]) -> dict[str, tuple[list, list]]
         and grad[0] == update[0]
         and all(abs(a - b) <= SAME for a, b in zip(grad[1], update[1], strict=True))
     ):
-        return {"cos(g) = cos(Δ)": grad}
-    return {"grad_cos": grad, "update_cos": update}
+        return {BOTH: grad}
+    return {GRAD: grad, UPDATE: update}
 
 
 def has_data(d: FigureData) -> bool:
@@ -54,23 +55,28 @@ def skipped(d: FigureData) -> int:
 
 def draw_plotext(plt: Any, data: list[FigureData], opts: Options) -> None:
     n = len(data)
-    colours = {"grad_cos": "blue+", "update_cos": "magenta+", "cos(g) = cos(Δ)": "blue+"}
+    colours = {GRAD: "blue+", UPDATE: "magenta+", BOTH: "blue+"}
     for i, d in enumerate(data):
         for key, (xs, ys) in cosine_series(d.steps).items():
-            marker = "·" if n > 1 and key == "update_cos" else "braille"
+            if not xs:
+                continue  # no legend entry for a curve that is not there
+            marker = "·" if n > 1 and key == UPDATE else "braille"
             plt.plot(xs, ys, marker=marker, color=colour(i, n, colours[key]),
                      label=series_name(d.label, key))  # fmt: skip
     label_plotext(plt, "Figure 7: cosine of consecutive gradients and updates", "step", "cosine")
 
 
-_MPL = {"grad_cos": ("-", "C0", "cos(g_{t-1}, g_t)"), "update_cos": (":", "C2", "cos(Δ_{t-1}, Δ_t)"),
-        "cos(g) = cos(Δ)": ("-", "C0", "cos(g_{t-1}, g_t) = cos(Δ_{t-1}, Δ_t) (plain SGD)")}  # fmt: skip
+# matplotlib's mathtext: subscripts drawn as such, not as the literal "g_{t-1}"
+_MPL = {GRAD: ("-", "C0", r"$\cos(g_{t-1}, g_t)$"), UPDATE: (":", "C2", r"$\cos(\Delta_{t-1}, \Delta_t)$"),
+        BOTH: ("-", "C0", r"$\cos(g_{t-1}, g_t) = \cos(\Delta_{t-1}, \Delta_t)$ (plain SGD)")}  # fmt: skip
 
 
 def draw_mpl(ax: Any, data: list[FigureData], opts: Options) -> None:
     n = len(data)
     for i, d in enumerate(data):
         for key, (xs, ys) in cosine_series(d.steps).items():
+            if not xs:
+                continue
             style, col, name = _MPL[key]
             ax.plot(xs, ys, style, lw=0.8, color=col if n == 1 else f"C{i}",
                     label=series_name(d.label, name, ": "))  # fmt: skip

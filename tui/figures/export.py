@@ -16,7 +16,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from sgdwalk.tui.text import plain
 FORMATS = ("txt", "svg", "html", "png", "pdf", "csv", "json")
 TEXT_FORMATS = ("txt", "svg", "html", "csv", "json")
 SLICE_WINDOW = 40  # the paper's Figure 1 shows 40 consecutive steps
+EVERY_STEP = 2**62  # a window that holds every step
 TEXT_POINTS_PER_COLUMN = 8  # plotext cannot show more: thin longer series for text output
 
 
@@ -113,15 +114,29 @@ def check_request(req: ExportRequest) -> list[str]:
 
 def overlay_labels(configs: list[dict[str, Any]], names: list[str]) -> list[str | None]:
     """Label each session by the training settings that differ between them ("lr=0.1"); where
-    runs differ only in how they ran (threads, device), by name."""
+    runs differ only in how they ran (threads, device), by name. A setting counts as different
+    only when every session states it and the values differ as values (64 and "64" are one batch
+    size; a Walker session that does not state its epochs differs in nothing by that)."""
     if len(configs) < 2:
         return [None] * len(configs)
-    differ = [k for k in SCIENCE_KEYS if len({repr(c.get(k)) for c in configs}) > 1]
+    differ = [k for k in SCIENCE_KEYS
+              if all(c.get(k) is not None for c in configs)
+              and len({_value(c.get(k)) for c in configs}) > 1]  # fmt: skip
     labels = [", ".join(f"{k}={plain(c.get(k))}" for k in differ) or n
               for c, n in zip(configs, names, strict=True)]  # fmt: skip
     if len(set(labels)) < len(labels):  # same settings twice: the names tell them apart
         labels = [f"{lab} ({n})" if lab != n else n for lab, n in zip(labels, names, strict=True)]
     return labels
+
+
+def _value(v: Any) -> object:
+    """A setting as a value to compare: numbers (and numbers written as text) as floats."""
+    if isinstance(v, bool):
+        return v
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return str(v).strip().lower()
 
 
 # ---------------------------------------------------------------- selecting data
@@ -277,6 +292,8 @@ def run_export(req: ExportRequest, echo: Callable[[str], None] | None = None) ->
         from sgdwalk.tui.figures.mpl import require_matplotlib
 
         require_matplotlib()
+    if fmt in ("csv", "json") and req.window is None and not req.epochs and req.steps is None:
+        req = replace(req, window=EVERY_STEP)  # numbers: every step, not the slices' last window
     folder = Path(req.sessions_dir) if req.sessions_dir else None
     sessions = []
     try:

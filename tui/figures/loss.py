@@ -57,6 +57,8 @@ def draw_plotext(plt: Any, data: list[FigureData], opts: Options) -> None:
     n = len(data)
     for i, d in enumerate(data):
         for key, (xs, ys) in loss_series(d.steps, d.epochs).items():
+            if not xs:
+                continue  # a Walker session has no validation split: no "val loss" entry
             marker, col = _PLOTEXT[key]
             draw = plt.plot if key == "batch loss" else plt.scatter
             draw(xs, ys, marker=marker, color=colour(i, n, col), label=series_name(d.label, key))
@@ -72,6 +74,8 @@ def draw_mpl(ax: Any, data: list[FigureData], opts: Options) -> None:
     n = len(data)
     for i, d in enumerate(data):
         for key, (xs, ys) in loss_series(d.steps, d.epochs).items():
+            if not xs:
+                continue
             style = dict(_MPL[key])
             fmt, name = style.pop("fmt"), style.pop("label")
             if n > 1:

@@ -34,6 +34,8 @@ from sgdwalk.tui.figures.base import (
 from sgdwalk.tui.figures.rows import record_row
 
 TITLE = "Figure 1: loss along each step's interpolation θ_t + α Δ_t"
+OFF_SCALE = 5.0  # a step whose slice spans this many times the median span is off the scale
+OFF_SCALE_MIN_STEPS = 5  # judged among at least this many measured steps
 
 
 @dataclass
@@ -99,6 +101,33 @@ def runs(xs: list[float], ys: list[float | None]) -> list[tuple[list[float], lis
     return [r for r in out if r[0]]
 
 
+def off_scale(steps: Sequence[StepMeasured]) -> list[StepMeasured]:
+    """Steps whose slice spans more than ``OFF_SCALE`` times the median span (an epoch's short
+    last batch at a high lr, a spike): drawn to the scale of the others in a terminal panel, so
+    one step does not flatten the rest, and named in the panel's title."""
+    spans = {r.step: _span(r) for r in measured(steps)}
+    finite_spans = sorted(v for v in spans.values() if finite(v))
+    if len(finite_spans) < OFF_SCALE_MIN_STEPS:
+        return []
+    median = finite_spans[len(finite_spans) // 2]
+    return [r for r in measured(steps) if median > 0 and spans[r.step] > OFF_SCALE * median]
+
+
+def _span(r: StepMeasured) -> float:
+    values = [v for v in r.slice or [] if finite(v)]
+    return max(values) - min(values) if values else math.nan
+
+
+def _scale_without(plt: Any, steps: Sequence[StepMeasured], out: list[StepMeasured]) -> None:
+    """y limits from the steps on the scale (points beyond are clipped at the frame)."""
+    left = [r for r in measured(steps) if r not in out]
+    values = [v for r in left for v in r.slice or [] if finite(v)]
+    if values:
+        lo, hi = min(values), max(values)
+        pad = 0.08 * (hi - lo or abs(hi) or 1.0)
+        plt.ylim(lo - pad, hi + pad)
+
+
 def has_data(d: FigureData) -> bool:
     return bool(measured(d.steps))
 
@@ -122,6 +151,9 @@ def draw_plotext(plt: Any, data: list[FigureData], opts: Options) -> None:
                      label=series_name(d.label, "interpolated") if j == 0 else None)  # fmt: skip
         plt.scatter(s.step_x, s.step_y, marker="●", color=colour(i, n, "red+"),
                     label=series_name(d.label, "loss at step"))  # fmt: skip
+    out = off_scale(data[0].steps) if n == 1 else []
+    if out:
+        _scale_without(plt, data[0].steps, out)
     label_plotext(plt, TITLE, "step + α", "loss")
 
 
@@ -159,7 +191,18 @@ def panel_title(d: FigureData, live: Live) -> str:
     share = f" · interior min {interior / len(steps):.0%}" if steps else ""
     split = [s.dominant_fraction for s in steps if s.dominant_fraction is not None]
     top = f" · top-k {split[-1]:.0%} of Δ" if split and math.isfinite(split[-1]) else ""
-    return f"slices · last {live.window} steps · {barriers} barriers{share}{top}"
+    return f"slices · last {live.window} steps · {barriers} barriers{share}{top}{_off(steps)}"
+
+
+def _off(steps: list[StepMeasured]) -> str:
+    """ " · step 24 off scale (batch 28)": the steps drawn past the frame, and why, if short."""
+    out = off_scale(steps)
+    if not out:
+        return ""
+    usual = max(r.batch_size for r in steps)
+    why = [f"step {r.step}" + (f" (batch {r.batch_size})" if r.batch_size < usual else "")
+           for r in out[-2:]]  # fmt: skip
+    return f" · {', '.join(why)} off scale"
 
 
 FIGURE = Figure(
