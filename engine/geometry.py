@@ -61,10 +61,18 @@ class Geometry:
     l2: torch.Tensor | None
     lr: float
     constant: float
+    line: str  # the threshold in symbols: "(2+2β)/η", "(2+2β1)/((1−β1)η)", ...
 
     @property
     def threshold(self) -> float:
         return self.constant / self.lr if self.lr > 0 else math.inf
+
+    @property
+    def sharpness_name(self) -> str:
+        """What ``sharpness`` is: the Hessian's λ1 (+ wd) for plain SGD, else preconditioned."""
+        if self.plain:
+            return "λ1 + wd" if self.l2 is not None else "λ1"
+        return "preconditioned sharpness"
 
     @property
     def plain(self) -> bool:
@@ -74,6 +82,18 @@ class Geometry:
         one_scale = bool(s.numel()) and bool(torch.all(s == s[0]))
         one_l2 = self.l2 is None or bool(torch.all(self.l2 == self.l2.flatten()[0]))
         return one_scale and bool(torch.all(self.scale > 0)) and one_l2
+
+
+def lr_of(optimizer: Any) -> float:
+    """The first parameter group's learning rate as a number (NaN: no optimizer, or none)."""
+    groups = getattr(optimizer, "param_groups", None)
+    value = groups[0].get("lr") if groups else None
+    if value is None or isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)  # a number, or a 0-d tensor (a scheduler's)
+    except (TypeError, ValueError, RuntimeError):
+        return math.nan
 
 
 class Unknown(Exception):
@@ -96,12 +116,13 @@ def geometry(optimizer: Any, params: Sequence[nn.Parameter]) -> Geometry:
     offsets = [0]
     for n in sizes[:-1]:
         offsets.append(offsets[-1] + n)
-    constants = []
+    constants, lines = [], []
     for group in groups:
         if group.get("maximize"):
             raise Unknown(f"{kind} with maximize=True climbs the loss: no edge of stability")
         step, c, wd = _KINDS[kind](group, optimizer.state)
         constants.append(c)
+        lines.append(_line(kind, group))
         for p in group["params"]:
             i = index.get(id(p))
             if i is None:
@@ -112,7 +133,20 @@ def geometry(optimizer: Any, params: Sequence[nn.Parameter]) -> Geometry:
             l2[part] = wd
     first = groups[0]
     return Geometry(kind, scale, l2 if bool(torch.any(l2 != 0)) else None, float(first["lr"]),
-                    constants[0])  # fmt: skip
+                    constants[0], lines[0])  # fmt: skip
+
+
+def _line(kind: str, group: dict[str, Any]) -> str:
+    """The first group's threshold c/η in symbols."""
+    if kind in ("Adam", "AdamW"):
+        return "(2+2β1)/((1−β1)η)"
+    if kind == "Adagrad" or not group.get("momentum"):
+        return "2/η"
+    if group.get("nesterov"):
+        return "(2+2β)/((1+2β)η)"
+    if kind == "SGD" and group.get("dampening"):
+        return "(2+2β)/((1−τ)η)"
+    return "(2+2β)/η"
 
 
 Step = Any  # (param) -> the per-element step D (a tensor or a float)

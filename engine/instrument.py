@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from sgdwalk.curvature.measure import CurvatureMeter
+from sgdwalk.geometry import Geometry, Unknown, geometry, lr_of
 from sgdwalk.meter import StepMeter
 from sgdwalk.models import count_params
 from sgdwalk.probe import Chunks, Evaluator, flat_params
@@ -40,7 +41,7 @@ from sgdwalk.records import (
     Record,
     StepMeasured,
 )
-from sgdwalk.sharpness import EdgeWatch, Hyper
+from sgdwalk.sharpness import EdgeWatch
 from sgdwalk.slicing import Slicer
 from sgdwalk.values import ALIGN_DEFAULT, AlignSizes, Schedule, schedule_text
 
@@ -109,7 +110,8 @@ class Instrument:
         self.optimizer = optimizer
         self.slicer = Slicer(evaluator, settings.slice_mode)
         self.curvature: CurvatureMeter | None = None  # built on the first pass
-        self.edge = EdgeWatch()  # λ1 against the optimiser's (2 + 2β)/η
+        self.edge = EdgeWatch()  # the optimizer's edge of stability (sgdwalk.geometry)
+        self._unknown_said = False
         self.tally = Tally()
         self._started = time.perf_counter()
         self.measuring = True  # False: a bare walk (training fields only)
@@ -136,8 +138,9 @@ class Instrument:
     def use(self, optimizer: torch.optim.Optimizer) -> None:
         self.optimizer = optimizer
 
-    def hyper(self) -> Hyper:
-        return Hyper.of(self.optimizer)
+    def lr(self) -> float:
+        """The learning rate of the optimizer's first group now (NaN: none attached)."""
+        return lr_of(self.optimizer)
 
     def measure_every(self, n: int) -> None:
         """Measure every ``n``-th step from now on (a time budget's choice)."""
@@ -169,7 +172,7 @@ class Instrument:
     ) -> list[Record]:  # fmt: skip
         """After ``optimizer.step()``: the step's record, and what the slices decided for
         themselves (notes)."""
-        lr = self.hyper().lr
+        lr = self.lr()
         rec = self.meter.after_update(model, step, epoch, lr, batch_size, batch_loss)
         self.tally.add(rec)
         return [rec, *self.notes(step, epoch)]
@@ -196,12 +199,26 @@ class Instrument:
         """A pass at ``model``'s θ: progress, the ``CurvatureMeasured``, and an ``edge`` event the
         first time λ1 reaches the stability threshold."""
         meter = self.curvature_meter()
-        for rec in meter.run_pass(flat_params(model), step, epoch):
+        shape, note = self._geometry(model)
+        if note:
+            yield EventLogged(step, epoch, "info", NOTE_EVENT, note, self.elapsed())
+        for rec in meter.run_pass(flat_params(model), step, epoch, shape):
             yield rec
             if isinstance(rec, CurvatureMeasured):
-                event = self.edge.check(rec, self.hyper(), self.elapsed())
+                event = self.edge.check(rec, self.elapsed())
                 if event is not None:
                     yield event
+
+    def _geometry(self, model: nn.Module) -> tuple[Geometry | None, str]:
+        """The optimizer's geometry now, and a note the first time it has none (an optimizer
+        whose edge of stability is not known: no line, never a wrong one)."""
+        if self.optimizer is None:
+            return None, ""
+        try:
+            return geometry(self.optimizer, list(model.parameters())), ""
+        except Unknown as e:
+            said, self._unknown_said = self._unknown_said, True
+            return None, "" if said else f"no edge-of-stability line: {e}"
 
     def curvature_meter(self) -> CurvatureMeter:
         """The curvature meter, built on first use (it keeps the last pass's eigenvectors)."""

@@ -119,6 +119,21 @@ class CurvatureMeasured:
     alignment: list[Alignment]
     elapsed: float | None = None  # seconds since the run started, when the pass ended
     seconds: float | None = None  # how long the pass took (training waits meanwhile)
+    # the optimizer's edge of stability (sgdwalk.geometry): λmax(D^½ (H + L2) D^½) / c, 1 at the
+    # edge; threshold = c₀/η₀ of the first group; sharpness = edge_ratio · threshold (plain SGD:
+    # λ1 + wd against (2 + 2β)/η). None: an optimizer whose edge is not known, or none attached
+    edge_ratio: float | None = None
+    threshold: float | None = None
+    sharpness: float | None = None
+    edge_line: str | None = None  # the threshold in symbols: "(2+2β)/η", "(2+2β1)/((1−β1)η)"
+    sharpness_name: str | None = None  # what sharpness is: "λ1", "λ1 + wd", "preconditioned"
+    # --layer-curvature: the top eigenvalue of each module's diagonal block of H (names: the
+    # session's info "layers")
+    layer_eigenvalues: list[float] | None = field(default=None, metadata=columns("layer_{i}"))
+    # --density: the spectral density's quadrature nodes and weights (stochastic Lanczos)
+    density_nodes: list[float] | None = field(default=None, metadata=columns("density_node_{i}"))
+    density_weights: list[float] | None = field(default=None,
+                                                metadata=columns("density_weight_{i}"))  # fmt: skip
 
 
 Level = Literal["info", "warning", "error"]

@@ -1,5 +1,7 @@
 """Sharpness against the stability threshold (Cohen et al. 2021, "Gradient Descent on Neural Networks
-Typically Occurs at the Edge of Stability").
+Typically Occurs at the Edge of Stability"): the plain-SGD formulas, which figures and ``ls`` use
+for sessions recorded before curvature records carried the optimizer's own edge ratio
+(``sgdwalk.geometry``), and the watch that says when a run first reaches its edge.
 
 Gradient descent with step η on a quadratic of curvature λ is stable while λ < 2/η; heavy-ball
 momentum β moves the bound to (2 + 2β)/η. Training often sharpens until λ1 reaches that line and
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
 
 from sgdwalk.records import EDGE_EVENT, CurvatureMeasured, EventLogged
 
@@ -38,49 +39,19 @@ def edge_ratio(
 
 
 class EdgeWatch:
-    """Says once when a curvature pass first finds λ1 (+ wd) at or past the threshold."""
+    """Says once when a curvature pass first finds the optimizer at or past its edge of
+    stability (the pass's ``edge_ratio``, ``sgdwalk.geometry``)."""
 
     def __init__(self) -> None:
         self.reached = False
 
-    def check(self, rec: CurvatureMeasured, hyper: Hyper, time: float) -> EventLogged | None:
-        """``hyper``: the optimiser's lr, momentum and weight decay when the pass ran."""
-        if self.reached or not rec.eigenvalues or not math.isfinite(rec.eigenvalues[0]):
-            return None
-        ratio = edge_ratio(rec.eigenvalues[0], hyper.lr, hyper.momentum, hyper.weight_decay)
-        if not ratio >= 1.0:
+    def check(self, rec: CurvatureMeasured, time: float) -> EventLogged | None:
+        ratio, sharp, at = rec.edge_ratio, rec.sharpness, rec.threshold
+        if self.reached or ratio is None or sharp is None or at is None or not ratio >= 1.0:
             return None
         self.reached = True
-        line = threshold(hyper.lr, hyper.momentum)
+        what = rec.sharpness_name or "sharpness"
         return EventLogged(rec.step, rec.epoch, "info", EDGE_EVENT,
-                           f"λ1 {rec.eigenvalues[0]:.4g} reached the stability threshold "
-                           f"(2+2β)/η = {line:.4g} (λ1·η/(2+2β) = {ratio:.3g}): the edge of "
-                           "stability", time)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Hyper:
-    """What the threshold depends on: the step size, heavy-ball momentum, L2 weight decay."""
-
-    lr: float = math.nan
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-
-    @classmethod
-    def of(cls, optimizer: object) -> Hyper:
-        """The first parameter group's, read as numbers (absent or not a number: lr NaN, the
-        others 0; Adam has no momentum)."""
-        groups = getattr(optimizer, "param_groups", None)
-        if not groups:
-            return cls()
-        group = groups[0]
-        lr = _number(group.get("lr"), math.nan)
-        return cls(lr, _number(group.get("momentum"), 0.0), _number(group.get("weight_decay"), 0.0))
-
-
-def _number(value: object, otherwise: float) -> float:
-    if isinstance(value, bool) or value is None:
-        return otherwise
-    with contextlib.suppress(TypeError, ValueError, RuntimeError):  # a 0-d tensor lr too
-        return float(value)  # type: ignore[arg-type]
-    return otherwise
+                           f"{what} {sharp:.4g} reached the stability threshold {rec.edge_line} "
+                           f"= {at:.4g} (edge ratio {ratio:.3g}): the edge of stability",
+                           time)  # fmt: skip

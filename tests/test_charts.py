@@ -195,3 +195,34 @@ def test_a_step_far_off_the_scale_does_not_flatten_the_slices_panel():
     ticks = [float(line.split("┤")[0]) for line in text.splitlines() if "┤" in line]
     assert min(ticks) > 0.8  # the scale of the other steps (0.88..1.0), not down to 0.73
     assert slices.off_scale(steps[:4]) == []  # too few steps to judge
+
+
+def test_sharpness_follows_the_optimizers_edge_and_goes_log_when_the_lr_spans_decades():
+    """An AdamW run under a schedule whose lr falls 1e-1 -> 1e-5: the preconditioned sharpness
+    against (2+2β1)/((1−β1)η) from each step's lr, on a log axis; the panel says how near."""
+    from sgdwalk.records import CurvatureMeasured
+    from sgdwalk.tui.figures import sharpness
+    from sgdwalk.tui.figures.base import Live
+
+    lrs = [0.1 * 10 ** (-4 * t / 99) for t in range(100)]
+    steps = [StepMeasured(step=t + 1, epoch=1, lr=lr, batch_size=8, batch_loss=1.0, elapsed=0.0)
+             for t, lr in enumerate(lrs)]  # fmt: skip
+    c0 = (2 + 2 * 0.9) / (1 - 0.9)
+    passes = [CurvatureMeasured(step=s, epoch=1, eigenvalues=[5.0], residuals=[0.0], hvps=10,
+                                alignment=[], edge_ratio=r, threshold=c0 / lrs[max(s - 1, 0)],
+                                sharpness=r * c0 / lrs[max(s - 1, 0)],
+                                edge_line="(2+2β1)/((1−β1)η)",
+                                sharpness_name="preconditioned sharpness")
+              for s, r in ((0, 0.2), (50, 0.7), (99, 0.95))]  # fmt: skip
+    d = FigureData("w", None, {"optimizer": "AdamW"}, steps, [], passes)
+    series = sharpness.sharpness_series(d)
+    assert list(series) == ["preconditioned sharpness", "(2+2β1)/((1−β1)η)"]
+    line = series["(2+2β1)/((1−β1)η)"]
+    assert line[1][0] == pytest.approx(c0 / lrs[0]) and line[1][-1] == pytest.approx(c0 / lrs[-1])
+    assert sharpness.log_scale([d])
+    text = render_text(sharpness.FIGURE, [d], Options(width=90), height=24)
+    assert "(log scale)" in text and "1e2" in text and "1e6" in text
+    title = sharpness.FIGURE.panel_title(d, Live(window=20))
+    assert title == "sharpness · preconditioned sharpness at 0.95 of (2+2β1)/((1−β1)η)"
+    rows = sharpness.FIGURE.rows(d)
+    assert [r["edge_ratio"] for r in rows] == [0.2, 0.7, 0.95]

@@ -1,12 +1,16 @@
-"""Sharpness against the stability threshold: λ1 at each curvature pass, and the line (2 + 2β)/η
-from each step's learning rate, so a schedule shows (see ``sgdwalk.sharpness``). With weight decay
-the curvature drawn is λ1 + wd, the Hessian of the objective being descended."""
+"""Sharpness against the stability threshold: the optimizer's sharpness at each curvature pass and
+its threshold c₀/η from each step's learning rate, so a schedule shows (``sgdwalk.geometry``: for
+plain SGD λ1 (+ wd) against (2 + 2β)/η; for Adam the preconditioned sharpness against
+(2 + 2β1)/((1 − β1)η)). Sessions recorded before the passes carried the optimizer's own edge are
+drawn as plain SGD (``sgdwalk.sharpness``). Where the values span more than two decades (a
+schedule that sends η to near zero) the y axis is logarithmic."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
+from sgdwalk.records import CurvatureMeasured
 from sgdwalk.sharpness import edge_ratio, threshold
 from sgdwalk.tui.figures.base import (
     Figure,
@@ -32,7 +36,29 @@ def _hyper(d: FigureData) -> tuple[float, float]:
     return values[0], values[1]
 
 
+def _edged(d: FigureData) -> list[CurvatureMeasured]:
+    """The passes that carry the optimizer's own edge (sessions since it was recorded)."""
+    return [c for c in d.curvature if c.edge_ratio is not None and c.threshold is not None]
+
+
+def _lr_at(d: FigureData, step: int) -> float | None:
+    """The lr of ``step`` (the pass at θ_0: the first step's)."""
+    return next((r.lr for r in d.steps if r.step >= max(step, 1)), None)
+
+
 def sharpness_series(d: FigureData) -> dict[str, tuple[list, list]]:
+    """The sharpness at each pass, and the stability threshold from each step's lr: the
+    optimizer's own (c₀/η_t, c₀ from the latest pass) where the passes carry it, else plain SGD's
+    (λ1 + wd against (2 + 2β)/η_t) for a session recorded before."""
+    edged = _edged(d)
+    if edged:
+        last = edged[-1]
+        lr = _lr_at(d, last.step)
+        c0 = last.threshold * lr if lr and last.threshold else None  # type: ignore[operator]
+        lam = finite_pairs([c.step for c in edged], [c.sharpness for c in edged])
+        line = finite_pairs([r.step for r in d.steps],
+                            [c0 / r.lr if c0 and r.lr > 0 else None for r in d.steps])  # fmt: skip
+        return {last.sharpness_name or "sharpness": lam, last.edge_line or "threshold": line}
     beta, wd = _hyper(d)
     lam = finite_pairs([c.step for c in d.curvature],
                        [c.eigenvalues[0] + wd if c.eigenvalues else None for c in d.curvature])  # fmt: skip
@@ -41,8 +67,11 @@ def sharpness_series(d: FigureData) -> dict[str, tuple[list, list]]:
 
 
 def edge_text(d: FigureData) -> str:
-    """ "λ1 at 0.69 of 2/η" for the latest curvature pass (the lr of its step, else the
-    config's), or ""."""
+    """ "λ1 at 0.69 of 2/η" for the latest curvature pass, or ""."""
+    edged = _edged(d)
+    if edged:
+        last = edged[-1]
+        return f"{last.sharpness_name} at {last.edge_ratio:.2f} of {last.edge_line}"
     beta, wd = _hyper(d)
     last = d.curvature[-1] if d.curvature else None
     lr = d.config.get("lr")
@@ -55,7 +84,16 @@ def edge_text(d: FigureData) -> str:
 
 
 def has_data(d: FigureData) -> bool:
-    return bool(sharpness_series(d)["λ1 + wd" if _hyper(d)[1] else "λ1"][0])
+    return bool(next(iter(sharpness_series(d).values()))[0])
+
+
+def log_scale(data: list[FigureData]) -> bool:
+    """Whether the plotted values span more than two decades (a schedule's lr falling to near
+    zero sends the threshold up by orders): then the y axis is logarithmic."""
+    values = [y for d in data for _, ys in sharpness_series(d).values() for y in ys]
+    if not values or min(values) <= 0:  # a log axis cannot hold them (a negative λ1)
+        return False
+    return max(values) / min(values) > 100
 
 
 def skipped(d: FigureData) -> int:
@@ -66,17 +104,26 @@ _PLOTEXT = ("red+", "gray")
 
 
 def draw_plotext(plt: Any, data: list[FigureData], opts: Options) -> None:
-    n = len(data)
+    n, log = len(data), log_scale(data)
+
+    def y(values: list) -> list:  # on a log axis, plotted as log10 with decade ticks
+        return [math.log10(v) for v in values] if log else values
+
     for i, d in enumerate(data):
         (lam_key, lam), (line_key, line) = sharpness_series(d).items()
         if line[0]:
-            plt.plot(*line, marker="braille", color=colour(i, n, _PLOTEXT[1]),
+            plt.plot(line[0], y(line[1]), marker="braille", color=colour(i, n, _PLOTEXT[1]),
                      label=series_name(d.label, line_key))  # fmt: skip
         if lam[0]:
-            plt.plot(*lam, marker="braille", color=colour(i, n, _PLOTEXT[0]),
+            plt.plot(lam[0], y(lam[1]), marker="braille", color=colour(i, n, _PLOTEXT[0]),
                      label=series_name(d.label, lam_key))  # fmt: skip
-            plt.scatter(*lam, marker="●", color=colour(i, n, _PLOTEXT[0]))  # the passes
-    label_plotext(plt, "sharpness λ1 against the stability threshold", "step", "curvature")
+            plt.scatter(lam[0], y(lam[1]), marker="●", color=colour(i, n, _PLOTEXT[0]))
+    if log:
+        values = [v for d in data for _, ys in sharpness_series(d).values() for v in ys]
+        decades = range(math.floor(math.log10(min(values))), math.ceil(math.log10(max(values))) + 1)
+        plt.yticks(list(decades), [f"1e{k}" for k in decades])
+    label_plotext(plt, "sharpness against the stability threshold" + (" (log scale)" if log else ""),
+                  "step", "curvature")  # fmt: skip
 
 
 def draw_mpl(ax: Any, data: list[FigureData], opts: Options) -> None:
@@ -88,24 +135,25 @@ def draw_mpl(ax: Any, data: list[FigureData], opts: Options) -> None:
             name = series_name(d.label, f"{line_key} (stability threshold)", ": ")
             ax.plot(*line, "--", lw=1.0, color="0.4" if n == 1 else col, label=name)
         if lam[0]:
-            name = series_name(d.label, f"{lam_key} (top Hessian eigenvalue)", ": ")
+            name = series_name(d.label, f"{lam_key} (each curvature pass)", ": ")
             ax.plot(*lam, "-o", ms=4, color=col, label=name)
+    if log_scale(data):
+        ax.set_yscale("log")
     label_mpl(ax, f"Sharpness and the edge of stability · {run_title(data)}", "step", "curvature")
 
 
 def rows(d: FigureData) -> list[dict[str, Any]]:
     beta, wd = _hyper(d)
-    lrs = {r.step: r.lr for r in d.steps}
-    first = d.steps[0].lr if d.steps else None
     out = []
     for c in d.curvature:
-        lr = lrs.get(c.step, first) if c.step else first  # the pass at θ_0 uses the first lr
+        lr = _lr_at(d, c.step)
         lam = c.eigenvalues[0] if c.eigenvalues else None
-        ok = lam is not None and lr is not None
+        legacy = c.edge_ratio is None and lam is not None and lr is not None
         out.append({"session": d.name, "step": c.step, "epoch": c.epoch, "lr": lr,
                     "lambda1": lam, "weight_decay": wd, "momentum": beta,
-                    "threshold": threshold(lr, beta) if lr is not None else None,
-                    "edge_ratio": edge_ratio(lam, lr, beta, wd) if ok else None})  # type: ignore[arg-type]  # fmt: skip
+                    "sharpness": c.sharpness if not legacy else lam + wd,  # type: ignore[operator]
+                    "threshold": c.threshold if not legacy else threshold(lr, beta),  # type: ignore[arg-type]
+                    "edge_ratio": c.edge_ratio if not legacy else edge_ratio(lam, lr, beta, wd)})  # type: ignore[arg-type]  # fmt: skip
     return out
 
 

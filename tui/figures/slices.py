@@ -103,7 +103,7 @@ def runs(xs: list[float], ys: list[float | None]) -> list[tuple[list[float], lis
 
 def off_scale(steps: Sequence[StepMeasured]) -> list[StepMeasured]:
     """Steps whose slice spans more than ``OFF_SCALE`` times the median span (an epoch's short
-    last batch at a high lr, a spike): drawn to the scale of the others in a terminal panel, so
+    last batch at a high lr, a spike): in a terminal panel drawn clipped to the others' scale, so
     one step does not flatten the rest, and named in the panel's title."""
     spans = {r.step: _span(r) for r in measured(steps)}
     finite_spans = sorted(v for v in spans.values() if finite(v))
@@ -118,14 +118,25 @@ def _span(r: StepMeasured) -> float:
     return max(values) - min(values) if values else math.nan
 
 
-def _scale_without(plt: Any, steps: Sequence[StepMeasured], out: list[StepMeasured]) -> None:
-    """y limits from the steps on the scale (points beyond are clipped at the frame)."""
-    left = [r for r in measured(steps) if r not in out]
-    values = [v for r in left for v in r.slice or [] if finite(v)]
-    if values:
-        lo, hi = min(values), max(values)
-        pad = 0.08 * (hi - lo or abs(hi) or 1.0)
-        plt.ylim(lo - pad, hi + pad)
+def _frame(steps: Sequence[StepMeasured], out: list[StepMeasured]) -> tuple[float, float] | None:
+    """The y range of the steps on the scale, padded: where the others are clipped to."""
+    values = [v for r in measured(steps) if r not in out for v in r.slice or [] if finite(v)]
+    if not values:
+        return None
+    lo, hi = min(values), max(values)
+    pad = 0.08 * (hi - lo or abs(hi) or 1.0)
+    return lo - pad, hi + pad
+
+
+def clipped(s: SliceSeries, frame: tuple[float, float]) -> SliceSeries:
+    """The series with every y held inside ``frame`` (off-scale points drawn at its edge)."""
+    lo, hi = frame
+
+    def clip(ys: list) -> list:
+        return [y if y is None else min(max(y, lo), hi) for y in ys]
+
+    return SliceSeries(s.curve_x, clip(s.curve_y), s.step_x, clip(s.step_y), s.floor_x,
+                       clip(s.floor_y), s.barrier_x)  # fmt: skip
 
 
 def has_data(d: FigureData) -> bool:
@@ -140,6 +151,10 @@ def draw_plotext(plt: Any, data: list[FigureData], opts: Options) -> None:
     n = len(data)
     for i, d in enumerate(data):
         s = slice_series(d.steps)
+        off = off_scale(d.steps) if n == 1 else []
+        frame = _frame(d.steps, off) if off else None
+        if frame is not None:
+            s = clipped(s, frame)
         if n == 1 and step_lines(len(measured(d.steps)), opts.width):
             for x in s.step_x:
                 plt.vline(x, "gray")
@@ -151,9 +166,6 @@ def draw_plotext(plt: Any, data: list[FigureData], opts: Options) -> None:
                      label=series_name(d.label, "interpolated") if j == 0 else None)  # fmt: skip
         plt.scatter(s.step_x, s.step_y, marker="●", color=colour(i, n, "red+"),
                     label=series_name(d.label, "loss at step"))  # fmt: skip
-    out = off_scale(data[0].steps) if n == 1 else []
-    if out:
-        _scale_without(plt, data[0].steps, out)
     label_plotext(plt, TITLE, "step + α", "loss")
 
 
