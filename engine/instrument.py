@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from sgdwalk.curvature.measure import CurvatureMeter
+from sgdwalk.curvature.spectrum import blocks
 from sgdwalk.geometry import Geometry, Unknown, geometry, lr_of
 from sgdwalk.meter import StepMeter
 from sgdwalk.models import count_params
@@ -61,6 +62,8 @@ class Settings:
     seed: int = 0
     decompose: bool = False  # split each step by the latest top-k eigenvectors
     batch_sharpness: bool = False  # g_Bᵀ H_B g_B / ‖g_B‖² on each measured step's batch
+    layer_curvature: bool = False  # each layer's top eigenvalue in curvature passes
+    density: bool = False  # the spectral density (stochastic Lanczos quadrature) in passes
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as a session stores them (the schedule as its canonical text)."""
@@ -68,7 +71,8 @@ class Settings:
                 "slice_mode": self.slice_mode, "hessian_every": schedule_text(self.hessian_every),
                 "top_k": self.top_k, "align_batch_sizes": str(self.align_sizes),
                 "align_samples": self.align_samples, "seed": self.seed,
-                "decompose": self.decompose, "batch_sharpness": self.batch_sharpness}  # fmt: skip
+                "decompose": self.decompose, "batch_sharpness": self.batch_sharpness,
+                "layer_curvature": self.layer_curvature, "density": self.density}  # fmt: skip
 
 
 @dataclass
@@ -224,9 +228,11 @@ class Instrument:
         """The curvature meter, built on first use (it keeps the last pass's eigenvectors)."""
         if self.curvature is None:
             s, probe = self.settings, self.probe
+            layers = blocks(self.evaluator.shadow) if s.layer_curvature else None
             self.curvature = CurvatureMeter(self.evaluator, probe, s.top_k,
                                             s.align_sizes.clip(probe.pool_size), s.align_samples,
-                                            s.seed, clock=self.elapsed)  # fmt: skip
+                                            s.seed, clock=self.elapsed, layers=layers,
+                                            density=s.density)  # fmt: skip
         return self.curvature
 
     def _basis(self) -> tuple[torch.Tensor, int] | None:
@@ -257,7 +263,8 @@ class Instrument:
             "probe_chunk": self.probe.chunk, "points": self.settings.points,
             "slice_mode": self.slicer.mode, "threads": torch.get_num_threads(),
             "world_size": world, "versions": versions(),
-        }  # fmt: skip
+        } | ({"layers": [b.name for b in blocks(self.evaluator.shadow)]}
+             if self.settings.layer_curvature else {})  # fmt: skip
 
 
 def device_name(device: torch.device) -> str:

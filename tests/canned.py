@@ -36,7 +36,7 @@ CANNED_CONFIG = {
     "points": 10, "seed": 0, "session": "canned", "momentum": 0.0, "weight_decay": 0.0,
 }  # fmt: skip
 CANNED_INFO = {"device": "cpu", "params": 1234, "n_train": 1500, "total_steps": 96,
-               "steps_per_epoch": 24, "points": 10}  # fmt: skip
+               "steps_per_epoch": 24, "points": 10, "layers": ["0", "1", "3"]}  # fmt: skip
 ALIGN_SIZES = (100, 1000, 1500)
 
 
@@ -105,8 +105,13 @@ def _curvature(step: int, epoch: int, rng: random.Random) -> CurvatureMeasured:
         )  # fmt: skip
         for b in ALIGN_SIZES
     ]
+    # per-layer tops and a spectral density, from the step alone (the rng's draws stay as they were)
+    layers = [0.6 * eig[0] + step / 100, 0.25 * eig[0], 0.05 * eig[0] + step / 500]
+    nodes = [*eig, *(0.01 * j - 0.02 for j in range(6))]
+    weights = [0.01] * 10 + [0.9 / 6] * 6
     return CurvatureMeasured(step=step, epoch=epoch, eigenvalues=eig, residuals=[1e-4] * 10,
-                             hvps=30, alignment=align)  # fmt: skip
+                             hvps=30, alignment=align, layer_eigenvalues=layers,
+                             density_nodes=nodes, density_weights=weights)  # fmt: skip
 
 
 def write_canned_session(directory: Path, status: str = FINISHED, **kw) -> Path:

@@ -251,13 +251,13 @@ async def test_too_small_then_resize_back(tmp_path):
 async def test_tab_moves_focus_and_brings_the_panel_into_the_compact_slot(tmp_path):
     async with finished_app(tmp_path, (80, 24)) as (app, pilot):
         order = []
-        for _ in range(7):
+        for _ in range(9):
             await pilot.press("tab")
             await pilot.pause()
             order.append(app.focused.id)
         assert order == ["barriers", "loss", "cosine", "alignment", "sharpness", "decomposition",
-                         "slices"]  # fmt: skip
-        await pilot.press("shift+tab", "shift+tab")
+                         "layers", "density", "slices"]  # fmt: skip
+        await pilot.press("shift+tab", "shift+tab", "shift+tab", "shift+tab")
         await pilot.pause()
         assert app.focused.id == "sharpness" and app.dashboard.chart("sharpness").display
         assert not app.dashboard.chart("loss").display
@@ -303,7 +303,8 @@ async def test_a_tick_repaints_the_slices_first_then_the_longest_waiting_charts(
         # hidden panels (sharpness behind alignment) stay pending until shown
         assert scr.repaints.pending & set(shown) == set(shown) - {"slices", *oldest_other}
         scr.redraw(set(), charts=None)  # a key's redraw is not rationed
-        assert scr.repaints.pending == {"sharpness", "decomposition"}  # drawn when brought in
+        # drawn when brought in
+        assert scr.repaints.pending == {"sharpness", "decomposition", "layers", "density"}
 
 
 @aio
@@ -317,7 +318,7 @@ async def test_a_new_title_reuses_the_figure_new_data_rebuilds_it(tmp_path):
         build = chart.plt.build
         chart.plt.build = lambda: (builds.append(1), build())[1]
         same = FigureData(chart.data.name, config=dict(chart.data.config),
-                          epochs=list(chart.data.epochs))  # fmt: skip
+                          epochs=list(chart.data.epochs), info=dict(chart.data.info))  # fmt: skip
         chart.show(same, "barriers · new title")  # title only
         await pilot.pause()
         chart.render()  # a re-render (new title, focus, layout) reuses the cached figure

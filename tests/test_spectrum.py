@@ -9,8 +9,9 @@ from test_curvature_hvp import data, exact_hessian, tiny
 
 from sgdwalk.batches import make_chunks
 from sgdwalk.curvature.hvp import hessian_operator
-from sgdwalk.curvature.spectrum import blocks, density, layer_tops, smooth
+from sgdwalk.curvature.spectrum import blocks, density, layer_tops
 from sgdwalk.probe import Evaluator, flat_params
+from sgdwalk.tui.figures.density import smooth
 
 
 def _run(gen):

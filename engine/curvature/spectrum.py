@@ -11,7 +11,7 @@ and Xiao 2019, "An investigation into neural net optimization via Hessian eigenv
 For each of a few random unit vectors v, m Lanczos steps from v give the tridiagonal projection;
 its Ritz values θ_i with weights (v·y_i)² are a quadrature of the measure v^T δ(t − H) v, whose
 average over v estimates the density of eigenvalues (1/n) Σ δ(t − λ_j). The nodes and weights are
-stored; a figure smooths them with a Gaussian. Both reuse ``lanczos_steps`` (full
+stored; the density figure (``sgdwalk.tui.figures.density``) smooths them with a Gaussian. Both reuse ``lanczos_steps`` (full
 reorthogonalization, so the quadrature is exact for polynomials of degree < 2m).
 """
 
@@ -122,14 +122,3 @@ def density(
         nodes += result.eigenvalues.tolist()
         weights += (w / w.sum() / vectors).double().cpu().tolist()
     return nodes, weights
-
-
-def smooth(nodes: Sequence[float], weights: Sequence[float], grid: Sequence[float],
-           width: float) -> list[float]:  # fmt: skip
-    """The density on ``grid``: the weighted nodes as Gaussians of standard deviation ``width``."""
-    import math
-
-    norm = 1.0 / (width * math.sqrt(2 * math.pi))
-    return [norm * sum(w * math.exp(-0.5 * ((t - x) / width) ** 2) for x, w in zip(nodes, weights,
-                                                                                  strict=True))
-            for t in grid]  # fmt: skip

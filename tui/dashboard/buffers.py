@@ -48,6 +48,7 @@ class RunFacts:
     steps_per_epoch: int | None = None
     hessian_every: Schedule | None = None  # the curvature schedule, None: off
     hyper: dict[str, float] = field(default_factory=dict)  # lr, momentum, weight decay (figures)
+    layers: tuple[str, ...] = ()  # the names of the per-layer curvature's blocks
 
     def passes_after(self, step: int) -> int | None:
         """Curvature passes the run still has to make after ``step`` (None: unknown)."""
@@ -81,7 +82,15 @@ def facts_of(name: str, info: dict, config: dict | None = None) -> RunFacts:
                     hessian_every=_schedule(config),
                     hyper={k: float(v) for k in ("lr", "momentum", "weight_decay")
                            if isinstance(v := config.get(k), int | float)
-                           and not isinstance(v, bool)})  # fmt: skip
+                           and not isinstance(v, bool)},
+                    layers=_names(info.get("layers")))  # fmt: skip
+
+
+def _names(value: object) -> tuple[str, ...]:
+    """Layer names from a session's info (none when absent or not a list of names)."""
+    if not isinstance(value, list) or len(value) > 10_000:
+        return ()
+    return tuple(plain(v) for v in value)
 
 
 def _schedule(config: dict) -> Schedule | None:
@@ -131,6 +140,10 @@ class Buffers:
     def curve_panels(self) -> frozenset[str]:
         """The curvature-slot panels with something to draw (``grid.CURVE``)."""
         names = {"alignment", "sharpness"} if self.curvature else set()
+        if any(c.layer_eigenvalues for c in self.curvature):
+            names.add("layers")
+        if any(c.density_nodes for c in self.curvature):
+            names.add("density")
         return frozenset(names | ({"decomposition"} if self.decomposed else set()))
 
     @property
@@ -150,7 +163,7 @@ class Buffers:
             self.curvature.append(rec)
             self.phase = ""
             self.events.append(f"· {curvature_line(rec)}")
-            self.dirty |= {"alignment", "sharpness", "events", "status"}
+            self.dirty |= {"alignment", "sharpness", "layers", "density", "events", "status"}
         elif isinstance(rec, EventLogged):
             self.events.append(event_line(rec))
             self.dirty.add("events")
@@ -201,13 +214,14 @@ class Buffers:
         self.events.clear()
         self.events.extend(event_line(ev) for ev in history.events)
         self.dirty |= {"slices", "barriers", "cosine", "loss", "alignment", "sharpness",
-                       "decomposition", "status", "events"}  # fmt: skip
+                       "decomposition", "layers", "density", "status", "events"}  # fmt: skip
 
     def figure_data(self, figure: Figure, window: int) -> FigureData:
         """What a figure's panel draws, as the figure declares it needs (slices: the last
         ``window`` measured steps)."""
         needs = figure.needs
-        data = FigureData(self.facts.session, config=dict(self.facts.hyper))
+        data = FigureData(self.facts.session, config=dict(self.facts.hyper),
+                          info={"layers": list(self.facts.layers)})  # fmt: skip
         if needs.steps == "measured":
             data.steps = list(self.measured)[-window:]
         elif needs.steps == "all":

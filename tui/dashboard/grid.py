@@ -20,7 +20,8 @@ from sgdwalk.tui.figures import FIGURES
 
 FIXED = ("slices", "barriers")  # always shown
 SWAP = tuple(name for name in FIGURES if name not in FIXED)  # one slot when compact
-CURVE = ("alignment", "sharpness", "decomposition")  # one slot when wide; shown with data only
+CURVE = ("alignment", "sharpness", "decomposition", "layers", "density")  # one slot when wide;
+# shown with data only
 PANELS = (*FIXED, *SWAP)
 
 

@@ -9,6 +9,8 @@ from sgdwalk.tui.figures import (
     barriers,
     cosine,
     decomposition,
+    density,
+    layers,
     loss,
     sharpness,
     slices,
@@ -17,7 +19,7 @@ from sgdwalk.tui.figures.base import Figure, FigureData, Live, Needs, Options
 
 FIGURES: dict[str, Figure] = {
     m.FIGURE.name: m.FIGURE
-    for m in (slices, barriers, loss, cosine, alignment, sharpness, decomposition)
+    for m in (slices, barriers, loss, cosine, alignment, sharpness, decomposition, layers, density)
 }
 
 __all__ = ["FIGURES", "Figure", "FigureData", "Live", "Needs", "Options"]

@@ -44,6 +44,7 @@ class FigureData:
     steps: list[StepMeasured] = field(default_factory=list)
     epochs: list[EpochEnded] = field(default_factory=list)
     curvature: list[CurvatureMeasured] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)  # the session's info (layer names)
 
 
 @dataclass(frozen=True)

@@ -178,7 +178,7 @@ def select_steps(s: Session, req: ExportRequest, figure: Figure) -> list[StepMea
 
 
 def select_data(s: Session, label: str | None, req: ExportRequest, figure: Figure) -> FigureData:
-    data = FigureData(s.name, label, s.config)
+    data = FigureData(s.name, label, s.config, info=s.info)
     needs = figure.needs
     if needs.steps is not None:
         data.steps = select_steps(s, req, figure)
@@ -225,7 +225,7 @@ def render(figure: Figure, fmt: str, data: list[FigureData], req: ExportRequest)
         return render_mpl(figure, fmt, data, req.options)
     if figure.needs.steps == "all":
         data = [FigureData(d.name, d.label, d.config, _thin(d.steps, req.width), d.epochs,
-                           d.curvature) for d in data]  # fmt: skip
+                           d.curvature, d.info) for d in data]  # fmt: skip
     text = build_text(figure, data, req.options, req.height, colored=fmt != "txt")
     if fmt == "txt":
         return text
