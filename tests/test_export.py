@@ -311,7 +311,9 @@ def test_numbers_of_the_slices_are_every_step_unless_a_range_is_given(canned_ses
 
     def count(path: Path) -> int:
         text = path.read_text()
-        return len(json.loads(text)) if fmt == "json" else len(list(csv.DictReader(text.splitlines())))
+        return (
+            len(json.loads(text)) if fmt == "json" else len(list(csv.DictReader(text.splitlines())))
+        )
 
     with open_session(canned_session) as s:
         measured = sum(r.measured for r in s.steps())
