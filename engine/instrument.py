@@ -27,22 +27,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from sgdwalk.curvature.measure import CurvatureMeter
 from sgdwalk.curvature.spectrum import blocks
-from sgdwalk.geometry import Geometry, Unknown, geometry, lr_of
+from sgdwalk.geometry import lr_of
 from sgdwalk.meter import StepMeter
 from sgdwalk.models import count_params
-from sgdwalk.probe import Chunks, Evaluator, flat_params
+from sgdwalk.passes import Passes
+from sgdwalk.probe import Chunks, Evaluator
 from sgdwalk.probe_set import ProbeSet
 from sgdwalk.records import (
     NOTE_EVENT,
-    CurvatureMeasured,
     EpochEnded,
     EventLogged,
     Record,
     StepMeasured,
 )
-from sgdwalk.sharpness import EdgeWatch
 from sgdwalk.slicing import Slicer
 from sgdwalk.values import ALIGN_DEFAULT, AlignSizes, Schedule, schedule_text
 
@@ -113,9 +111,7 @@ class Instrument:
         self.evaluator, self.probe, self.settings = evaluator, probe, settings
         self.optimizer = optimizer
         self.slicer = Slicer(evaluator, settings.slice_mode)
-        self.curvature: CurvatureMeter | None = None  # built on the first pass
-        self.edge = EdgeWatch()  # the optimizer's edge of stability (sgdwalk.geometry)
-        self._unknown_said = False
+        self.passes = Passes(evaluator, probe, settings, self.elapsed)  # curvature
         self.tally = Tally()
         self._started = time.perf_counter()
         self.measuring = True  # False: a bare walk (training fields only)
@@ -124,7 +120,7 @@ class Instrument:
     def _meter(self, model: nn.Module, every: int) -> StepMeter:
         s = self.settings
         return StepMeter(model, self.slicer, self.probe.slice_chunks, s.points, every,
-                         shard=self.probe.shard, basis=self._basis if s.decompose else None,
+                         shard=self.probe.shard, basis=self.passes.basis if s.decompose else None,
                          batch_sharpness=s.batch_sharpness, clock=self.elapsed)  # fmt: skip
 
     def restart(self, model: nn.Module, measure: bool = True) -> None:
@@ -194,49 +190,11 @@ class Instrument:
     def curvature_due(self, unit: str, count: int) -> bool:
         """Whether the schedule asks for a pass after ``count`` steps or epochs (``unit``; the
         start is step 0)."""
-        schedule = self.settings.hessian_every
-        if schedule is None or not self.measuring:
-            return False
-        return count == 0 or schedule.due(unit, count)
+        return self.passes.due(unit, count, self.measuring)
 
     def curvature_pass(self, model: nn.Module, step: int, epoch: int) -> Iterator[Record]:
-        """A pass at ``model``'s θ: progress, the ``CurvatureMeasured``, and an ``edge`` event the
-        first time λ1 reaches the stability threshold."""
-        meter = self.curvature_meter()
-        shape, note = self._geometry(model)
-        if note:
-            yield EventLogged(step, epoch, "info", NOTE_EVENT, note, self.elapsed())
-        for rec in meter.run_pass(flat_params(model), step, epoch, shape):
-            yield rec
-            if isinstance(rec, CurvatureMeasured):
-                event = self.edge.check(rec, self.elapsed())
-                if event is not None:
-                    yield event
-
-    def _geometry(self, model: nn.Module) -> tuple[Geometry | None, str]:
-        """The optimizer's geometry now, and a note the first time it has none (an optimizer
-        whose edge of stability is not known: no line, never a wrong one)."""
-        if self.optimizer is None:
-            return None, ""
-        try:
-            return geometry(self.optimizer, list(model.parameters())), ""
-        except Unknown as e:
-            said, self._unknown_said = self._unknown_said, True
-            return None, "" if said else f"no edge-of-stability line: {e}"
-
-    def curvature_meter(self) -> CurvatureMeter:
-        """The curvature meter, built on first use (it keeps the last pass's eigenvectors)."""
-        if self.curvature is None:
-            s, probe = self.settings, self.probe
-            layers = blocks(self.evaluator.shadow) if s.layer_curvature else None
-            self.curvature = CurvatureMeter(self.evaluator, probe, s.top_k,
-                                            s.align_sizes.clip(probe.pool_size), s.align_samples,
-                                            s.seed, clock=self.elapsed, layers=layers,
-                                            density=s.density)  # fmt: skip
-        return self.curvature
-
-    def _basis(self) -> tuple[torch.Tensor, int] | None:
-        return self.curvature.basis() if self.curvature is not None else None
+        """A pass at ``model``'s θ (``sgdwalk.passes``)."""
+        return self.passes.run(model, step, epoch, self.optimizer)
 
     # -- epochs
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -296,7 +297,7 @@ class BatchedLosses:
         try:
             for i, (x, y) in enumerate(chunks):
                 self.ev.checkpoint()
-                with replay(i) if replay is not None else contextlib.nullcontext():
+                with replay(i) if replay is not None else contextlib.nullcontext(), _quiet():
                     logits = batched(params, coeffs, x)  # [points, chunk, classes]
                 ce = nn.functional.cross_entropy(
                     logits.flatten(0, 1), y.repeat(n_points), reduction="none"
@@ -324,6 +325,15 @@ class BatchedLosses:
             by_activations = budget // max(1.0, rows * per_example * size)
             self._per_pass[rows] = max(1, int(min(by_params, by_activations)))
         return self._per_pass[rows]
+
+
+def _quiet() -> contextlib.ExitStack:
+    """No warning for a layer that vmap runs point by point: still right, and the ``auto``
+    trials time it (torch says "There is a performance drop ...")."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.filterwarnings("ignore", "There is a performance drop")
+    return stack
 
 
 def _functional_copy(shadow: nn.Module) -> nn.Module:

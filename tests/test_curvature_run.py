@@ -86,3 +86,53 @@ def test_bad_curvature_input_is_one_line_exit_2(
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], out.stderr
     assert "Traceback" not in out.stderr and not any(tmp_path.iterdir())
+
+
+def test_a_failed_curvature_pass_is_a_warning_and_the_steps_go_on(tmp_path):
+    """A model whose operations have no double backward: each pass is one warning with a hint,
+    the slices of every step are kept, and the session ends finished."""
+    import torch
+    from torch import nn
+
+    import sgdwalk
+
+    class NoSecondDerivative(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return torch.tanh(x)
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            if torch.is_grad_enabled():
+                raise RuntimeError("derivative for the backward of NoSecondDerivative is not "
+                                   "implemented")  # fmt: skip
+            return g * (1 - torch.tanh(x) ** 2)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.b(NoSecondDerivative.apply(self.a(x)))
+
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with sgdwalk.Walker(model, (x, y), session="n", sessions_dir=tmp_path, hessian_every=2,
+                        slice_mode="loop") as walker:  # fmt: skip
+        walker.attach(opt)
+        for _ in range(4):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[:16]), y[:16]).backward()
+            opt.step()
+    with sgdwalk.open_session(tmp_path / "n") as s:
+        steps, events = list(s.steps()), list(s.events())
+        assert s.status == "finished" and [r.step for r in steps] == [1, 2, 3, 4]
+        assert all(r.measured for r in steps) and list(s.curvature()) == []
+    failed = [e for e in events if "curvature pass at step" in e.message]
+    assert [e.step for e in failed] == [0, 2, 4] and all(e.level == "warning" for e in failed)
+    assert "RuntimeError: derivative for the backward of NoSecondDerivative" in failed[0].message

@@ -99,7 +99,7 @@ def _timed_epoch(run: Any) -> float:
 
 def curvature_costs(run: Any, repeats: int = 7) -> dict[str, Any]:
     """Curvature figures for a prepared ``sgdwalk.train.Run`` (trains it for one epoch)."""
-    meter = run.instrument.curvature_meter()
+    meter = run.instrument.passes.meter()
     run.evaluator.load(flat_params(run.model))
     times = product_times(meter, repeats)
     cold = _cold_products(meter)

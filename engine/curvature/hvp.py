@@ -21,6 +21,7 @@ through that graph, H v = ∂(g_P·v)/∂θ, instead of forward + backward + bac
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -48,7 +49,7 @@ def differentiable(ev: Evaluator) -> Iterator[None]:
     for m in bns:
         m.track_running_stats = False  # training=True + no tracking = batch stats, no writes
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), _math_attention():
             yield
     finally:
         for p in ev.params:
@@ -56,6 +57,18 @@ def differentiable(ev: Evaluator) -> Iterator[None]:
             p.grad = None
         for m, t in zip(bns, tracked, strict=True):
             m.track_running_stats = t
+
+
+def _math_attention() -> contextlib.AbstractContextManager[None]:
+    """PyTorch's fused attention kernels (flash, memory-efficient: what ``nn.TransformerEncoder``
+    and Hugging Face models at their default "sdpa" call) have no double backward; the math
+    kernel computes the same attention from differentiable operations. Inside a curvature pass
+    only: training keeps the fast kernels."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # a torch without the selector: its attention is the math one
+        return contextlib.nullcontext()
+    return sdpa_kernel(SDPBackend.MATH)
 
 
 def _flat(parts: Sequence[torch.Tensor | None], ev: Evaluator) -> torch.Tensor:
