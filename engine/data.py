@@ -49,7 +49,14 @@ class Data:
     def n_train(self) -> int:
         return self.x_train.shape[0]
 
+    @property
+    def tokens(self) -> bool:
+        """Whether the inputs are token ids (an embedding's input: never normalised)."""
+        return not self.x_train.is_floating_point() and self.x_train.dtype != torch.uint8
+
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tokens:
+            return x
         return (x.to(self.mean.dtype) - self.mean) / self.std
 
     def inputs(self, idx: torch.Tensor | slice, split: str = "train") -> torch.Tensor:
@@ -96,7 +103,7 @@ def load_data(
     if train_size is not None:
         x_tr, y_tr = x_tr[:train_size], y_tr[:train_size]
     x_tr_t = torch.as_tensor(x_tr)
-    mean, std = _channel_stats(x_tr_t)
+    mean, std = _channel_stats(x_tr_t) if x_tr_t.dim() > 2 else _flat_stats(x_tr_t)
     return Data(
         name=name,
         x_train=x_tr_t.to(device),
@@ -125,6 +132,28 @@ def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     mean = total / n
     std = (sq / n - mean * mean).clamp_min(1e-12).sqrt()
     return mean.float().view(c, 1, 1), std.float().view(c, 1, 1)
+
+
+def _flat_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs that are not images (token ids): nothing to normalise by."""
+    return torch.zeros(1), torch.ones(1)
+
+
+def _modular(p: int = 59, train_fraction: float = 0.5):
+    """a + b mod p, every pair once (Power et al. 2022, "Grokking"): the sequence [a, b, =] of
+    token ids (= is token p) and the label (a + b) mod p; a fixed random ``train_fraction`` of
+    the p² pairs trains, the rest validates. Generated: nothing to download."""
+
+    def load(_root: Path, _download: bool):
+        a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
+        x = np.stack([a.ravel(), b.ravel(), np.full(p * p, p)], 1).astype(np.int64)
+        y = (a.ravel() + b.ravel()) % p
+        order = np.random.default_rng(59).permutation(p * p)
+        n = int(train_fraction * p * p)
+        tr, va = order[:n], order[n:]
+        return x[tr], y[tr], x[va], y[va], p, False
+
+    return load
 
 
 def _digits(_root: Path, _download: bool):
@@ -284,4 +313,6 @@ _LOADERS = {
     "synthetic-cifar10": _synthetic((3, 32, 32), (3, 1, 1), 40, "CIFAR"),
     # an image per class: the paper's 784-500-350-10 MLP
     "synthetic-mnist": _synthetic((1, 28, 28), (1, 28, 28), 60, "MNIST"),
+    # token ids [a, b, =] and (a + b) mod 59: a transformer's grokking task
+    "modular-addition": _modular(),
 }

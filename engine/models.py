@@ -127,6 +127,37 @@ def wrn(shape: tuple[int, ...], classes: int, depth: int = 16, width: int = 4) -
     return _he_init(PreActResNet(shape[0], classes, blocks, (16 * width, 32 * width, 64 * width)))
 
 
+class Decoder(nn.Module):
+    """A one-block decoder-only transformer for short token sequences (``--model transformer``):
+    token and position embeddings, causal multi-head self-attention and an MLP, each added to the
+    residual stream, no normalisation (as in the grokking papers, whose dynamics it reproduces),
+    and the class read from the last position. ``vocab`` tokens, sequences of ``length``."""
+
+    def __init__(self, vocab: int, length: int, classes: int, width: int = 128, heads: int = 4):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.position = nn.Parameter(torch.randn(length, width) / width**0.5)
+        self.attention = nn.MultiheadAttention(width, heads, bias=False, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.ReLU(),
+                                 nn.Linear(4 * width, width))  # fmt: skip
+        self.head = nn.Linear(width, classes, bias=False)
+        causal = torch.triu(torch.ones(length, length, dtype=torch.bool), 1)
+        self.register_buffer("causal", causal, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x) + self.position[: x.shape[1]]
+        mask = self.causal[: x.shape[1], : x.shape[1]]
+        h = h + self.attention(h, h, h, attn_mask=mask, need_weights=False)[0]
+        h = h + self.mlp(h)
+        return self.head(h[:, -1])
+
+
+def transformer(shape: tuple[int, ...], classes: int) -> nn.Module:
+    """The decoder for sequences of ``shape[0]`` token ids below ``classes + 1`` (the classes and
+    one separator, as in modular addition's [a, b, =])."""
+    return Decoder(classes + 1, shape[0], classes)
+
+
 def build_model(
     name: str,
     shape: tuple[int, ...],
@@ -145,6 +176,8 @@ def build_model(
         return resnet56(shape, classes)
     if name == "wrn":
         return wrn(shape, classes, wrn_depth, wrn_width)
+    if name == "transformer":
+        return transformer(shape, classes)
     raise ValueError(f"unknown model {name!r}")
 
 
