@@ -252,6 +252,14 @@ class Session(SessionFile):
     def barrier_count(self) -> int:
         return self._scalar("SELECT COUNT(*) FROM steps WHERE barrier = 1")
 
+    def measured_count(self) -> int:
+        """Steps with a slice (all of them, unless some were left unmeasured)."""
+        return self._scalar("SELECT COUNT(*) FROM steps WHERE slice IS NOT NULL")
+
+    def interior_count(self) -> int:
+        """Measured steps whose slice has an interior minimum."""
+        return self._scalar("SELECT COUNT(*) FROM steps WHERE interior_min = 1")
+
     def follow(self, poll: float = 0.25, idle_timeout: float | None = None) -> Iterator[Record]:
         """Yield every record, then new ones as a live writer commits them, in step order.
 

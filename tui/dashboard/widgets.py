@@ -37,6 +37,7 @@ class FigureChart(PlotextPlot, can_focus=True):
         super().__init__(id=figure.name, **kw)  # type: ignore[arg-type]
         self.figure = figure
         self.data = FigureData(figure.name)
+        self.overlay: list[FigureData] = []  # several runs at once (``compare``), or none
         self.error: str | None = None  # the last drawing failure, for the event log
         self.deferred = False  # a deferred chart takes new data but repaints only when resumed
         self.stale = False
@@ -58,6 +59,15 @@ class FigureChart(PlotextPlot, can_focus=True):
             self.stale = True
         else:
             self.refresh()
+
+    def show_overlay(self, data: list[FigureData], title: str) -> None:
+        """Several runs in one figure, each labelled (``sgdwalk compare``)."""
+        self._title(title)
+        if data == self.overlay:
+            return
+        self.overlay = data
+        self._version += 1
+        self.refresh()
 
     def defer(self) -> None:
         self.deferred = True
@@ -95,7 +105,7 @@ class FigureChart(PlotextPlot, can_focus=True):
             drew = draw_plotext(
                 self.figure,
                 plt,
-                [self.data],
+                self.overlay or [self.data],
                 Options(width=self.size.width, height=self.size.height),
             )
             plt.title("" if drew else self.figure.empty_panel)
