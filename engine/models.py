@@ -142,6 +142,7 @@ class Decoder(nn.Module):
                                  nn.Linear(4 * width, width))  # fmt: skip
         self.head = nn.Linear(width, classes, bias=False)
         causal = torch.triu(torch.ones(length, length, dtype=torch.bool), 1)
+        self.causal: torch.Tensor
         self.register_buffer("causal", causal, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,9 @@ def test_the_scalars_of_each_record_kind():
     assert values["slice/interior_min"] in (0.0, 1.0) and "walk/grad_cos" in values
     epoch = next(r for r in RECORDS if type(r).__name__ == "EpochEnded")
     at, values = scalars(epoch)
-    assert at == epoch.steps and values["epoch/interior_min_fraction"] == epoch.interior_min_fraction
+    assert (
+        at == epoch.steps and values["epoch/interior_min_fraction"] == epoch.interior_min_fraction
+    )
     pass_ = next(r for r in RECORDS if type(r).__name__ == "CurvatureMeasured")
     at, values = scalars(pass_)
     assert values["curvature/lambda1"] == pass_.eigenvalues[0]
