@@ -9,7 +9,8 @@ same events into the same outcomes, so each rule is written once here:
   raises ``KeyboardInterrupt`` as Ctrl+C would, but never in the middle of the Walker's own work
   (``Controls.busy``), where it is held until that work is done.
 - ``hold``: the one pause loop, which says when training really holds and when it goes on.
-- ``ending``: the session status and message of an exception that ended a run.
+- ``ending``: the session status and message of an exception that ended a run (an exit with a
+  code is one: 0 finished, anything else failed).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from sgdwalk.records import (
     FAILED,
+    FINISHED,
     INTERRUPTED,
     PAUSED_EVENT,
     RESUMED_EVENT,
@@ -83,9 +85,15 @@ def hold(
 
 def ending(e: BaseException, stopped_by: str = "") -> tuple[str, str]:
     """The session status and message of a run ended by ``e``: Ctrl+C or a stop signal is
-    ``interrupted``; anything else is ``failed``, with the exception's type and text."""
+    ``interrupted``; an exit (``sys.exit``) is ``finished`` with code 0 or None, else ``failed``
+    with the code; anything else is ``failed``, with the exception's type and text."""
     if isinstance(e, KeyboardInterrupt):
         return INTERRUPTED, f"stopped by {stopped_by}" if stopped_by else "interrupted"
+    if isinstance(e, SystemExit):
+        code = e.code
+        if code is None or code == 0:
+            return FINISHED, "the script ended"
+        return FAILED, f"exit code {code}" if isinstance(code, int) else f"exit: {code}"
     return FAILED, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 

@@ -5,10 +5,12 @@ descent, DDP) and a user's own loop (``sgdwalk.Walker``: optimizer hooks) offer 
 same moments: before an update, after it, at an epoch's end. Everything measured at those moments
 lives here, once: the private copy of the model (``Evaluator``), the probe set (``ProbeSet``), how
 slices are evaluated (``Slicer``), the per-step measurements (``StepMeter``), the curvature
-schedule and passes (``CurvatureMeter``), the edge-of-stability watch, and the epoch's tally of
-barriers and interior minima. A client calls the moments and routes the records they yield (the
-trainer yields them on to its consumer; the Walker writes them to its session), so adding a
-measurement touches this core and the records, not the clients.
+schedule and passes (``CurvatureMeter``), the edge-of-stability watch, the epoch's tally of
+barriers and interior minima, and the caveats the measured steps raise about the measurements
+themselves (a probe whose loss is not finite, a step begun with no gradient). A client calls the
+moments and routes the records they yield (the trainer yields them on to its consumer; the Walker
+writes them to its session), so adding a measurement touches this core and the records, not the
+clients.
 
 The Instrument leaves the model as it found it: it reads parameters and gradients, evaluates on
 its own copy, and reads the optimiser's hyper-parameters only to label the records.
@@ -95,6 +97,39 @@ class Tally:
         return self.interior / self.measured if self.measured else 0.0
 
 
+class Caveats:
+    """What the measured steps say about the measurements themselves, each said once a session:
+    a warning when a slice is not finite while the update is (NaN or inf in the probe's inputs,
+    or a loss that returns NaN: the training is fine, its measurement is not), and a note when a
+    step began with no gradient at all (its ``grad_norm`` is NaN: unknown, not zero)."""
+
+    def __init__(self) -> None:
+        self.said: set[str] = set()
+
+    def of(self, rec: StepMeasured, gradless: int, elapsed: float) -> list[EventLogged]:
+        out = []
+        where = (rec.step, rec.epoch)
+        if "probe" not in self.said and rec.slice and not all(map(math.isfinite, rec.slice)):
+            update = (rec.step_norm, rec.dist_from_init)
+            if all(v is not None and math.isfinite(v) for v in update):
+                self.said.add("probe")
+                text = PROBE_NOT_FINITE.format(step=rec.step)
+                out.append(EventLogged(*where, "warning", "warning", text, elapsed))
+        if gradless and "gradless" not in self.said:
+            self.said.add("gradless")
+            text = GRADLESS.format(step=rec.step)
+            out.append(EventLogged(*where, "info", NOTE_EVENT, text, elapsed))
+        return out
+
+
+PROBE_NOT_FINITE = ("the probe's loss is not finite at step {step} while the update is: look for "
+                    "NaN or inf in the probe's inputs, or a loss_fn that returns NaN (the slices "
+                    "have gaps)")  # fmt: skip
+GRADLESS = ("no gradient when step {step} began (every .grad was None: an optimiser that "
+            "computes it inside step(closure), such as LBFGS?): grad_norm is NaN; call "
+            "walker.before_step() after backward, with attach(optimizer, before=False)")  # fmt: skip
+
+
 class Instrument:
     """Measures the updates of ``model`` on ``probe`` with ``evaluator`` (its private copy).
 
@@ -113,6 +148,7 @@ class Instrument:
         self.slicer = Slicer(evaluator, settings.slice_mode)
         self.passes = Passes(evaluator, probe, settings, self.elapsed)  # curvature
         self.tally = Tally()
+        self.caveats = Caveats()  # said once a session
         self._started = time.perf_counter()
         self.measuring = True  # False: a bare walk (training fields only)
         self.meter = self._meter(model, settings.measure_every)
@@ -175,7 +211,8 @@ class Instrument:
         lr = self.lr()
         rec = self.meter.after_update(model, step, epoch, lr, batch_size, batch_loss)
         self.tally.add(rec)
-        return [rec, *self.notes(step, epoch)]
+        return [rec, *self.caveats.of(rec, self.meter.gradless, self.elapsed()),
+                *self.notes(step, epoch)]  # fmt: skip
 
     def discard(self) -> None:
         """The update begun with ``before_update`` was not taken."""

@@ -89,6 +89,7 @@ class StepMeter:
         self._before: tuple[torch.Tensor, torch.Tensor] | None = None  # θ_t, g_t of this update
         self._batch: Chunks | None = None  # this step's own batch, when it is needed
         self._batch_value: torch.Tensor | None = None
+        self.gradless = 0  # steps begun with no gradient at all
 
     def due(self, step: int) -> bool:
         """Whether ``step`` is measured: every ``measure_every``-th step from the first."""
@@ -106,7 +107,9 @@ class StepMeter:
             self._before = None
             return
         theta = self.trail.theta if self.trail.theta is not None else flat_params(model)
-        self._before = (theta, flat_grads(model))
+        known = any(p.grad is not None for p in model.parameters())  # not so under LBFGS's pre-hook
+        self.gradless += not known  # (the gradient is unknown, not zero: NaN)
+        self._before = (theta, flat_grads(model) if known else torch.full_like(theta, math.nan))
         if self.batch_sharpness and self.due(step) and batch:
             from sgdwalk.curvature.hvp import batch_sharpness
 

@@ -20,6 +20,7 @@ from sgdwalk.errors import ConfigError
 
 OFF_WORDS = ("off", "none", "0", "never")  # a schedule that is off
 DEFAULT_PROBE = 2048  # probe examples when none is asked for: min(2048, train size)
+MAX_POINTS = 1000  # a slice of K points costs K forward passes of the probe set per step
 
 
 def _fail(knob: str, why: str) -> ConfigError:

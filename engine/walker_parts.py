@@ -1,24 +1,21 @@
-"""The Walker's smaller parts: its hooks into the user's objects, what the loop shows of a step,
-its time budget, how a script's end reaches it, and its session's description. Kept apart so
-``sgdwalk.walker`` reads as the two moments of an update."""
+"""The Walker's smaller parts: its hooks into the user's objects, the shield around its own work,
+what the loop shows of a step, its time budget, and the optimiser's description. Kept apart so
+``sgdwalk.walker`` reads as the two moments of an update (how the script's end, its forks and its
+threads reach the Walker is ``sgdwalk.walker_guard``)."""
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import math
-import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from sgdwalk.control import Controls, SignalHandlers, ending
-from sgdwalk.errors import ConfigError
-from sgdwalk.records import FINISHED
-from sgdwalk.values import Schedule
+from sgdwalk.control import Controls
+from sgdwalk.walker_args import fail, jsonable
 
 
 class Hooks:
@@ -28,17 +25,26 @@ class Hooks:
 
     def __init__(self) -> None:
         self._handles: list[Any] = []
+        self._stepping: list[Any] = []  # the optimiser's step hooks: one optimiser at a time
         self._scaler: tuple[Any, Any] | None = None
+        self._model: nn.Module | None = None
 
     def optimizer(self, optimizer: torch.optim.Optimizer, before: Callable[[], None] | None,
                   after: Callable[[], None] | None) -> None:  # fmt: skip
+        """Hook ``optimizer``'s steps, in place of the step hooks of any optimiser before it."""
+        for handle in self._stepping:
+            handle.remove()
+        self._stepping.clear()
         if before is not None:
-            self._handles.append(optimizer.register_step_pre_hook(lambda *_: before()))
+            self._stepping.append(optimizer.register_step_pre_hook(lambda *_: before()))
         if after is not None:
-            self._handles.append(optimizer.register_step_post_hook(lambda *_: after()))
+            self._stepping.append(optimizer.register_step_post_hook(lambda *_: after()))
 
     def model(self, model: nn.Module, tap: LoopTap) -> None:
-        """Take the batch loss from the model's output when it carries one."""
+        """Take the batch loss from the model's output when it carries one (hooked once)."""
+        if self._model is model:
+            return
+        self._model = model
 
         def capture(module: nn.Module, args: Any, output: Any) -> None:
             # the Walker's private copy carries this hook too, hence the check
@@ -49,7 +55,9 @@ class Hooks:
 
     def scaler(self, scaler: Any, steps: Callable[[], int], skipped: Callable[[str], None]) -> None:
         """Call ``skipped(why)`` when ``scaler.step`` returns without a step taken (``steps`` the
-        same before and after)."""
+        same before and after); a scaler already wrapped stays as it is."""
+        if self._scaler is not None:
+            return
         original = scaler.step
 
         def step(optimizer: Any, *args: Any, **kwargs: Any) -> Any:
@@ -65,61 +73,33 @@ class Hooks:
         self._scaler = (scaler, original)
 
     def remove(self) -> None:
-        for handle in self._handles:
+        for handle in self._handles + self._stepping:
             handle.remove()
         self._handles.clear()
+        self._stepping.clear()
+        self._model = None
         if self._scaler is not None:
             scaler, original = self._scaler
             scaler.step = original
             self._scaler = None
 
 
-class ScriptGuard:
-    """How a user's script ends, as its Walker sees it: a stop signal (SIGTERM/SIGHUP, raised as
-    ``KeyboardInterrupt`` outside the Walker's own work; ``sgdwalk.control``), an uncaught
-    exception, or the interpreter's exit; each calls ``on_end(status, message)`` once."""
-
-    def __init__(self, controls: Controls, on_end: Callable[[str, str], None]) -> None:
-        self.controls = controls
-        self._signals = SignalHandlers(controls, interrupt=True, only_defaults=True)
-        self._on_end = on_end
-        self._previous_hook: Any = None
-
-    def install(self) -> None:
-        self._signals.install()
-        atexit.register(self._at_exit)
-        self._previous_hook = sys.excepthook
-        sys.excepthook = self._excepthook
-
-    def remove(self) -> None:
-        self._signals.uninstall()
-        atexit.unregister(self._at_exit)
-        if sys.excepthook == self._excepthook:
-            sys.excepthook = self._previous_hook
-
-    def ending(self, e: BaseException) -> tuple[str, str]:
-        """The status and message of a session an exception ended."""
-        return ending(e, self.controls.stopped_by)
-
-    def _excepthook(self, kind: type[BaseException], e: BaseException, tb: Any) -> None:
-        previous = self._previous_hook
-        self._on_end(*self.ending(e))
-        previous(kind, e, tb)
-
-    def _at_exit(self) -> None:
-        self._on_end(FINISHED, "the script ended")
-
-
 class Shield:
     """``with shield:`` around the Walker's own work: a stop signal waits for its end (then
-    raises as Ctrl+C), the RNG states it finds are restored, no gradients are recorded, its
-    seconds are counted against the budget, and an exception in it goes to ``on_failure`` (the
-    user's training must survive its instrument)."""
+    raises as Ctrl+C), no gradients are recorded, its seconds are counted against the budget,
+    and an exception in it goes to ``on_failure`` (the user's training must survive its
+    instrument).
+
+    The global RNG is left alone: the Walker's own draws come from its seeded generators, so
+    another thread's stream is never rewound. Only for a model that draws from the global RNG in
+    the probe's forward (``keep_rng``, found when the Walker is made) are the RNG states saved
+    and restored around the work (``fork_rng``), which keeps this thread's stream as it was."""
 
     def __init__(self, controls: Controls, budget: Budget | None, device: torch.device,
-                 on_failure: Callable[[Exception], None]) -> None:  # fmt: skip
+                 on_failure: Callable[[Exception], None], keep_rng: bool = False) -> None:  # fmt: skip
         self.controls, self.budget, self.on_failure = controls, budget, on_failure
         self.devices = [device.index or 0] if device.type == "cuda" else []
+        self.keep_rng = keep_rng
         self._stack: contextlib.ExitStack | None = None
         self._started = 0.0
 
@@ -127,7 +107,8 @@ class Shield:
         self.controls.busy = True
         self._started = time.perf_counter()
         self._stack = contextlib.ExitStack()
-        self._stack.enter_context(torch.random.fork_rng(devices=self.devices))
+        if self.keep_rng:
+            self._stack.enter_context(torch.random.fork_rng(devices=self.devices))
         self._stack.enter_context(torch.no_grad())
 
     def __exit__(self, kind: type[BaseException] | None, e: BaseException | None,
@@ -156,6 +137,11 @@ class LoopTap:
         self._seen = 0  # examples the model saw in training mode since the last step
 
     def report(self, loss: torch.Tensor | float, batch_size: int | None = None) -> None:
+        number = isinstance(loss, int | float) and not isinstance(loss, bool)
+        if not (number or isinstance(loss, torch.Tensor)):
+            raise fail("report", f"loss must be a tensor or a number, got {loss!r:.60}")
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 0):
+            raise fail("report", f"batch_size must be a whole number, got {batch_size!r:.60}")
         value = loss.detach().float().mean() if isinstance(loss, torch.Tensor) else loss
         self._losses.append(torch.as_tensor(value, dtype=torch.float32))
         self._reported += batch_size or 0
@@ -238,36 +224,6 @@ class Budget:
 
 def _smooth(old: float, new: float, weight: float = 0.3) -> float:
     return new if math.isnan(old) else (1 - weight) * old + weight * new
-
-
-def steps_schedule(value: int | str | None) -> Schedule | None:
-    """The Walker's ``hessian_every``: steps between curvature passes, as an int or 'Ns' (the
-    command line's step form); None or 'off': no passes."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or isinstance(value, int) and value < 1:
-        raise ConfigError("Walker: hessian_every must be at least 1 step")
-    text = f"{value}s" if isinstance(value, int) else str(value)
-    schedule = Schedule.parse(text, "Walker: hessian_every")
-    if schedule is not None and schedule.unit != "steps":
-        n = schedule.every
-        raise ConfigError(f"Walker: hessian_every counts steps ({n} or '{n}s'), got {value!r}")
-    return schedule
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` as JSON-ready data: numbers, text, lists, dicts; anything else as its repr."""
-    if isinstance(value, bool | int | str) or value is None:
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return jsonable(value.item())
-    return repr(value)
 
 
 def optimizer_params(optimizer: torch.optim.Optimizer) -> dict[str, Any]:

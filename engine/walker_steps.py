@@ -42,7 +42,7 @@ class Steps:
     @epoch.setter
     def epoch(self, value: int) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"Walker: epoch must be a whole number from 1, got {value!r}")
+            raise ConfigError(f"Walker: epoch: must be a whole number from 1, got {value!r}")
         self._epoch = value
 
     def begin(self) -> None:
@@ -66,8 +66,8 @@ class Steps:
         self.open = False
         self.step -= 1
         self.instrument.discard()
-        self.event(SKIPPED_EVENT, f"the update after step {self.step} was skipped ({why}): "
-                   "not measured")  # fmt: skip
+        self.event(f"the update after step {self.step} was skipped ({why}): not measured",
+                   SKIPPED_EVENT)  # fmt: skip
 
     def end(self) -> None:
         """The update taken: its records, and a curvature pass when one is due."""
@@ -82,8 +82,9 @@ class Steps:
         if self.instrument.curvature_due("steps", self.step):
             self._curvature_pass()
 
-    def event(self, kind: str, message: str) -> None:
-        self.record.event(self.step, self.epoch, "info", kind, message)
+    def event(self, message: str, kind: str, level: str = "info") -> None:
+        """An event at the current step (a ``warning`` event is also a line on stderr)."""
+        self.record.event(self.step, self.epoch, level, kind, message)
 
     def close(self, status: str, message: str) -> None:
         """The session's end: the last epoch, the ending event, the status."""

@@ -156,7 +156,8 @@ def test_exec_without_a_terminal_runs_the_script_under_the_name_it_chose(tmp_pat
                          timeout=HANG)  # fmt: skip
     assert out.returncode == 3, out.stderr  # the script's own exit code
     with open_session(sessions / "mine") as s:  # exec's name and folder win over the script's
-        assert s.step_count() == 3 and s.status == FINISHED
+        # sys.exit(3) is the script failing, as its exit code says (issue 22: it ended finished)
+        assert s.step_count() == 3 and s.status == FAILED and s.message == "exit code 3"
     assert not (tmp_path / "ignored").exists()
 
 

@@ -7,6 +7,10 @@ backward (after every accumulated micro-batch, and under 16-bit AMP after unscal
 starts there; it ends in the optimiser's post-step hook, which does not fire for a step the AMP
 scaler skips (the Walker then records the skip). The batch loss is taken in ``on_before_backward``,
 undoing Lightning's division by ``accumulate_grad_batches`` and the AMP scale.
+
+The Walker's arguments are checked when the callback is made (a ``ConfigError``); a probe the
+model cannot take, found once the fit has begun, is one line on stderr and the fit goes on
+unmeasured.
 """
 
 from __future__ import annotations
@@ -17,8 +21,11 @@ import lightning.pytorch as pl
 import torch
 
 from sgdwalk.control import ending
+from sgdwalk.errors import SgdwalkError
 from sgdwalk.records import FINISHED, INTERRUPTED
 from sgdwalk.walker import Walker
+from sgdwalk.walker_args import check_arguments
+from sgdwalk.walker_session import say
 
 
 class WalkerCallback(pl.Callback):
@@ -29,13 +36,18 @@ class WalkerCallback(pl.Callback):
     """
 
     def __init__(self, probe: Any, loss_fn: Any = None, **walker_args: Any) -> None:
+        check_arguments(**walker_args)  # misused now, not once training runs
         self.probe, self.loss_fn, self.walker_args = probe, loss_fn, walker_args
         self.walker: Walker | None = None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         args = {"total_steps": _total(trainer), "meta": {"framework": "lightning"}}
-        self.walker = Walker(pl_module, self.probe, self.loss_fn, **(args | self.walker_args))
-        self.walker.attach(trainer.optimizers[0], before=False)
+        try:
+            walker = Walker(pl_module, self.probe, self.loss_fn, **(args | self.walker_args))
+        except SgdwalkError as e:  # training has begun: it goes on, unmeasured
+            say(f"not measuring, training goes on: {e}")
+            return
+        self.walker = walker.attach(trainer.optimizers[0], before=False)
 
     def on_before_backward(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor

@@ -33,17 +33,26 @@ def _batch_size(value: Any) -> int | str | None:
     return value if isinstance(value, int | str) else None
 
 
+def _recorded_batch(s: Session) -> int | None:
+    """The batch size the first step recorded (a Walker given no ``batch_size``; 0: unknown)."""
+    steps = s.steps()
+    first = next(steps, None)
+    steps.close()
+    return first.batch_size if first is not None and first.batch_size > 0 else None
+
+
 def session_summary(s: Session) -> dict[str, Any]:
     cfg = s.config
     epochs = list(s.epochs())
     last = s.step(s.last_step())
     final_loss = epochs[-1].train_loss if epochs else (last.batch_loss if last else None)
+    batch = _batch_size(cfg.get("batch_size"))
     return {
         "name": s.name,
         "model": cfg.get("model"),
         "dataset": cfg.get("dataset"),
         "lr": cfg.get("lr"),
-        "batch_size": _batch_size(cfg.get("batch_size")),
+        "batch_size": batch if batch is not None else _recorded_batch(s),
         "steps": s.step_count(),
         "status": s.status,
         "barriers": s.barrier_count(),
