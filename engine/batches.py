@@ -116,10 +116,20 @@ class SummedLoss:
         return self.loss_fn(module, batch) * y.shape[0]
 
 
+def pieces(t: torch.Tensor, size: int) -> tuple[torch.Tensor, ...]:
+    """``torch.split(t, size)``, a last piece of one row joined to the one before it (BatchNorm
+    cannot normalise a batch of one example)."""
+    out = torch.split(t, size)
+    if len(out) > 1 and len(out[-1]) == 1:
+        out = (*out[:-2], torch.cat(out[-2:]))
+    return out
+
+
 def make_chunks(
     x: torch.Tensor, y: torch.Tensor, size: int
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return list(zip(torch.split(x, size), torch.split(y, size), strict=True))
+    """The probe's chunks of ``size`` examples (a last one of one example joins the one before)."""
+    return list(zip(pieces(x, size), pieces(y, size), strict=True))
 
 
 def make_probe_chunks(
@@ -133,8 +143,8 @@ def make_probe_chunks(
         return make_chunks(x, y, size)
     device = next((t.device for t in tensors_of(probe)), torch.device("cpu"))
     counter = torch.arange(n, device=device)
-    return [(index_batch(probe, slice(i, i + size)), counter[i : i + size])
-            for i in range(0, n, size)]  # fmt: skip
+    return [(index_batch(probe, slice(int(c[0]), int(c[-1]) + 1)), c)
+            for c in pieces(counter, size)]  # fmt: skip
 
 
 def tensors_of(batch: Any) -> Iterator[torch.Tensor]:

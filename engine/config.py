@@ -30,6 +30,7 @@ from sgdwalk.session.naming import DEFAULT_SESSIONS, SESSIONS_ENV
 from sgdwalk.values import (
     ALIGN_DEFAULT,
     DEFAULT_PROBE,
+    MAX_POINTS,
     AlignSizes,
     BatchSize,
     ProbeSpec,
@@ -294,7 +295,6 @@ SLICE_MODES = ("auto", "loop", "vmap")
 
 MAX_INT = 2**31 - 1  # counts and sizes beyond this are typing errors, and SQLite and torch limits
 MAX_SEED = 2**63 - 1  # torch's generators take a 64-bit seed (offsets are added to it)
-MAX_POINTS = 1000  # a slice of K points costs K forward passes of the probe set per step
 MAX_NPROC = 1024  # processes per machine
 THREADS_PER_CORE = 4  # more threads than this per core only thrash (and can crash OpenMP)
 

@@ -14,8 +14,9 @@ The Instrument (``sgdwalk.instrument``) builds it and drives it for both clients
 Per measured step t: g_t (the gradient the update used), θ_t and θ_{t+1} as flat vectors, the slice
 L_j = L_P(θ_t + α_j Δ_t) with L_0 reused from the previous step's L_K (so a step costs K forward
 passes of the probe set, not K+1), and the trajectory numbers. Everything stays on the device and is
-synced to the host once per measured step. With ``measure_every`` N > 1 only every N-th step is
-measured; the step before it keeps θ, g and Δ so that the cosines are still of consecutive steps.
+synced to the host once per measured step. When only some steps are measured (every N-th, or a
+random share: ``sgdwalk.sampling``), the step before a measured one keeps θ, g and Δ so that the
+cosines are still of consecutive steps.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from torch import nn
 from sgdwalk.landscape import analyze_slice, interpolation_alphas
 from sgdwalk.probe import Chunks, Evaluator, flat_grads, flat_params
 from sgdwalk.records import StepMeasured
+from sgdwalk.sampling import Sampler
 from sgdwalk.shard import Shard
 from sgdwalk.slicing import Slicer
 
@@ -66,21 +68,22 @@ class StepMeter:
     """Measures optimiser updates of one model on a fixed probe set (or each step's own batch).
 
     ``probe``: this rank's probe chunks, or None when each step slices its own batch (pass it to
-    ``before_update``). ``measure_every``: 0 never measures (training fields only). ``shard``: the
+    ``before_update``). ``sampler``: which steps are measured (``sgdwalk.sampling``; by default
+    every one; ``Sampler(every=0)``: none, the training fields only). ``shard``: the
     probe's rows across ranks. ``basis`` (``--decompose``): the latest top-k eigenvectors, to split
     each step by. ``batch_sharpness``: g_Bᵀ H_B g_B / ‖g_B‖² on each measured step's batch.
     ``clock``: the run's seconds, for the records.
     """
 
     def __init__(
-        self, model: nn.Module, slicer: Slicer, probe: Chunks | None, points: int = 10,
-        measure_every: int = 1, *, shard: Shard | None = None, basis: Basis | None = None,
+        self, model: nn.Module, slicer: Slicer, probe: Chunks | None, points: int = 10, *,
+        sampler: Sampler | None = None, shard: Shard | None = None, basis: Basis | None = None,
         batch_sharpness: bool = False, clock: Callable[[], float] | None = None,
     ) -> None:  # fmt: skip
         self.slicer, self.evaluator = slicer, slicer.ev
         self.probe, self.shard = probe, shard
         self.alphas = interpolation_alphas(points)
-        self.every = measure_every
+        self.sampler = sampler or Sampler()
         self.basis = basis or (lambda: None)
         self.batch_sharpness = batch_sharpness
         self.clock = clock or _since(time.perf_counter())
@@ -92,8 +95,8 @@ class StepMeter:
         self.gradless = 0  # steps begun with no gradient at all
 
     def due(self, step: int) -> bool:
-        """Whether ``step`` is measured: every ``measure_every``-th step from the first."""
-        return self.every > 0 and (step - 1) % self.every == 0
+        """Whether ``step`` is measured (the sampler's choice, drawn once a step)."""
+        return self.sampler.due(step)
 
     def wants_batch(self, step: int) -> bool:
         """Whether ``before_update`` needs the step's batch (``--probe batch``, batch sharpness)."""

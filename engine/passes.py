@@ -27,7 +27,7 @@ from sgdwalk.records import NOTE_EVENT, CurvatureMeasured, EventLogged, Record
 from sgdwalk.sharpness import EdgeWatch
 
 if TYPE_CHECKING:
-    from sgdwalk.instrument import Settings
+    from sgdwalk.settings import Settings
 
 HINT = ("the step measurements go on; curvature needs the loss's second derivatives through the "
         "model (README: Transformers, Bad input)")  # fmt: skip

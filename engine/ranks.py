@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sgdwalk.batches import pieces
 from sgdwalk.shard import Peers
 
 GD_CHUNK = 1000  # examples per backward pass when accumulating a full-batch gradient
@@ -57,13 +58,10 @@ class Ranks:
         x = torch.cat([run.data.train_batch(part, run.gen) for part in torch.split(idx, GD_CHUNK)])
         lo, hi = n * self.rank // self.world, n * (self.rank + 1) // self.world
         if hi == lo:  # no rows here (a last batch smaller than the ranks): a zero-weight pass,
-            lo, hi, n_weight = 0, 1, 0.0  # so DDP's gradient all_reduce still happens everywhere
+            lo, hi, n_weight = 0, min(n, 2), 0.0  # so DDP's gradient all_reduce still happens
         else:
             n_weight = 1.0
-        xs, ys = (
-            torch.split(x[lo:hi], GD_CHUNK),
-            torch.split(run.data.y_train[idx[lo:hi]], GD_CHUNK),
-        )
+        xs, ys = pieces(x[lo:hi], GD_CHUNK), pieces(run.data.y_train[idx[lo:hi]], GD_CHUNK)
         total = torch.zeros((), device=x.device)
         for i, (xc, yc) in enumerate(zip(xs, ys, strict=True)):
             last = i == len(xs) - 1

@@ -31,10 +31,12 @@ def _alpha_grid(losses: list[float]) -> list[float]:
 ALPHAS_FROM_SLICE = {"stored": False, "from": ("slice", _alpha_grid)}
 
 
-def columns(pattern: str) -> dict[str, str]:
+def columns(pattern: str, paired: str | None = None) -> dict[str, str]:
     """Metadata: a list field's csv/json columns, ``pattern`` formatted with its index, 0-based
-    as ``j`` (``L_{j}``: L_0..L_K) or 1-based as ``i`` (``eig_cos_mean_{i}``: one per v_i)."""
-    return {"columns": pattern}
+    as ``j`` (``L_{j}``: L_0..L_K) or 1-based as ``i`` (``eig_cos_mean_{i}``: one per v_i);
+    ``paired``: the list field it goes with element by element (a stored pair of other lengths
+    is a damaged record)."""
+    return {"columns": pattern} | ({"paired": paired} if paired else {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +89,16 @@ class EpochEnded:
     train_acc: float
     val_loss: float
     val_acc: float
-    barriers: int
-    interior_min_fraction: float
+    barriers: int  # among the measured steps
+    interior_min_fraction: float  # among the measured steps
+    # when only some steps were measured (a time budget: sgdwalk.budget), the 95% intervals of
+    # the epoch's interior-minimum share and barrier count (sgdwalk.shares); when all were, each
+    # interval is the value itself. None in sessions recorded before.
+    measured_steps: int | None = None
+    interior_min_low: float | None = None
+    interior_min_high: float | None = None
+    barriers_low: float | None = None
+    barriers_high: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +143,7 @@ class CurvatureMeasured:
     # --density: the spectral density's quadrature nodes and weights (stochastic Lanczos)
     density_nodes: list[float] | None = field(default=None, metadata=columns("density_node_{i}"))
     density_weights: list[float] | None = field(default=None,
-                                                metadata=columns("density_weight_{i}"))  # fmt: skip
+                                                metadata=columns("density_weight_{i}", "density_nodes"))  # fmt: skip
 
 
 Level = Literal["info", "warning", "error"]

@@ -8,7 +8,9 @@ float additions). A rank with no rows contributes zeros and still makes every co
 no rank waits for one that skipped a call.
 
 The collectives run on a group of the Walker's own with a bounded timeout, so a rank that died
-ends the others' measurement with an error within that time instead of a hang.
+(or was stopped: SIGSTOP, a hung node) ends the others' measurement with an error within that
+time instead of a hang. The bound is ``collective_timeout()``: 600 s (NCCL's own default), or
+``$SGDWALK_RANK_TIMEOUT`` seconds; the built-in trainer's process group uses it too.
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ from typing import Any
 
 import torch
 
+from sgdwalk.values import env_seconds
+
 DEFAULT_TIMEOUT = 600.0  # seconds a collective of the Walker's may wait for the other ranks
+TIMEOUT_ENV = "SGDWALK_RANK_TIMEOUT"
+
+
+def collective_timeout() -> float:
+    """Seconds a collective may wait for the other ranks (``$SGDWALK_RANK_TIMEOUT``, else 600)."""
+    return env_seconds(TIMEOUT_ENV, DEFAULT_TIMEOUT)
 
 
 class Peers:
@@ -59,6 +69,11 @@ class Peers:
         t = torch.tensor([float(n)], dtype=torch.float64, device=_device(self.group))
         return int(self._max(t).item())
 
+    def agree_max(self, value: float) -> float:
+        """The largest of the ranks' ``value``."""
+        t = torch.tensor([float(value)], dtype=torch.float64, device=_device(self.group))
+        return float(self._max(t).item())
+
     def _max(self, t: torch.Tensor) -> torch.Tensor:
         if self.world > 1:
             import torch.distributed as dist
@@ -82,11 +97,17 @@ class Shard:
 
     def __init__(self, total: int, rank: int, world: int, group: Any = None, unit: int = 1) -> None:
         """``unit``: rows are handed out in whole chunks of this many (a BatchNorm probe chunk
-        never spans two ranks, so its statistics are those of one process)."""
+        never spans two ranks, so its statistics are those of one process); a last chunk of one
+        row goes with the chunk before it, to one rank (BatchNorm cannot normalise one)."""
         self.total, self.rank, self.world, self.group = total, rank, world, group
         units = -(-total // unit)
-        self.start = min(total, units * rank // world * unit)
-        self.stop = min(total, units * (rank + 1) // world * unit)
+        if unit > 1 and total > unit and total % unit == 1:
+            units -= 1
+
+        def bound(k: int) -> int:  # where the k-th chunk starts
+            return total if k >= units else min(total, k * unit)
+
+        self.start, self.stop = bound(units * rank // world), bound(units * (rank + 1) // world)
 
     @property
     def local(self) -> int:
@@ -127,10 +148,11 @@ def distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def own_group(device: torch.device, timeout: float = DEFAULT_TIMEOUT) -> Any:
+def own_group(device: torch.device, timeout: float | None = None) -> Any:
     """A group of all ranks for sgdwalk's collectives, with a bounded timeout (collective: every
     rank calls it at the same point)."""
     import torch.distributed as dist
 
+    timeout = collective_timeout() if timeout is None else timeout
     backend = "nccl" if device.type == "cuda" else "gloo"
     return dist.new_group(backend=backend, timeout=datetime.timedelta(seconds=timeout))

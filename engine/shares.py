@@ -59,6 +59,26 @@ def share(k: int, m: int, n: int, z: float = Z95) -> Share:
     return Share(k, m, n, p, min(low, p), max(high, p))
 
 
+def clustered(k: list[int], m: list[int], n: int, z: float = Z95) -> Share:
+    """The share among n steps from clusters of consecutive measured steps (bursts): k[i] of
+    m[i] steps of burst i have the property. Consecutive steps are alike, so a burst counts for
+    less than its length: the ratio estimator's variance between bursts gives an effective sample
+    size n_eff = p(1 − p)/var, and Wilson's interval is taken at it (Korn and Graubard's way for
+    clustered samples; with bursts of one step it is ``share``'s)."""
+    total_k, total_m = sum(k), sum(m)
+    c = len(m)
+    if total_m == 0 or c <= 1 or total_m >= n:
+        return share(total_k, total_m, n, z)
+    p = total_k / total_m
+    mean_m = total_m / c
+    var = sum((ki - p * mi) ** 2 for ki, mi in zip(k, m, strict=True)) / (c * (c - 1) * mean_m**2)
+    spread = var > 0 and p not in (0.0, 1.0)  # none seen: as sure as its bursts, no surer
+    n_eff = min(total_m, max(1.0, p * (1 - p) / var)) if spread else c
+    rounded = max(1, round(n_eff))
+    s = share(round(p * rounded), rounded, max(rounded, round(n * rounded / total_m)), z)
+    return Share(total_k, total_m, n, p, min(s.low, p), max(s.high, p))
+
+
 def count_interval(k: int, m: int, n: int) -> tuple[float, float, float]:
     """Of n steps, how many have the property (barriers in an epoch): the estimate n·k/m and
     its 95% interval, from k of m sampled steps."""

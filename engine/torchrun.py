@@ -5,7 +5,12 @@ machines) starts ``torch.distributed.run`` with N copies of the headless trainer
 the process group, trains its part of every batch under DDP (``sgdwalk.ranks``) and evaluates its
 shard of the probe (``sgdwalk.shard``); rank 0 alone writes the session and prints. Every piece of
 that which knows about torchrun (its command line, its environment variables, joining and leaving
-the group) is here.
+the group, the checks of its flags, the errors of a lost peer) is here.
+
+Bounds, so that nothing waits forever: machines meet within ``rendezvous_timeout()`` seconds
+(torchrun's ``join_timeout``; ``$SGDWALK_RDZV_TIMEOUT``, 300 by default), and every collective of
+the trainer's process group waits at most ``shard.collective_timeout()`` seconds for the other
+ranks, after which the run ends interrupted, saying a rank stopped answering (``lost_peer``).
 
 Importing this module does not load torch (the CLI builds the command line before torch loads).
 """
@@ -13,9 +18,15 @@ Importing this module does not load torch (the CLI builds the command line befor
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
+import re
+import socket
 import sys
 from typing import TYPE_CHECKING, Any
+
+from sgdwalk.errors import ConfigError
+from sgdwalk.values import env_seconds
 
 if TYPE_CHECKING:
     import torch
@@ -43,6 +54,11 @@ def distributed_run(cfg: RunConfig) -> bool:
     return (cfg.nproc > 1 or cfg.nnodes is not None) and is_rank()
 
 
+def world_size(cfg: RunConfig) -> int:
+    """How many processes train ``cfg`` together, as seen from one of them."""
+    return int(os.environ.get("WORLD_SIZE", "1")) if distributed_run(cfg) else 1
+
+
 def rank_flags(flags: dict[str, Any]) -> dict[str, Any]:
     """In a rank a user's own ``torchrun ... sgdwalk run`` started: the process counts from
     torchrun's environment, so the config says how many ranks there are."""
@@ -56,13 +72,23 @@ def rank_flags(flags: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+RDZV_TIMEOUT_ENV = "SGDWALK_RDZV_TIMEOUT"
+DEFAULT_RDZV_TIMEOUT = 300.0
+
+
+def rendezvous_timeout() -> float:
+    """Seconds the machines of ``--nnodes`` have to meet (``$SGDWALK_RDZV_TIMEOUT``, else 300)."""
+    return env_seconds(RDZV_TIMEOUT_ENV, DEFAULT_RDZV_TIMEOUT, low=0.999)
+
+
 def argv(cfg: RunConfig, module_args: list[str]) -> list[str]:
     """``python -m torch.distributed.run [options] -m MODULE ARGS``: one machine
-    (``--standalone``), or several meeting at the rendezvous endpoint."""
+    (``--standalone``), or several meeting at the rendezvous endpoint within the timeout."""
     opts = [f"--nproc-per-node={cfg.nproc}"]
     if cfg.nnodes is not None:
         opts += [f"--nnodes={cfg.nnodes}", "--rdzv-backend=c10d",
-                 f"--rdzv-endpoint={cfg.rdzv_endpoint}"]  # fmt: skip
+                 f"--rdzv-endpoint={cfg.rdzv_endpoint}",
+                 f"--rdzv-conf=join_timeout={rendezvous_timeout():.0f}"]  # fmt: skip
     else:
         opts.append("--standalone")
     return [sys.executable, "-m", "torch.distributed.run", *opts, "-m", *module_args]
@@ -78,8 +104,92 @@ def join(device: torch.device) -> torch.device:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        from sgdwalk.shard import collective_timeout
+
+        timeout = datetime.timedelta(seconds=collective_timeout())
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
     return device
+
+
+_LOST = re.compile(
+    r"closed by peer|reset by peer|timed out|timeout|broken pipe|connection refused|"
+    r"no route to host|DistBackendError|NCCL communicator",
+    re.I,
+)
+
+
+def lost_peer(e: BaseException, world: int) -> str | None:
+    """When ``e`` says another of ``world`` ranks is gone or stopped answering (a collective
+    failed or timed out), the ending's message; else None."""
+    import torch.distributed as dist
+
+    if world < 2:
+        return None
+    from sgdwalk.shard import collective_timeout
+
+    kinds = tuple(k for k in (getattr(dist, "DistError", None),) if isinstance(k, type))
+    if not (isinstance(e, kinds) or (isinstance(e, RuntimeError) and _LOST.search(str(e)))):
+        return None
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return (f"another rank stopped answering (a collective waits at most "
+            f"{collective_timeout():.0f} s): {first}")  # fmt: skip
+
+
+# ---------------------------------------------------------------- checking torchrun's flags
+
+
+def check_launch(cfg: RunConfig) -> None:
+    """The flags of a run that starts several processes, before anything starts: ``--nproc``
+    within what this machine can run, ``--nnodes`` N or MIN:MAX, ``--rdzv-endpoint`` host:port
+    naming a host that resolves. Raises ``ConfigError``."""
+    _check_nproc(cfg)
+    if cfg.nnodes is not None:
+        _check_nnodes(cfg.nnodes)
+    if cfg.rdzv_endpoint is not None:
+        _check_endpoint(cfg.rdzv_endpoint)
+
+
+def _check_nproc(cfg: RunConfig) -> None:
+    from sgdwalk.config import THREADS_PER_CORE  # as for --threads: more only thrash
+
+    n = cfg.nproc
+    if cfg.device != "cpu":
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if gpus and n > gpus:
+            raise ConfigError(f"--nproc: {n} processes, but this machine has {gpus} GPU(s) and "
+                              "nccl needs one per process (--device cpu trains on the CPU "
+                              "with gloo)")  # fmt: skip
+        if gpus or cfg.device == "cuda":
+            return
+    cores = os.cpu_count() or 1
+    if n > THREADS_PER_CORE * cores:
+        raise ConfigError(f"--nproc: {n} processes on this machine's {cores} cores would only "
+                          f"thrash (each trains with at least one thread); at most "
+                          f"{THREADS_PER_CORE * cores}")  # fmt: skip
+
+
+def _check_nnodes(text: str) -> None:
+    m = re.fullmatch(r"(\d{1,6})(?::(\d{1,6}))?", text)
+    low, high = (int(m.group(1)), int(m.group(2) or m.group(1))) if m else (0, 0)
+    if not m or low < 1 or high < low:
+        raise ConfigError(f"--nnodes: {text!r} is not a number of machines: give N, or MIN:MAX "
+                          "with 1 <= MIN <= MAX")  # fmt: skip
+
+
+def _check_endpoint(text: str) -> None:
+    m = re.fullmatch(r"\[([^\]]+)\]:(\w+)|([^:\s\[\]]+):(\w+)", text.strip())
+    if not m:
+        raise ConfigError(f"--rdzv-endpoint: {text!r} is not host:port (e.g. host0:29400)")
+    host, port = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"--rdzv-endpoint: {port!r} in {text!r} is not a port (1..65535)")
+    try:
+        socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ConfigError(f"--rdzv-endpoint: cannot resolve host {host!r} ({why})") from None
 
 
 def leave() -> None:

@@ -11,26 +11,30 @@ run owns only the training: data, batches, gradient descent, DDP ranks, the vali
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
+import time
 from collections.abc import Callable, Generator, Iterator
 
 import torch
 from torch import nn
 
 from sgdwalk import torchrun
-from sgdwalk.batches import make_chunks
+from sgdwalk.batches import make_chunks, pieces
 from sgdwalk.config import ConfigError, RunConfig, check_against_data
 from sgdwalk.cpu import choose_threads
 from sgdwalk.curvature.measure import hessian_indices
 from sgdwalk.data import Data, load_data
 from sgdwalk.errors import Stopped
-from sgdwalk.instrument import Instrument, Settings
+from sgdwalk.instrument import Instrument
 from sgdwalk.landscape import interpolation_alphas
 from sgdwalk.models import build_model, count_params, fit_notes
 from sgdwalk.probe import Chunks, Evaluator, flat_params, has_batchnorm, probe_chunk
 from sgdwalk.probe_set import ProbeSet
 from sgdwalk.ranks import GD_CHUNK, Ranks
 from sgdwalk.records import DIVERGED, FINISHED, INTERRUPTED, EventLogged, Record
+from sgdwalk.settings import Settings
 
 
 def choose_device(name: str) -> torch.device:
@@ -117,14 +121,18 @@ class Run:
         chunks and Hessian-vector products of every measurement, so a stop takes effect within
         one chunk's pass even inside a curvature pass; the run then ends interrupted.
         """
-        ins = self.instrument
-        ins.restart(self.model, measure=not bare)
+        self.instrument.restart(self.model, measure=not bare)
         at = [0, 0]  # the step and epoch reached
-        with ins.stoppable(should_stop):
+        with self.instrument.stoppable(should_stop):
             try:
                 yield from self._train(should_stop, at)
             except Stopped:
                 yield self._end(INTERRUPTED, at[0], at[1], "stopped by request")
+            except RuntimeError as e:  # a collective failed: a rank died, hung or stopped first
+                if (message := torchrun.lost_peer(e, self.ranks.world)) is None:
+                    raise
+                message = "stopped by request" if _stop_follows(should_stop) else message
+                yield self._end(INTERRUPTED, at[0], at[1], message)
 
     def _train(self, should_stop: Callable[[], bool], at: list[int]) -> Iterator[Record]:
         ins, step = self.instrument, 0
@@ -180,7 +188,7 @@ class Run:
             return loss
         total = torch.zeros((), device=self.device)
         n = len(idx)
-        for part in torch.split(idx, GD_CHUNK):
+        for part in pieces(idx, GD_CHUNK):
             x = self.data.train_batch(part, self.gen)
             # mean over the whole split = Σ_chunks (|chunk|/N) · mean over the chunk
             part_loss = crit(self.model(x), self.data.y_train[part]) * (len(part) / n)
@@ -227,10 +235,68 @@ def prepare(cfg: RunConfig) -> Run:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"--model {cfg.model}: cannot build it on {device}: {first}") from None
     check_against_data(cfg, data.n_train, count_params(model), data.available)
+    min_batch = 1 if trains_on_one(model, data.inputs(slice(0, 1))) else 2
+    notes = check_batch_sizes(cfg, data.n_train, min_batch)
+    if notes:  # each epoch's last batch is too short for BatchNorm: left out
+        cfg = dataclasses.replace(cfg, drop_last=True)
     ranks = Ranks.of(model, device)
-    notes = fit_notes(cfg.model, data.input_shape)
+    notes += fit_notes(cfg.model, data.input_shape)
     if ranks.world > 1 and has_batchnorm(model):
         notes.append(f"BatchNorm normalises each rank's part of the batch ({ranks.world} "
                      "ranks): training differs slightly from one process's; the probe's "
                      "statistics are per chunk as always (--no-batchnorm for an exact match)")  # fmt: skip
     return Run(cfg, data, model, device, ranks, notes, why)
+
+
+STOP_RACE = 2.0  # seconds a lost rank waits for a stop asked of every rank at once to reach it
+
+
+def _stop_follows(should_stop: Callable[[], bool]) -> bool:
+    """After a collective failed: whether a stop was asked here too. A stop asked of every rank
+    (Ctrl+C through torchrun) reaches them a little apart, and the first to end breaks the
+    others' collective before theirs arrives, so a short wait tells a stop from a lost rank."""
+    deadline = time.monotonic() + STOP_RACE
+    while not should_stop():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def trains_on_one(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether ``model`` trains on a batch of one example ``x`` (BatchNorm over one value per
+    channel cannot), tried on a copy, so the model and its buffers stay as they were."""
+    if not has_batchnorm(model):
+        return True
+    trial = copy.deepcopy(model).train()
+    try:
+        with torch.no_grad():
+            trial(x[:1])
+    except ValueError:
+        return False
+    return True
+
+
+def check_batch_sizes(cfg: RunConfig, n_train: int, min_batch: int) -> list[str]:
+    """For a model that needs ``min_batch`` examples per batch: refuse batches and probe chunks
+    that would hold fewer (one line); the note, when each epoch's last batch is to be left out."""
+    if min_batch < 2:
+        return []
+    world = torchrun.world_size(cfg)
+    if cfg.probe_chunk is not None and cfg.probe_chunk < min_batch:
+        raise ConfigError(f"--probe-chunk {cfg.probe_chunk}: BatchNorm normalises each probe "
+                          f"chunk by its own statistics and needs at least {min_batch} "
+                          "examples")  # fmt: skip
+    batch = cfg.batch_size.of(n_train)
+    part = "" if world == 1 else f" per process (--nproc {world} splits each batch)"
+    if batch // world < min_batch:
+        raise ConfigError(f"--batch-size {batch}: {cfg.model}'s BatchNorm needs at least "
+                          f"{min_batch} examples per batch{part}; give at least "
+                          f"{min_batch * world}, or --no-batchnorm")  # fmt: skip
+    last = n_train % batch
+    if cfg.drop_last or not 0 < last < min_batch * world:
+        return []
+    return [
+        f"each epoch's last batch would hold {last} example(s), fewer than BatchNorm needs "
+        f"({min_batch}{part}): it is left out, as --drop-last does"
+    ]

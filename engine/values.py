@@ -13,6 +13,7 @@ Plain Python, no torch: the dashboard reads a session's schedule with the same p
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -169,3 +170,13 @@ class AlignSizes:
 
 
 ALIGN_DEFAULT = AlignSizes((100, 1000, 10000, None))  # the paper's, clipped to the pool
+
+
+def env_seconds(name: str, default: float, low: float = 0.0) -> float:
+    """Seconds from the environment variable ``name``: its number when it is one above ``low``
+    (and finite), else ``default`` (a typo in a tuning variable never stops a run)."""
+    try:
+        seconds = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return seconds if low < seconds < 1e9 else default

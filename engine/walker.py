@@ -36,16 +36,18 @@ import torch
 from torch import nn
 
 from sgdwalk.batches import LossFn, unwrap
+from sgdwalk.budget import AUTO_FRACTION as DEFAULT_BUDGET
 from sgdwalk.control import Controls
-from sgdwalk.instrument import Instrument, Settings
+from sgdwalk.instrument import Instrument
 from sgdwalk.records import FINISHED, NOTE_EVENT
+from sgdwalk.settings import Settings
 from sgdwalk.values import DEFAULT_PROBE
 from sgdwalk.walker_args import CHECKS, check_arguments, fail, meta_of, steps_schedule
 from sgdwalk.walker_guard import Owner, ScriptGuard
-from sgdwalk.walker_parts import Budget, Hooks, LoopTap, Shield
+from sgdwalk.walker_parts import Hooks, LoopTap, Shield, optimizer_params
 from sgdwalk.walker_probe import walker_probe
-from sgdwalk.walker_session import Life, WalkerSession, describe, say
-from sgdwalk.walker_steps import Steps
+from sgdwalk.walker_session import WalkerSession, say
+from sgdwalk.walker_steps import Life, Steps
 
 KEEP_RNG_NOTE = ("the model draws random numbers in the probe's forward (dropout off): the "
                  "Walker saves and restores the RNG state around its work")  # fmt: skip
@@ -57,14 +59,15 @@ class Walker:
     a ``Dataset`` or a ``DataLoader``). ``loss_fn(model, batch)``: a batch's mean loss (default:
     cross-entropy of ``model(x)`` against ``y``). ``session``: the name, claimed at once
     (``$SGDWALK_SESSION`` wins); one that cannot be had is a line on stderr, and the Walker then
-    measures nothing. ``budget``: the most of the training time measuring may take."""
+    measures nothing. ``budget``: the most of the training time measuring may take (0.5: the
+    loop runs at most 1.5x slower; a random share of the steps is measured), None: every step."""
 
     def __init__(
         self, model: nn.Module, probe: Any, loss_fn: LossFn | None = None, *,
         session: str | None = None, sessions_dir: str | os.PathLike[str] | None = None,
         points: int = 10, measure_every: int = 1, hessian_every: int | str | None = None,
         top_k: int = 10, probe_size: int = DEFAULT_PROBE, chunk: int | None = None,
-        budget: float | None = None, batch_size: int | None = None,
+        budget: float | None = DEFAULT_BUDGET, batch_size: int | None = None,
         total_steps: int | None = None, meta: dict[str, Any] | None = None, seed: int = 0,
         slice_mode: str = "auto", decompose: bool = False,
     ) -> None:  # fmt: skip
@@ -72,15 +75,15 @@ class Walker:
         self.model, self.module, self.loss_fn = model, _module(model, loss_fn), loss_fn
         self.settings = Settings(points=points, measure_every=measure_every, slice_mode=slice_mode,
                                  hessian_every=steps_schedule(hessian_every), top_k=top_k,
-                                 seed=seed, decompose=decompose)  # fmt: skip
+                                 seed=seed, decompose=decompose, budget=budget)  # fmt: skip
         self.evaluator, self.probe, keep_rng = walker_probe(self.module, probe, loss_fn,
                                                             probe_size, chunk, batch_size)  # fmt: skip
-        self.instrument = Instrument(self.module, self.evaluator, self.probe, self.settings)
-        self.budget = Budget(budget) if budget is not None else None
+        self.instrument = Instrument(self.module, self.evaluator, self.probe, self.settings,
+                                     total_steps=total_steps)  # fmt: skip
         self.batch_size, self.total_steps, self.meta = batch_size, total_steps, meta_of(meta)
         self.owner, self.controls = Owner(lambda m: self.life.warn(m)), Controls()
         self.guard = ScriptGuard(self.controls, self.close, self.owner)  # exits, signals, forks
-        self.shield = Shield(self.controls, self.budget, self.evaluator.flat.device,
+        self.shield = Shield(self.controls, self.evaluator.flat.device,
                              lambda e: self.life.give_up(e), keep_rng)  # fmt: skip
         self.hooks, self.tap = Hooks(), LoopTap()  # the loop's batch losses and sizes
         self.optimizer: torch.optim.Optimizer | None = None
@@ -90,7 +93,7 @@ class Walker:
             session, sessions_dir, name, peers is None or peers.leader, self.instrument.elapsed
         )  # last: nothing fails after it
         self.steps = Steps(self.module, self.instrument, self.record, self.controls, self.tap,
-                           self.budget, batch_size)  # fmt: skip
+                           batch_size)  # fmt: skip
         self.life = Life(self.record, self.steps, self.hooks, self.guard, peers)
 
     @property
@@ -213,3 +216,21 @@ def _module(model: Any, loss_fn: Any) -> nn.Module:
     if next(module.parameters(), None) is None:
         raise fail("model", "it has no parameters to measure")
     return module
+
+
+def describe(w: Walker) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A Walker session's config (what the science depends on) and info (sizes, device)."""
+    opt = w.optimizer
+    hyper = optimizer_params(opt) if opt is not None else {}
+    loss = "cross-entropy" if w.loss_fn is None else getattr(w.loss_fn, "__name__", "custom")
+    config = {
+        "source": "walker", "model": type(w.module).__name__,
+        "dataset": str(w.meta.get("dataset", "custom")),
+        "optimizer": type(opt).__name__ if opt is not None else None, "optimizer_params": hyper,
+        "lr": hyper.get("lr"), "momentum": hyper.get("momentum"),
+        "weight_decay": hyper.get("weight_decay"), "batch_size": w.batch_size, "loss": loss,
+        "meta": w.meta, **w.settings.as_dict(), "probe": w.probe.size,
+    }  # fmt: skip
+    peers = w.probe.peers
+    info = w.instrument.info(w.module, w.evaluator.flat.device, 1 if peers is None else peers.world)
+    return config, info | {"batch_size": w.batch_size, "total_steps": w.total_steps}

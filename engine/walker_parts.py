@@ -1,5 +1,5 @@
 """The Walker's smaller parts: its hooks into the user's objects, the shield around its own work,
-what the loop shows of a step, its time budget, and the optimiser's description. Kept apart so
+what the loop shows of a step, and the optimiser's description. Kept apart so
 ``sgdwalk.walker`` reads as the two moments of an update (how the script's end, its forks and its
 threads reach the Walker is ``sgdwalk.walker_guard``)."""
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -86,8 +85,7 @@ class Hooks:
 
 class Shield:
     """``with shield:`` around the Walker's own work: a stop signal waits for its end (then
-    raises as Ctrl+C), no gradients are recorded, its seconds are counted against the budget,
-    and an exception in it goes to ``on_failure`` (the user's training must survive its
+    raises as Ctrl+C), no gradients are recorded, and an exception in it goes to ``on_failure`` (the user's training must survive its
     instrument).
 
     The global RNG is left alone: the Walker's own draws come from its seeded generators, so
@@ -95,17 +93,15 @@ class Shield:
     the probe's forward (``keep_rng``, found when the Walker is made) are the RNG states saved
     and restored around the work (``fork_rng``), which keeps this thread's stream as it was."""
 
-    def __init__(self, controls: Controls, budget: Budget | None, device: torch.device,
+    def __init__(self, controls: Controls, device: torch.device,
                  on_failure: Callable[[Exception], None], keep_rng: bool = False) -> None:  # fmt: skip
-        self.controls, self.budget, self.on_failure = controls, budget, on_failure
+        self.controls, self.on_failure = controls, on_failure
         self.devices = [device.index or 0] if device.type == "cuda" else []
         self.keep_rng = keep_rng
         self._stack: contextlib.ExitStack | None = None
-        self._started = 0.0
 
     def __enter__(self) -> None:
         self.controls.busy = True
-        self._started = time.perf_counter()
         self._stack = contextlib.ExitStack()
         if self.keep_rng:
             self._stack.enter_context(torch.random.fork_rng(devices=self.devices))
@@ -116,8 +112,6 @@ class Shield:
         assert self._stack is not None
         self._stack.close()
         self.controls.busy = False
-        if self.budget is not None:
-            self.budget.spent(time.perf_counter() - self._started)
         if isinstance(e, Exception):
             self.on_failure(e)
         elif e is not None:
@@ -165,65 +159,6 @@ class LoopTap:
         self._losses.clear()
         self._reported = self._seen = 0
         return loss, size
-
-
-class Budget:
-    """Measure every N-th step so that measuring costs at most ``fraction`` of training time.
-
-    Between two step starts, the wall time splits into the Walker's own seconds (``spent``) and
-    the loop's (training). The Walker's seconds on a measured step are its cost; N is set from
-    cost / training after every measured step, so it follows a loop that speeds up or slows down.
-    """
-
-    def __init__(self, fraction: float) -> None:
-        self.fraction = fraction
-        self._inside = 0.0  # the Walker's seconds, in all
-        self._mark: tuple[float, float] | None = None  # (wall clock, _inside) at the last step
-        self._was_measured = False
-        self._train = math.nan  # smoothed training seconds per step
-        self._cost = math.nan  # smoothed Walker seconds per measured step
-
-    def spent(self, seconds: float) -> None:
-        self._inside += seconds
-
-    def left_out(self, seconds: float) -> None:
-        """Seconds (a curvature pass) that count neither as measuring nor as training."""
-        self._inside -= seconds
-        if self._mark is not None:
-            self._mark = (self._mark[0] + seconds, self._mark[1])
-
-    def measured(self, was_measured: bool) -> None:
-        self._was_measured = was_measured
-
-    @property
-    def decides(self) -> bool:
-        """Whether the coming ``every`` call may change N (it follows a measured step)."""
-        return self._was_measured
-
-    def follow(self, instrument: Any, peers: Any) -> None:
-        """As a step begins: measure every N-th step from now on, N from this budget (agreed by
-        every rank, so all measure the same steps)."""
-        every = self.every(instrument.meter.every)
-        if peers is not None and self.decides:
-            every = peers.agree(every)
-        instrument.measure_every(every)
-
-    def every(self, current: int) -> int:
-        """The measuring interval from this step on (called as a step begins)."""
-        now = time.perf_counter()
-        if self._mark is not None:
-            inside = self._inside - self._mark[1]
-            self._train = _smooth(self._train, max(now - self._mark[0] - inside, 1e-9))
-            if self._was_measured:
-                self._cost = _smooth(self._cost, inside)
-        self._mark = (now, self._inside)
-        if not self._was_measured or math.isnan(self._train) or math.isnan(self._cost):
-            return current  # decided after measured steps only (all ranks measure alike)
-        return max(1, math.ceil(self._cost / (self.fraction * self._train)))
-
-
-def _smooth(old: float, new: float, weight: float = 0.3) -> float:
-    return new if math.isnan(old) else (1 - weight) * old + weight * new
 
 
 def optimizer_params(optimizer: torch.optim.Optimizer) -> dict[str, Any]:

@@ -21,22 +21,15 @@ import traceback
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sgdwalk.control import Controls, hold
 from sgdwalk.errors import SgdwalkError, StorageError
 from sgdwalk.instrument import Instrument
-from sgdwalk.records import FAILED, NOTE_EVENT, SKIPPED_EVENT, EventLogged, Record
+from sgdwalk.records import FAILED, EventLogged, Record
 from sgdwalk.session import SessionWriter
 from sgdwalk.session.naming import SESSION_ENV, SESSIONS_ENV, adopt, claim, release, taken
 from sgdwalk.session.schema import DB_NAME
-from sgdwalk.walker_parts import Hooks, optimizer_params
-
-if TYPE_CHECKING:
-    from sgdwalk.shard import Peers
-    from sgdwalk.walker import Walker
-    from sgdwalk.walker_guard import ScriptGuard
-    from sgdwalk.walker_steps import Steps
 
 _ADOPTED: set[Path] = set()  # folders `sgdwalk exec` named that a Walker here has taken
 
@@ -163,84 +156,6 @@ class WalkerSession:
             path.unlink(missing_ok=True)
 
 
-class Life:
-    """A Walker's life: its session opened when the loop is attached, standing down when no
-    session can be had (it measures nothing, said once), given up on a failure inside it, closed
-    at the end; and who may act at all (the process that made it, the thread whose steps it
-    measures: ``sgdwalk.walker_guard.Owner``)."""
-
-    def __init__(self, record: WalkerSession, steps: Steps, hooks: Hooks, guard: ScriptGuard,
-                 peers: Peers | None) -> None:  # fmt: skip
-        self.record, self.steps, self.hooks, self.guard = record, steps, hooks, guard
-        self.peers = peers
-        self.closed = self.inert = False
-        if record.failed:
-            self.stand_down()
-
-    def acts(self) -> bool:
-        """Whether the Walker acts here: open, and in the process that made it."""
-        return not self.closed and self.guard.owner.here()
-
-    def steps_here(self) -> bool:
-        """Whether a step moment in this thread is measured."""
-        return not self.closed and self.guard.owner.steps_here()
-
-    def warn(self, message: str) -> None:
-        self.steps.event(message, "warning", "warning")
-
-    def scaler_skipped(self, message: str) -> None:
-        if self.steps_here():
-            self.steps.event(message, SKIPPED_EVENT)
-
-    def open(self, describe: Callable[[], tuple[dict[str, Any], dict[str, Any]]],
-             notes: list[str]) -> None:  # fmt: skip
-        """The session file, made at the first call (with ``notes``), or standing down."""
-        if self.closed:
-            return
-        opened = self.record.open(*describe())
-        if self.record.failed:  # taken meanwhile (another process), a full or read-only disk
-            self.stand_down()
-        elif opened:
-            self.guard.install()
-            for note in notes:
-                self.steps.event(note, NOTE_EVENT)
-
-    def stand_down(self) -> None:
-        """No session (said): nothing is measured, except on rank 0 of several, which measures
-        on, writing nothing, so that the ranks' collectives stay in step."""
-        if self.peers is None:
-            self.closed = self.inert = True
-            self.hooks.remove()
-            self.guard.remove()
-
-    def close(self, status: str, message: str) -> None:
-        """End the session; every hook and handler off. Idempotent; nothing in a forked child
-        (the session is its parent's)."""
-        if not self.acts():
-            return
-        self.closed = True
-        self.hooks.remove()
-        self.guard.remove()
-        try:
-            self.steps.close(status, message)
-        finally:
-            if self.peers is not None:
-                self.peers.close()
-
-    def give_up(self, e: Exception) -> None:
-        """A failure inside the Walker: one line on stderr, the traceback in the session's
-        ``error.txt``, the session ends failed, training goes on unmeasured."""
-        cause = str(e) if isinstance(e, StorageError) else f"{type(e).__name__}: {e}"
-        say(f"measuring stopped, training goes on: {cause}")
-        try:
-            self.record.keep_traceback(e)
-            self.close(FAILED, cause)
-        except Exception:  # noqa: BLE001 - the session may be what failed; training goes on
-            self.closed = True
-            self.hooks.remove()
-            self.guard.remove()
-
-
 def _unused(directory: Path, pid: int) -> None:
     if os.getpid() == pid:  # (never in a forked child: the folder is its parent's)
         release(directory)
@@ -265,22 +180,3 @@ def session_folder(session: str | None, sessions_dir: str | os.PathLike[str] | N
         _ADOPTED.add(directory)
         return directory
     return claim(sessions_folder(sessions_dir), session, model, "session=")
-
-
-def describe(w: Walker) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A Walker session's config (what the science depends on) and info (sizes, device)."""
-    opt = w.optimizer
-    hyper = optimizer_params(opt) if opt is not None else {}
-    loss = "cross-entropy" if w.loss_fn is None else getattr(w.loss_fn, "__name__", "custom")
-    config = {
-        "source": "walker", "model": type(w.module).__name__,
-        "dataset": str(w.meta.get("dataset", "custom")),
-        "optimizer": type(opt).__name__ if opt is not None else None, "optimizer_params": hyper,
-        "lr": hyper.get("lr"), "momentum": hyper.get("momentum"),
-        "weight_decay": hyper.get("weight_decay"), "batch_size": w.batch_size, "loss": loss,
-        "meta": w.meta, **w.settings.as_dict(), "probe": w.probe.size,
-        "budget": w.budget.fraction if w.budget is not None else None,
-    }  # fmt: skip
-    peers = w.probe.peers
-    info = w.instrument.info(w.module, w.evaluator.flat.device, 1 if peers is None else peers.world)
-    return config, info | {"batch_size": w.batch_size, "total_steps": w.total_steps}

@@ -10,16 +10,21 @@ steps, and the step's records reach the session.
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from sgdwalk.control import Controls
-from sgdwalk.errors import ConfigError
+from sgdwalk.errors import ConfigError, StorageError
 from sgdwalk.instrument import Instrument
-from sgdwalk.records import SKIPPED_EVENT
-from sgdwalk.walker_parts import Budget, LoopTap
-from sgdwalk.walker_session import WalkerSession
+from sgdwalk.records import FAILED, NOTE_EVENT, SKIPPED_EVENT
+from sgdwalk.walker_parts import Hooks, LoopTap
+from sgdwalk.walker_session import WalkerSession, say
+
+if TYPE_CHECKING:
+    from sgdwalk.shard import Peers
+    from sgdwalk.walker_guard import ScriptGuard
 
 
 class Steps:
@@ -28,10 +33,10 @@ class Steps:
 
     def __init__(
         self, module: nn.Module, instrument: Instrument, record: WalkerSession,
-        controls: Controls, tap: LoopTap, budget: Budget | None, batch_size: int | None,
+        controls: Controls, tap: LoopTap, batch_size: int | None,
     ) -> None:  # fmt: skip
         self.module, self.instrument, self.record = module, instrument, record
-        self.controls, self.tap, self.budget, self.batch_size = controls, tap, budget, batch_size
+        self.controls, self.tap, self.batch_size = controls, tap, batch_size
         self.step, self._epoch = 0, 1
         self.open = False  # begun and not yet ended
 
@@ -55,8 +60,6 @@ class Steps:
             self._curvature_pass()
         self.step += 1
         self.open = True
-        if self.budget is not None:
-            self.budget.follow(self.instrument, self.instrument.probe.peers)
         self.instrument.before_update(self.module, self.step)
 
     def skip(self, why: str) -> None:
@@ -77,8 +80,6 @@ class Steps:
                                                size or self.batch_size or 0, batch_loss)  # fmt: skip
         for rec in records:
             self.record.write(rec)
-        if self.budget is not None:
-            self.budget.measured(self.instrument.meter.due(self.step))
         if self.instrument.curvature_due("steps", self.step):
             self._curvature_pass()
 
@@ -91,8 +92,83 @@ class Steps:
         self.record.end(status, message, self.step, self.epoch, self.instrument.epoch_ended)
 
     def _curvature_pass(self) -> None:
-        started = time.perf_counter()
         for rec in self.instrument.curvature_pass(self.module, self.step, self.epoch):
             self.record.write(rec)
-        if self.budget is not None:  # a pass is neither measuring a step nor training
-            self.budget.left_out(time.perf_counter() - started)
+
+
+class Life:
+    """A Walker's life: its session opened when the loop is attached, standing down when no
+    session can be had (it measures nothing, said once), given up on a failure inside it, closed
+    at the end; and who may act at all (the process that made it, the thread whose steps it
+    measures: ``sgdwalk.walker_guard.Owner``)."""
+
+    def __init__(self, record: WalkerSession, steps: Steps, hooks: Hooks, guard: ScriptGuard,
+                 peers: Peers | None) -> None:  # fmt: skip
+        self.record, self.steps, self.hooks, self.guard = record, steps, hooks, guard
+        self.peers = peers
+        self.closed = self.inert = False
+        if record.failed:
+            self.stand_down()
+
+    def acts(self) -> bool:
+        """Whether the Walker acts here: open, and in the process that made it."""
+        return not self.closed and self.guard.owner.here()
+
+    def steps_here(self) -> bool:
+        """Whether a step moment in this thread is measured."""
+        return not self.closed and self.guard.owner.steps_here()
+
+    def warn(self, message: str) -> None:
+        self.steps.event(message, "warning", "warning")
+
+    def scaler_skipped(self, message: str) -> None:
+        if self.steps_here():
+            self.steps.event(message, SKIPPED_EVENT)
+
+    def open(self, describe: Callable[[], tuple[dict[str, Any], dict[str, Any]]],
+             notes: list[str]) -> None:  # fmt: skip
+        """The session file, made at the first call (with ``notes``), or standing down."""
+        if self.closed:
+            return
+        opened = self.record.open(*describe())
+        if self.record.failed:  # taken meanwhile (another process), a full or read-only disk
+            self.stand_down()
+        elif opened:
+            self.guard.install()
+            for note in notes:
+                self.steps.event(note, NOTE_EVENT)
+
+    def stand_down(self) -> None:
+        """No session (said): nothing is measured, except on rank 0 of several, which measures
+        on, writing nothing, so that the ranks' collectives stay in step."""
+        if self.peers is None:
+            self.closed = self.inert = True
+            self.hooks.remove()
+            self.guard.remove()
+
+    def close(self, status: str, message: str) -> None:
+        """End the session; every hook and handler off. Idempotent; nothing in a forked child
+        (the session is its parent's)."""
+        if not self.acts():
+            return
+        self.closed = True
+        self.hooks.remove()
+        self.guard.remove()
+        try:
+            self.steps.close(status, message)
+        finally:
+            if self.peers is not None:
+                self.peers.close()
+
+    def give_up(self, e: Exception) -> None:
+        """A failure inside the Walker: one line on stderr, the traceback in the session's
+        ``error.txt``, the session ends failed, training goes on unmeasured."""
+        cause = str(e) if isinstance(e, StorageError) else f"{type(e).__name__}: {e}"
+        say(f"measuring stopped, training goes on: {cause}")
+        try:
+            self.record.keep_traceback(e)
+            self.close(FAILED, cause)
+        except Exception:  # noqa: BLE001 - the session may be what failed; training goes on
+            self.closed = True
+            self.hooks.remove()
+            self.guard.remove()

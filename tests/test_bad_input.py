@@ -47,6 +47,42 @@ CASES = [
     (("watch", "ghost", "--wait", "-1"), "--wait: must be in 0..86400", 2),
     (("ls", "--sessions-dir", "{tmp}/nothing"), "no sessions folder", 2),
     (("run", "--no-such-flag"), "No such option: --no-such-flag", 2),
+    # several processes: checked before torchrun starts (a garbage endpoint took 92 s in torchrun)
+    (
+        headless("--nproc", "1000", "--device", "cpu"),
+        "--nproc: 1000 processes on this machine's",
+        2,
+    ),
+    (headless("--nnodes", "2", "--rdzv-endpoint", "garbage"), "'garbage' is not host:port", 2),
+    (headless("--nnodes", "2", "--rdzv-endpoint", "host:notaport"), "'notaport' in 'host:", 2),
+    (headless("--nnodes", "2", "--rdzv-endpoint", "localhost:0"), "is not a port (1..65535)", 2),
+    (
+        headless("--nnodes", "2", "--rdzv-endpoint", "no-such-host.invalid:29400"),
+        "cannot resolve host 'no-such-host.invalid'",
+        2,
+    ),
+    (
+        headless("--nnodes", "abc", "--rdzv-endpoint", "localhost:29400"),
+        "--nnodes: 'abc' is not",
+        2,
+    ),
+    (headless("--nnodes", "0", "--rdzv-endpoint", "localhost:29400"), "--nnodes: '0' is not", 2),
+    (
+        headless("--nnodes", "2:1", "--rdzv-endpoint", "localhost:29400"),
+        "--nnodes: '2:1' is not",
+        2,
+    ),
+    # BatchNorm cannot train on (or normalise a probe chunk of) one example
+    (headless("--batch-size", "1"), "--batch-size 1: mlp's BatchNorm needs at least 2 examples", 2),
+    (headless("--probe-chunk", "1"), "--probe-chunk 1: BatchNorm normalises each probe chunk", 2),
+    # exec: what cannot be started
+    (("exec", "--sessions-dir", "{tmp}/s", "--", ""), "exec: the command to run is empty", 2),
+    (("exec", "--sessions-dir", "{tmp}/s", "--", "{tmp}"), "is a folder, not a program", 2),
+    (
+        ("exec", "--sessions-dir", "{tmp}/s", "--", "{tmp}/run-not-a-table.toml"),
+        "is not executable: `chmod +x",
+        2,
+    ),
 ]
 
 

@@ -38,7 +38,7 @@ async def test_the_view_shows_a_row_per_run_and_cycles_the_overlaid_figure(tmp_p
     from sgdwalk.tui.dashboard.widgets import FigureChart
 
     folder, pts = _sweep(tmp_path)
-    app = CompareApp(resolve(["grid"], tmp_path / "sessions"))
+    app = CompareApp(resolve(["grid"], tmp_path / "sessions"), rows)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         assert app.query_one(DataTable).row_count == 2

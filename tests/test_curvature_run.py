@@ -123,7 +123,7 @@ def test_a_failed_curvature_pass_is_a_warning_and_the_steps_go_on(tmp_path):
     model = Net()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with sgdwalk.Walker(model, (x, y), session="n", sessions_dir=tmp_path, hessian_every=2,
-                        slice_mode="loop") as walker:  # fmt: skip
+                        slice_mode="loop", budget=None) as walker:  # fmt: skip
         walker.attach(opt)
         for _ in range(4):
             opt.zero_grad()

@@ -64,7 +64,7 @@ def test_a_walker_uses_the_latest_pass_and_records_nothing_before_one(tmp_path):
     model, x, y = tiny()
     opt = torch.optim.SGD(model.parameters(), lr=0.3)
     with sgdwalk.Walker(model, (x, y), session="d", sessions_dir=tmp_path, hessian_every=3,
-                        top_k=2, decompose=True) as walker:  # fmt: skip
+                        top_k=2, decompose=True, budget=None) as walker:  # fmt: skip
         walker.attach(opt)
         for i in range(7):
             nn.functional.cross_entropy(model(x[i : i + 8]), y[i : i + 8]).backward()

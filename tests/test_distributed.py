@@ -36,7 +36,7 @@ model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3)).double()
 ddp = nn.parallel.DistributedDataParallel(model)
 opt = torch.optim.SGD(ddp.parameters(), lr=0.2)
 walker = sgdwalk.Walker(ddp, (x[:{probe}], y[:{probe}]), session="d", sessions_dir=sys.argv[1],
-                        hessian_every=4, top_k=3, batch_size=32, decompose=True)
+                        hessian_every=4, top_k=3, batch_size=32, decompose=True, budget=None)
 walker.attach(opt)
 for step in range({steps}):
     k = step * 32 % 256
@@ -178,7 +178,7 @@ trainer = pl.Trainer(max_epochs=1, strategy="ddp", devices=2, accelerator="cpu",
                      enable_checkpointing=False, enable_progress_bar=False,
                      enable_model_summary=False,
                      callbacks=[WalkerCallback(probe=(x[:101], y[:101]), session="d",
-                                               sessions_dir=sys.argv[1])])
+                                               sessions_dir=sys.argv[1], budget=None)])
 trainer.fit(M(), loader)
 """
 
@@ -199,7 +199,8 @@ args = transformers.TrainingArguments(output_dir=sys.argv[1] + "/out",
     per_device_train_batch_size=8, num_train_epochs=1, learning_rate=1e-3, report_to=[],
     save_strategy="no", logging_strategy="no", use_cpu=True, disable_tqdm=True)
 trainer = transformers.Trainer(model=model, args=args, train_dataset=rows,
-    callbacks=[WalkerCallback(session="d", sessions_dir=sys.argv[1], probe_size=33)])
+    callbacks=[WalkerCallback(session="d", sessions_dir=sys.argv[1], probe_size=33,
+                              budget=None)])
 trainer.train()
 """
 

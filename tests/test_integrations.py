@@ -43,7 +43,7 @@ def test_lightning_fit_with_accumulation_counts_each_optimizer_step_once(tmp_pat
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
     grads = []
     module = Module()
-    callback = WalkerCallback(probe=(x, y), session="pl", sessions_dir=tmp_path)
+    callback = WalkerCallback(probe=(x, y), session="pl", sessions_dir=tmp_path, budget=None)
     trainer = pl.Trainer(max_epochs=2, accumulate_grad_batches=4, callbacks=[callback],
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, accelerator="cpu")  # fmt: skip
@@ -83,7 +83,7 @@ def test_hf_trainer_with_a_tiny_model_from_a_config(tmp_path):
         learning_rate=1e-3, gradient_accumulation_steps=2, report_to=[], save_strategy="no",
         logging_strategy="no", use_cpu=True, disable_tqdm=True,
     )  # fmt: skip
-    callback = WalkerCallback(session="hf", sessions_dir=tmp_path, probe_size=32)
+    callback = WalkerCallback(session="hf", sessions_dir=tmp_path, probe_size=32, budget=None)
     trainer = transformers.Trainer(model=model, args=args, train_dataset=rows,
                                    callbacks=[callback])  # fmt: skip
     trainer.train()

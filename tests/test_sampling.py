@@ -43,3 +43,19 @@ def test_a_new_rate_applies_to_steps_not_yet_drawn():
     assert s.due(2) and not any(s.due(t) for t in range(3, 100))
     s.set_every(2)
     assert s.due(101) and not s.due(102)
+
+
+def test_bursts_measure_the_rate_in_runs_of_consecutive_steps():
+    s = Sampler(rate=0.2, seed=2, burst=4)
+    due = [s.due(t) for t in range(1, 40_001)]
+    assert 0.18 < sum(due) / len(due) < 0.22
+    runs, run = [], 0
+    for d in due:
+        if d:
+            run += 1
+        elif run:
+            runs.append(run)
+            run = 0
+    assert min(runs) >= 4  # a burst is never cut short (two may run into each other)
+    starts = {s.cluster(t) for t in range(39_000, 40_001) if s.due(t)}
+    assert all(s.due(b) and (b == 1 or s.cluster(b) == b) for b in starts)

@@ -113,6 +113,21 @@ def test_a_dead_writer_reads_as_interrupted(tmp_path: Path):
     w.close(FINISHED)
 
 
+def test_the_heartbeat_beats_while_nothing_is_written(tmp_path: Path):
+    """A paused run writes no rows for minutes; its heartbeat thread alone says it is alive."""
+    w = SessionWriter(tmp_path / "h", {}, {})
+    try:
+        with open_session(tmp_path / "h") as s:
+            first = float(s._meta()["heartbeat"])
+            deadline = time.monotonic() + 120  # a generous bound on a busy machine
+            while float(s._meta()["heartbeat"]) < first + 2.5 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert float(s._meta()["heartbeat"]) >= first + 2.5
+            assert w._heartbeat.is_alive() and not w._heartbeat.lost
+    finally:
+        w.close(FINISHED)
+
+
 def test_writer_commits_within_a_second(tmp_path: Path):
     w = SessionWriter(tmp_path / "c", {}, {}, commit_interval=0.2)
     reader = open_session(tmp_path / "c")

@@ -58,3 +58,34 @@ def test_coverage_is_near_95_percent(n, m, true_k):
 def test_barrier_counts_scale_with_the_epoch():
     est, lo, hi = count_interval(3, 20, 64)
     assert est == pytest.approx(64 * 3 / 20) and 0 <= lo < est < hi <= 64
+
+
+@pytest.mark.parametrize("burst", [1, 4])
+def test_clustered_coverage_for_bursts_of_alike_steps(burst):
+    """Steps in runs that share their property (an epoch's phase): bursts of 4 are not 4 times
+    the evidence of one, and the interval knows it."""
+    from sgdwalk.sampling import Sampler
+    from sgdwalk.shares import clustered
+
+    rng = random.Random(7)
+    n, hits, trials = 240, 0, 600
+    for trial in range(trials):
+        # the population: long stretches of alike steps (interior minima come and go slowly)
+        population, value = [], 0
+        while len(population) < n:
+            value = 1 - value if rng.random() < 0.5 else value
+            population += [value] * rng.randint(3, 12)
+        population = population[:n]
+        truth = sum(population) / n
+        s = Sampler(rate=0.25, seed=trial, burst=burst)
+        groups: dict[int, list[int]] = {}
+        for t in range(1, n + 1):
+            if s.due(t):
+                groups.setdefault(s.cluster(t), []).append(population[t - 1])
+        if not groups:
+            continue
+        k = [sum(g) for g in groups.values()]
+        m = [len(g) for g in groups.values()]
+        got = clustered(k, m, n)
+        hits += got.low - 1e-12 <= truth <= got.high + 1e-12
+    assert hits / trials >= 0.90

@@ -36,7 +36,7 @@ def run(tmp_path, name: str, lr: float, momentum: float = 0.0, wd: float = 0.0):
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
                           weight_decay=wd)  # fmt: skip
     with sgdwalk.Walker(model, (x, torch.zeros(len(x))), half_square, session=name,
-                        sessions_dir=tmp_path, hessian_every=1, top_k=2) as walker:  # fmt: skip
+                        sessions_dir=tmp_path, hessian_every=1, top_k=2, budget=None) as walker:  # fmt: skip
         walker.attach(opt)
         for _ in range(2):
             opt.zero_grad()

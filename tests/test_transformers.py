@@ -31,7 +31,7 @@ def _walk(tmp_path, model, probe, loss_fn, batches, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning of ours reaches the user's terminal
         with sgdwalk.Walker(model, probe, loss_fn, session="t", sessions_dir=tmp_path,
-                            hessian_every=2, top_k=2, **kw) as walker:  # fmt: skip
+                            hessian_every=2, top_k=2, budget=None, **kw) as walker:  # fmt: skip
             walker.attach(opt)
             for batch in batches:
                 opt.zero_grad()

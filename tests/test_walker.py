@@ -61,7 +61,8 @@ def test_two_lines_measure_every_step_exactly_in_float64(tmp_path):
     model = mlp(dtype=torch.float64)
     opt = torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.9)
     thetas = []
-    with sgdwalk.Walker(model, (x, y), session="w", sessions_dir=tmp_path, points=4) as walker:
+    with sgdwalk.Walker(model, (x, y), session="w", sessions_dir=tmp_path, points=4,
+                        budget=None) as walker:  # every step, to check each one  # fmt: skip
         walker.attach(opt)
         opt.register_step_pre_hook(lambda *_: thetas.append(copy.deepcopy(model)))
         train(model, opt, x, y, steps=6, walker=walker)
@@ -94,7 +95,7 @@ def test_the_users_training_is_unchanged(tmp_path):
         walker = None
         if use:
             walker = sgdwalk.Walker(model, (x, y), session="u", sessions_dir=tmp_path,
-                                    hessian_every=3, top_k=2)  # fmt: skip
+                                    hessian_every=3, top_k=2, budget=None)  # fmt: skip
             walker.attach(opt)
         train(model, opt, x, y, steps=7, walker=walker)
         rng_after = torch.rand(3)
@@ -115,7 +116,7 @@ def test_gradient_accumulation_is_one_step_with_the_accumulated_gradient(tmp_pat
     norms = []
     opt.register_step_pre_hook(lambda *_: norms.append(
         torch.cat([p.grad.reshape(-1) for p in model.parameters()]).norm().item()))  # fmt: skip
-    with sgdwalk.Walker(model, (x, y), session="acc", sessions_dir=tmp_path) as walker:
+    with sgdwalk.Walker(model, (x, y), session="acc", sessions_dir=tmp_path, budget=None) as walker:
         walker.attach(opt)
         train(model, opt, x, y, steps=5, batch=8, accumulate=4, walker=walker)
     steps = steps_of(tmp_path, "acc")[0]
@@ -129,7 +130,7 @@ def test_a_scheduler_s_lr_is_recorded_per_step(tmp_path):
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
-    with sgdwalk.Walker(model, (x, y), session="lr", sessions_dir=tmp_path) as walker:
+    with sgdwalk.Walker(model, (x, y), session="lr", sessions_dir=tmp_path, budget=None) as walker:
         walker.attach(opt)
         train(model, opt, x, y, steps=6, scheduler=sched)
     assert [s.lr for s in steps_of(tmp_path, "lr")[0]] == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
@@ -140,7 +141,8 @@ def test_a_step_the_grad_scaler_skips_is_recorded_as_skipped(tmp_path):
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**4)
-    with sgdwalk.Walker(model, (x, y), session="amp", sessions_dir=tmp_path) as walker:
+    with sgdwalk.Walker(model, (x, y), session="amp", sessions_dir=tmp_path,
+                        budget=None) as walker:  # fmt: skip
         walker.attach(opt, scaler)
         for i in range(6):
             loss = nn.functional.cross_entropy(model(x[:16]), y[:16])
@@ -164,7 +166,9 @@ def test_wrapped_models_are_measured_on_their_eager_module(tmp_path):
     model = mlp()
     compiled = torch.compile(model, backend="eager")
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with sgdwalk.Walker(compiled, (x, y), session="c", sessions_dir=tmp_path) as walker:
+    with sgdwalk.Walker(
+        compiled, (x, y), session="c", sessions_dir=tmp_path, budget=None
+    ) as walker:
         assert walker.module is model
         assert type(walker.evaluator.shadow) is nn.Sequential
         walker.attach(opt)
@@ -185,7 +189,7 @@ def test_ddp_is_unwrapped(tmp_path):
         ddp = nn.parallel.DistributedDataParallel(model)
         x, y = data()
         opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
-        with sgdwalk.Walker(ddp, (x, y), session="d", sessions_dir=tmp_path) as walker:
+        with sgdwalk.Walker(ddp, (x, y), session="d", sessions_dir=tmp_path, budget=None) as walker:
             assert walker.module is model
             walker.attach(opt)
             for _ in range(2):
@@ -222,7 +226,7 @@ def test_dict_batches_a_loss_fn_and_a_dataloader_probe(tmp_path):
     loader = DataLoader(TensorDataset(x, y), batch_size=10)
     walker = sgdwalk.Walker(model, [{"features": b["features"], "labels": b["labels"]}
                                     for b in batches][0], loss_fn, session="dict",
-                            sessions_dir=tmp_path)  # fmt: skip
+                            sessions_dir=tmp_path, budget=None)  # fmt: skip
     assert walker.probe.size == 16
     walker.attach(opt)
     for b in batches:
@@ -237,7 +241,9 @@ def test_dict_batches_a_loss_fn_and_a_dataloader_probe(tmp_path):
     assert walker.probe.chunk == 1024  # no BatchNorm, small layer outputs: the largest chunk
     # a DataLoader probe: its first N examples; a Dataset probe: the same
     for probe in (loader, TensorDataset(x, y)):
-        w = sgdwalk.Walker(mlp(), probe, session=None, sessions_dir=tmp_path, probe_size=25)
+        w = sgdwalk.Walker(
+            mlp(), probe, session=None, sessions_dir=tmp_path, probe_size=25, budget=None
+        )
         assert w.probe.size == 25 and torch.equal(torch.cat([c[0] for c in w.probe.chunks]), x[:25])
         w.close()
 
@@ -262,9 +268,9 @@ def test_bad_arguments_are_one_config_error(tmp_path):
                           ({"hessian_every": "2"}, "counts steps"),
                           ({"session": "../x"}, "session")]:  # fmt: skip
         with pytest.raises(sgdwalk.SgdwalkError, match=words):
-            sgdwalk.Walker(mlp(), (x, y), sessions_dir=tmp_path, **kwargs)
+            sgdwalk.Walker(mlp(), (x, y), **({"sessions_dir": tmp_path, "budget": None} | kwargs))
     with pytest.raises(sgdwalk.ConfigError, match="probe"):
-        sgdwalk.Walker(mlp(), object(), sessions_dir=tmp_path)
+        sgdwalk.Walker(mlp(), object(), sessions_dir=tmp_path, budget=None)
 
 
 def test_an_exception_in_the_loop_ends_the_session_failed_or_interrupted(tmp_path):
@@ -274,7 +280,7 @@ def test_an_exception_in_the_loop_ends_the_session_failed_or_interrupted(tmp_pat
         model = mlp()
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         with pytest.raises(type(error)), sgdwalk.Walker(model, (x, y), session=name,
-                                                        sessions_dir=tmp_path) as walker:  # fmt: skip
+                                                        sessions_dir=tmp_path, budget=None) as walker:  # fmt: skip
             walker.attach(opt)
             train(model, opt, x, y, steps=2)
             raise error
@@ -300,7 +306,12 @@ def test_a_plain_loop_with_the_walker_gives_the_numbers_of_sgdwalk_run(tmp_path)
     probe = (data.inputs(run.probe.rows), data.y_train[run.probe.rows])
     gen = torch.Generator().manual_seed(cfg.seed)
     with sgdwalk.Walker(
-        model, probe, session="mine", sessions_dir=tmp_path, batch_size=run.batch_size
+        model,
+        probe,
+        session="mine",
+        sessions_dir=tmp_path,
+        batch_size=run.batch_size,
+        budget=None,  # every step, as `run` measures the digits default
     ) as walker:  # BatchNorm: chunks of 64
         walker.attach(opt)
         for idx in torch.split(torch.randperm(data.n_train, generator=gen), run.batch_size):
@@ -327,7 +338,9 @@ def test_without_batchnorm_the_probe_chunk_fits_the_cpu_caches(tmp_path):
     model = cnn((3, 32, 32), 10)
     x, y = torch.randn(130, 3, 32, 32), torch.randint(0, 10, (130,))
     for chunk, want in ((None, 64), (100, 100)):
-        w = sgdwalk.Walker(model, (x, y), session=None, sessions_dir=tmp_path, chunk=chunk)
+        w = sgdwalk.Walker(
+            model, (x, y), session=None, sessions_dir=tmp_path, chunk=chunk, budget=None
+        )
         sizes = [len(c[1]) for c in w.probe.chunks]
         assert w.probe.chunk == want and sizes[:-1] == [want] * (130 // want) and sum(sizes) == 130
         w.close()

@@ -90,7 +90,7 @@ def run_script(tmp_path: Path, body: str, name: str = "train.py") -> subprocess.
 
 
 FORKS = """
-walker = sgdwalk.Walker(model, (x, y), session="s", sessions_dir=sys.argv[1]).attach(opt)
+walker = sgdwalk.Walker(model, (x, y), session="s", sessions_dir=sys.argv[1], budget=None).attach(opt)
 steps(2)
 for ending in ("exit", "raise", "steps"):
     pid = os.fork()
@@ -134,7 +134,7 @@ def test_a_forked_child_leaves_the_parents_session_alone(tmp_path):
 )  # fmt: skip
 def test_an_exit_code_gives_the_session_its_status(tmp_path, body, code, status, message):
     out = run_script(tmp_path, "walker = sgdwalk.Walker(model, (x, y), session='s', "
-                               "sessions_dir=sys.argv[1]).attach(opt)\nsteps(2)\n" + body)  # fmt: skip
+                               "sessions_dir=sys.argv[1], budget=None).attach(opt)\nsteps(2)\n" + body)  # fmt: skip
     assert out.returncode == code, out.stderr
     got, got_message, steps, events = session(tmp_path / "sessions" / "s")
     assert (got, got_message) == (status, message) and events[-1].kind == status
@@ -147,7 +147,7 @@ def test_attach_twice_hooks_once_and_attach_after_close_says_so(tmp_path, capsys
     x, y = data()
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    walker = sgdwalk.Walker(model, (x, y), session="a", sessions_dir=tmp_path)
+    walker = sgdwalk.Walker(model, (x, y), session="a", sessions_dir=tmp_path, budget=None)
     assert walker.attach(opt) is walker.attach(opt)
     train(model, opt, x, y, steps=3)
     walker.close()
@@ -164,7 +164,7 @@ def test_a_walker_never_attached_leaves_no_folder(tmp_path):
     import gc
 
     x, y = data()
-    walker = sgdwalk.Walker(mlp(), (x, y), session="never", sessions_dir=tmp_path)
+    walker = sgdwalk.Walker(mlp(), (x, y), session="never", sessions_dir=tmp_path, budget=None)
     assert leftovers(tmp_path) == ["never"]  # claimed
     with pytest.raises(sgdwalk.ConfigError, match="^Walker: attach: "):
         walker.attach("not an optimizer")
@@ -177,7 +177,9 @@ def test_a_walker_in_one_thread_leaves_another_threads_random_stream_alone(tmp_p
     x, y = data(n=512)
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    walker = sgdwalk.Walker(model, (x, y), session="r", sessions_dir=tmp_path, points=20)
+    walker = sgdwalk.Walker(
+        model, (x, y), session="r", sessions_dir=tmp_path, points=20, budget=None
+    )
     walker.attach(opt)
     torch.manual_seed(7)
     done, drawn = threading.Event(), []
@@ -217,7 +219,7 @@ def test_a_model_that_draws_random_numbers_when_measured_keeps_the_users_stream(
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         walker = None
         if use:
-            walker = sgdwalk.Walker(model, (x, y), session="n", sessions_dir=tmp_path)
+            walker = sgdwalk.Walker(model, (x, y), session="n", sessions_dir=tmp_path, budget=None)
             walker.attach(opt)
         torch.manual_seed(3)
         train(model, opt, x, y, steps=4)
@@ -234,7 +236,9 @@ def test_steps_from_a_second_thread_are_not_measured_into_garbage(tmp_path, caps
     x, y = data(n=256)
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    walker = sgdwalk.Walker(model, (x, y), session="t", sessions_dir=tmp_path, points=20)
+    walker = sgdwalk.Walker(
+        model, (x, y), session="t", sessions_dir=tmp_path, points=20, budget=None
+    )
     walker.attach(opt)
     lock = threading.Lock()  # the user's own: no step while a backward runs
 
@@ -280,7 +284,9 @@ def test_a_nan_probe_is_one_warning(tmp_path, capsys, how):
     loss_fn = nan_probe_loss if how == "loss_fn" else None
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with sgdwalk.Walker(model, probe, loss_fn, session="nan", sessions_dir=tmp_path) as walker:
+    with sgdwalk.Walker(
+        model, probe, loss_fn, session="nan", sessions_dir=tmp_path, budget=None
+    ) as walker:
         walker.attach(opt)
         train(model, opt, x, y, steps=4)
     status, _, steps, events = session(tmp_path / "nan")
@@ -302,7 +308,7 @@ def test_lbfgs_with_the_default_attach_records_no_gradient_as_nan(tmp_path):
         loss.backward()
         return loss
 
-    with sgdwalk.Walker(model, (x, y), session="lb", sessions_dir=tmp_path) as walker:
+    with sgdwalk.Walker(model, (x, y), session="lb", sessions_dir=tmp_path, budget=None) as walker:
         walker.attach(opt)
         for _ in range(3):
             opt.zero_grad(set_to_none=True)
@@ -335,7 +341,7 @@ BAD = [
 def test_a_bad_argument_is_one_config_error_naming_it(tmp_path, kwargs, argument):
     x, y = data()
     with pytest.raises(sgdwalk.ConfigError) as e:
-        sgdwalk.Walker(mlp(), (x, y), **({"sessions_dir": tmp_path} | kwargs))
+        sgdwalk.Walker(mlp(), (x, y), **({"sessions_dir": tmp_path, "budget": None} | kwargs))
     assert str(e.value).startswith(f"Walker: {argument}: ") and "\n" not in str(e.value)
     assert leftovers(tmp_path) == []
 
@@ -345,9 +351,9 @@ def test_a_meta_that_is_not_json_leaves_nothing_half_made(tmp_path):
     cyclic["self"] = cyclic
     x, y = data()
     with pytest.raises(sgdwalk.ConfigError, match="^Walker: meta: "):
-        sgdwalk.Walker(mlp(), (x, y), sessions_dir=tmp_path, meta=cyclic)
+        sgdwalk.Walker(mlp(), (x, y), sessions_dir=tmp_path, meta=cyclic, budget=None)
     odd = {"a": object(), 3: [math.inf, torch.tensor(2.0)], "b": {"c": None}}
-    w = sgdwalk.Walker(mlp(), (x, y), session="m", sessions_dir=tmp_path, meta=odd)
+    w = sgdwalk.Walker(mlp(), (x, y), session="m", sessions_dir=tmp_path, meta=odd, budget=None)
     w.attach(torch.optim.SGD(w.model.parameters(), lr=0.1))
     w.close()
     with open_session(tmp_path / "m") as s:
@@ -381,19 +387,19 @@ def test_a_probe_the_model_cannot_take_is_one_line_naming_it(tmp_path):
     ]  # fmt: skip
     for model, probe, loss_fn, words in cases:
         with pytest.raises(sgdwalk.ConfigError) as e:
-            sgdwalk.Walker(model, probe, loss_fn, sessions_dir=tmp_path)
+            sgdwalk.Walker(model, probe, loss_fn, sessions_dir=tmp_path, budget=None)
         assert str(e.value).startswith(f"Walker: {words}"), (words, str(e.value))
         assert "\n" not in str(e.value)
     assert leftovers(tmp_path) == []
     soft = torch.softmax(torch.randn(len(x), 3), 1)  # class probabilities are targets too
-    sgdwalk.Walker(mlp(), (x, soft), session=None, sessions_dir=tmp_path).close()
+    sgdwalk.Walker(mlp(), (x, soft), session=None, sessions_dir=tmp_path, budget=None).close()
     ignored = torch.where(y == 0, -100, y)  # cross-entropy's ignore_index
-    sgdwalk.Walker(mlp(), (x, ignored), session=None, sessions_dir=tmp_path).close()
+    sgdwalk.Walker(mlp(), (x, ignored), session=None, sessions_dir=tmp_path, budget=None).close()
 
 
 def test_report_and_epoch_take_numbers_only(tmp_path):
     x, y = data()
-    walker = sgdwalk.Walker(mlp(), (x, y), session=None, sessions_dir=tmp_path)
+    walker = sgdwalk.Walker(mlp(), (x, y), session=None, sessions_dir=tmp_path, budget=None)
     for bad in ("abc", None, [1.0]):
         with pytest.raises(sgdwalk.ConfigError, match="^Walker: report: loss"):
             walker.report(bad)
@@ -439,12 +445,14 @@ def test_a_session_that_cannot_be_made_leaves_training_unmeasured(tmp_path, caps
     x, y = data()
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    sgdwalk.Walker(model, (x, y), session="taken", sessions_dir=tmp_path).attach(opt).close()
+    sgdwalk.Walker(model, (x, y), session="taken", sessions_dir=tmp_path, budget=None).attach(
+        opt
+    ).close()
     before = leftovers(tmp_path)
     (tmp_path / "a-file").write_text("")
     for kwargs in ({"session": "taken"}, {"sessions_dir": tmp_path / "a-file"}):
         opts = {"sessions_dir": tmp_path} | kwargs
-        with sgdwalk.Walker(model, (x, y), **opts) as walker:
+        with sgdwalk.Walker(model, (x, y), **opts, budget=None) as walker:
             walker.attach(opt)
             train(model, opt, x, y, steps=2)
         err = capsys.readouterr().err
@@ -452,8 +460,8 @@ def test_a_session_that_cannot_be_made_leaves_training_unmeasured(tmp_path, caps
     # two Walkers under one `sgdwalk exec`: the first takes the session, the second says so
     monkeypatch.setenv(SESSION_ENV, "exec-name")
     monkeypatch.setenv(SESSIONS_ENV, str(tmp_path))
-    first = sgdwalk.Walker(model, (x, y)).attach(opt)
-    second = sgdwalk.Walker(model, (x, y)).attach(opt)
+    first = sgdwalk.Walker(model, (x, y), budget=None).attach(opt)
+    second = sgdwalk.Walker(model, (x, y), budget=None).attach(opt)
     train(model, opt, x, y, steps=2)
     second.close()
     first.close()
@@ -461,7 +469,9 @@ def test_a_session_that_cannot_be_made_leaves_training_unmeasured(tmp_path, caps
     assert err.count("\n") == 1 and "exec-name" in err
     assert session(tmp_path / "exec-name")[0] == FINISHED
     assert len(session(tmp_path / "exec-name")[2]) == 2
-    third = sgdwalk.Walker(model, (x, y)).attach(opt)  # a session there already: said, not raised
+    third = sgdwalk.Walker(model, (x, y), budget=None).attach(
+        opt
+    )  # a session there already: said, not raised
     train(model, opt, x, y, steps=1)
     third.close()
     assert capsys.readouterr().err.startswith("sgdwalk: not measuring")
@@ -492,14 +502,14 @@ def test_a_full_or_read_only_sessions_folder_leaves_training_unmeasured(tmp_path
     with mounted(tmp_path / "full", "size=64k") as full:
         with contextlib.suppress(OSError), open(full / "ballast", "wb") as f:
             f.write(b"\0" * (128 << 10))  # fills the disk
-        with sgdwalk.Walker(model, (x, y), session="f", sessions_dir=full) as walker:
+        with sgdwalk.Walker(model, (x, y), session="f", sessions_dir=full, budget=None) as walker:
             walker.attach(opt)
             train(model, opt, x, y, steps=2)
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("sgdwalk: not measuring"), err
         assert [p.name for p in full.iterdir()] == ["ballast"]
     with mounted(tmp_path / "ro", "ro,size=64k") as ro:
-        with sgdwalk.Walker(model, (x, y), session="r", sessions_dir=ro) as walker:
+        with sgdwalk.Walker(model, (x, y), session="r", sessions_dir=ro, budget=None) as walker:
             walker.attach(opt)
             train(model, opt, x, y, steps=2)
         err = capsys.readouterr().err
@@ -513,7 +523,9 @@ def test_a_failure_inside_the_walker_keeps_its_traceback(tmp_path, capsys):
     x, y = data()
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    walker = sgdwalk.Walker(model, (x, y), session="e", sessions_dir=tmp_path).attach(opt)
+    walker = sgdwalk.Walker(model, (x, y), session="e", sessions_dir=tmp_path, budget=None).attach(
+        opt
+    )
     train(model, opt, x, y, steps=2)
 
     def broken(*args, **kwargs):
@@ -535,7 +547,7 @@ def test_ls_shows_the_batch_size_the_steps_recorded(tmp_path):
     x, y = data()
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with sgdwalk.Walker(model, (x, y), session="b", sessions_dir=tmp_path) as walker:
+    with sgdwalk.Walker(model, (x, y), session="b", sessions_dir=tmp_path, budget=None) as walker:
         walker.attach(opt)
         train(model, opt, x, y, steps=2, batch=8)
     rows, damaged = summaries(tmp_path)

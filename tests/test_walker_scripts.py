@@ -31,7 +31,7 @@ x, y = torch.randn(256, 5), torch.randint(0, 3, (256,))
 model = nn.Sequential(nn.Linear(5, 16), nn.Tanh(), nn.Linear(16, 3))
 opt = torch.optim.SGD(model.parameters(), lr=0.1)
 {before}
-walker = sgdwalk.Walker(model, (x, y), session="s", sessions_dir=sys.argv[1])
+walker = sgdwalk.Walker(model, (x, y), session="s", sessions_dir=sys.argv[1], budget=None)
 walker.attach(opt)
 for step in range({steps}):
     loss = nn.functional.cross_entropy(model(x[:32]), y[:32])

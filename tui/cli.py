@@ -98,8 +98,10 @@ def _train(cfg: RunConfig, headless: bool, in_process: bool, detach: bool) -> in
 
         raise UsageError("--in-process: several processes (--nproc) cannot train in the "
                          "dashboard's own process")  # fmt: skip
+    if launches:
+        torchrun.check_launch(cfg)
     if launches and (headless or not terminal) and not detach:
-        from sgdwalk.tui.commands.headless import run_torchrun
+        from sgdwalk.tui.commands.launcher import run_torchrun
 
         return run_torchrun(cfg)
     if detach:
@@ -143,7 +145,10 @@ def exec_(
 
     Usage: sgdwalk exec [OPTIONS] -- python train.py ARGS. The script's Walker writes the session
     this command names (through $SGDWALK_SESSION and $SGDWALK_SESSIONS); p pauses it between steps,
-    s stops it cleanly, q asks. Exit code: the script's own (130 when it was stopped).
+    s stops it cleanly, q asks. The script's stdin is /dev/null (it cannot prompt); its output
+    passes through with --headless, else goes to run.log in the session. A script that will not
+    stop is killed 30 s after SIGTERM ($SGDWALK_STOP_GRACE). Exit code: the script's own (130
+    when it was stopped); 2 when it ended without creating a session.
     """
     from sgdwalk.tui.commands.execute import exec_script
 

@@ -244,6 +244,7 @@ class Table:
         if missing:
             raise Damaged(f"no column {', '.join(missing)}")
         _measured_nans(self.columns, values)
+        _paired(self.record, values)
         _derive(self.record, values)
         return self.record(**values)
 
@@ -255,6 +256,17 @@ def _measured_nans(cols: Sequence[Column], values: dict[str, Any]) -> None:
     for c in cols:
         if c.nan_when_measured and values.get(c.name) is None:
             values[c.name] = math.nan
+
+
+def _paired(record: type, values: dict[str, Any]) -> None:
+    """Lists read element by element together (a density's nodes and weights) are as long."""
+    for f in dataclasses.fields(record):
+        other = f.metadata.get("paired")
+        if other is None:
+            continue
+        mine, theirs = values.get(f.name), values.get(other)
+        if (mine is None) != (theirs is None) or len(mine or ()) != len(theirs or ()):
+            raise Damaged(f"{f.name} and {other} are not as long")
 
 
 def _derive(record: type, values: dict[str, Any]) -> None:

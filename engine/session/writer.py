@@ -7,6 +7,11 @@ Storage failures (a full disk, a vanished or read-only folder) become one ``Stor
 the cause and the file; what was committed before stays, and ``close`` still tries to record the
 final status. If even that cannot be written, the heartbeat stops and readers see the session as
 interrupted (a "running" session whose writer is gone).
+
+Why the writer checks its file's identity: on Linux a deleted (or moved) session folder does not
+make writes fail, SQLite goes on appending to the unlinked file and the run would end "finished"
+with nothing on disk. So every commit, and the heartbeat every second, checks that the path still
+names the file created (same device and inode); if not, the next write raises ``StorageError``.
 """
 
 from __future__ import annotations
@@ -48,14 +53,25 @@ from sgdwalk.session.schema import (
 )
 
 
-class _Heartbeat(threading.Thread):
-    """Stamps ``meta.heartbeat`` (and the current phase) every second on its own connection."""
+def identity(db: Path) -> tuple[int, int] | None:
+    """The device and inode the path ``db`` names now (None when it names nothing)."""
+    try:
+        st = os.stat(db)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
-    def __init__(self, db: Path):
+
+class _Heartbeat(threading.Thread):
+    """Stamps ``meta.heartbeat`` (and the current phase) every second on its own connection, and
+    notices when the session's file is gone (``lost``)."""
+
+    def __init__(self, db: Path, ident: tuple[int, int] | None):
         super().__init__(name="sgdwalk-heartbeat", daemon=True)
-        self._db = db
+        self._db, self._file = db, ident  # (not _ident: a Thread's own)
         self._stop_event = threading.Event()
         self.phase = ""  # JSON of the phase in progress, set by the writer; "" when none
+        self.lost = False  # the path no longer names the session's file
 
     def run(self) -> None:
         try:
@@ -64,6 +80,9 @@ class _Heartbeat(threading.Thread):
             return  # the writer reports storage failures; readers then see a silent writer
         try:
             while not self._stop_event.wait(HEARTBEAT_INTERVAL):
+                if identity(self._db) != self._file:
+                    self.lost = True  # the writer raises at its next record
+                    return
                 with contextlib.suppress(sqlite3.Error):  # lock held past the timeout, disk full:
                     stamp(con, self.phase)  # try again next second
         finally:
@@ -131,10 +150,11 @@ class SessionWriter:
         self._pending: dict[str, list[tuple[Any, ...]]] = {name: [] for name in TABLES}
         self._last_commit = time.monotonic()
         self._closed = False
+        self._ident = identity(self.db)
         with self._storage("create"):
             self._con = connect(self.db)
             init_schema(self._con, self.directory.name, config, info)
-        self._heartbeat = _Heartbeat(self.db)
+        self._heartbeat = _Heartbeat(self.db, self._ident)
         self._heartbeat.start()
 
     @contextlib.contextmanager
@@ -157,6 +177,8 @@ class SessionWriter:
 
         Progress (``PhaseProgressed``) is not stored as a row: the heartbeat carries it.
         """
+        if self._heartbeat.lost:
+            self._check_there()
         if isinstance(rec, PhaseProgressed):
             self._heartbeat.phase = json.dumps(
                 {
@@ -188,9 +210,16 @@ class SessionWriter:
             self._phase_key, self._phase_start = key, time.time()
         return self._phase_start
 
+    def _check_there(self) -> None:
+        """Raise ``StorageError`` when the path no longer names the file this writer created."""
+        if identity(self.db) != self._ident:
+            raise StorageError(f"cannot write the session at {self.db}: its folder was deleted "
+                               "or moved while the run wrote it")  # fmt: skip
+
     def commit(self) -> None:
         if self._closed:
             return
+        self._check_there()
         con = self._con
         with self._storage("write"):
             con.execute("BEGIN IMMEDIATE")
@@ -241,6 +270,36 @@ class SessionWriter:
             self.close(INTERRUPTED, "writer closed without a final status")
         else:
             self.close(*ending(exc))
+
+
+def record_ending(db: Path, status: str, message: str) -> bool:
+    """For a writer that is dead (killed when it would not stop): its ending event and final
+    status, written only while the stored status is still running. True when written."""
+    try:
+        con = connect(db)
+    except sqlite3.Error:
+        return False
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("status") != RUNNING:
+            con.execute("ROLLBACK")
+            return False
+        step, epoch = con.execute("SELECT COALESCE(MAX(step), 0), COALESCE(MAX(epoch), 0) "
+                                  "FROM steps").fetchone()  # fmt: skip
+        took = time.time() - float(meta.get("started_at") or time.time())
+        event = EventLogged(step, epoch, "info", status, message, took)  # type: ignore[arg-type]
+        table = TABLES["events"]
+        con.execute(table.insert_sql(), table.row(event))
+        con.executemany("UPDATE meta SET value=? WHERE key=?",
+                        [(status, "status"), (message, "message"), ("", "phase"),
+                         (repr(time.time()), "ended_at")])  # fmt: skip
+        con.execute("COMMIT")
+        return True
+    except (sqlite3.Error, ValueError):
+        return False
+    finally:
+        con.close()
 
 
 def _create_exclusively(db: Path) -> None:

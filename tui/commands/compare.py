@@ -92,6 +92,6 @@ def compare(specs: list[str], sessions_dir: Path, as_json: bool) -> int:
         return 0
     from sgdwalk.tui.dashboard.compare import CompareApp
 
-    app = CompareApp(paths)
+    app = CompareApp(paths, rows)
     app.run()
     return 1 if app.return_code else 0

@@ -7,7 +7,8 @@ headless speed); in two processes each has a core. The child is ``run --headless
 terminal's process group, so a hang-up stops it cleanly; quitting the dashboard stops it too
 (SIGTERM), and ``p`` pauses it (SIGUSR1/SIGUSR2) between steps. ``--in-process`` keeps the old
 worker-thread mode. After the app closes, a run this command started is stopped and waited for, so
-its session always ends with a final status and everything committed.
+its session always ends with a final status and everything committed; a child that will not
+stop is killed after a grace (``sgdwalk.tui.commands.children``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sgdwalk.errors import EXIT_CODES, SessionError, exit_code
 from sgdwalk.records import FAILED, RUNNING
 from sgdwalk.runner import claim, open_run
 from sgdwalk.session import DB_NAME, Session, open_session
+from sgdwalk.tui.commands.children import Owned
 from sgdwalk.tui.commands.trainer import shell_code, start_trainer
 
 STOP_WAIT = 600.0  # seconds to wait for a stopped in-process run to finish its current step
@@ -52,23 +54,37 @@ def run_in_terminal(cfg: RunConfig) -> int:
 
 
 def watch_owned(
-    proc: subprocess.Popen[bytes], directory: Path, pid: int | None
+    proc: subprocess.Popen[bytes], directory: Path, pid: int | None, what: str = "the trainer"
 ) -> tuple[int, int, str]:
     """The dashboard over the session of a child this command started without ``--detach``:
-    quitting it stops the child cleanly (SIGTERM, while it still trains), and the child is
-    waited for, so its session always ends with a final status. Returns the dashboard's exit
-    code, the child's (in the shell's convention) and the session's status."""
+    quitting it stops the child cleanly (SIGTERM, while it still trains; killed after the grace
+    of ``children.stop_grace`` if it will not stop), and the child is waited for, so its session
+    always ends with a final status. Returns the dashboard's exit code, the child's (in the
+    shell's convention) and the session's status."""
+    owned = Owned(proc, what, directory)
     try:
         shown = watch(directory.name, directory.parent, pid=pid, owned=True)
     finally:
+        code = owned.stop() if _training(directory) else owned.wait()
+        owned.settle(f"{what} ended (exit code {shell_code(code)}) without recording an ending")
+    try:
         with open_session(directory) as session:
-            training = session.stored_status == RUNNING
-        if training and proc.poll() is None:
-            proc.terminate()
-        code = proc.wait()  # a child that already recorded its ending exits by itself
-    with open_session(directory) as session:
-        say(f"sgdwalk: {session.status}: session {session.path} (log: run.log there)")
-        return shown, shell_code(code), session.status
+            say(f"sgdwalk: {session.status}: session {session.path} (log: run.log there)")
+            return shown, shell_code(code), session.status
+    except SessionError as e:  # its folder went away under it: the child's own error says why
+        say(
+            f"sgdwalk: {what} ended (exit code {shell_code(code)}); its session cannot be read: {e}"
+        )
+        return shown, shell_code(code) or EXIT_CODES[FAILED], FAILED
+
+
+def _training(directory: Path) -> bool:
+    """Whether the session's writer has not recorded its ending yet (or cannot be read)."""
+    try:
+        with open_session(directory) as session:
+            return session.stored_status == RUNNING
+    except SessionError:
+        return True
 
 
 def run_detached(cfg: RunConfig, then_watch: bool) -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -23,7 +25,7 @@ from rich.text import Text
 
 from sgdwalk import torchrun
 from sgdwalk.config import RunConfig
-from sgdwalk.errors import SgdwalkError, exit_code
+from sgdwalk.errors import exit_code
 from sgdwalk.records import (
     EDGE_EVENT,
     NOTE_EVENT,
@@ -121,7 +123,7 @@ def run_headless(cfg: RunConfig, console: Console | None = None, claimed: bool =
     with stop_on_signals() as controls, Progress(*columns, console=console) as progress:
         task = progress.add_task("train", total=info["total_steps"])
         view = HeadlessView(console, progress, task, cfg)
-        records = controls.pausable(run.records(controls.should_stop))
+        records = controls.pausable(run.records(_stop_asked(controls)))
         try:
             status = drive(records, writer, view)
         finally:
@@ -135,6 +137,14 @@ def run_headless(cfg: RunConfig, console: Console | None = None, claimed: bool =
     return exit_code(status)
 
 
+def _stop_asked(controls: Any) -> Callable[[], bool]:
+    """A stop asked by a signal, or by the end of the command this trainer belongs to."""
+    from sgdwalk.tui.commands.trainer import Orphaned
+
+    orphaned = Orphaned()
+    return lambda: controls.should_stop() or orphaned()
+
+
 def _train_quietly(cfg: RunConfig) -> int:
     """A rank other than 0: train in step with the others, write and print nothing."""
     from sgdwalk.control import stop_on_signals
@@ -145,40 +155,9 @@ def _train_quietly(cfg: RunConfig) -> int:
     status = "interrupted"
     with stop_on_signals() as controls:
         try:
-            for rec in run.records(controls.should_stop):
+            for rec in run.records(_stop_asked(controls)):
                 if isinstance(rec, EventLogged) and rec.kind in ENDINGS:
                     status = rec.kind
         finally:
             torchrun.leave()
     return exit_code(status)
-
-
-def run_torchrun(cfg: RunConfig) -> int:
-    """``run --headless --nproc N``: torchrun starts N trainers here; rank 0 prints and writes.
-
-    The exit code is the session's ending (torchrun's own is 1 for any worker that did not exit
-    0, which would say "failed" for a run that was merely interrupted).
-    """
-    import os
-    import signal
-    import subprocess
-
-    from sgdwalk.runner import claim, session_of
-    from sgdwalk.session import open_session
-    from sgdwalk.session.naming import release
-    from sgdwalk.tui.commands.trainer import child_env, trainer_argv
-
-    cfg = claim(cfg)
-    directory = session_of(cfg)
-    proc = subprocess.Popen(trainer_argv(cfg), env=os.environ | child_env(cfg))
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the ranks directly
-    try:
-        code = proc.wait()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    try:
-        with open_session(directory) as session:
-            return exit_code(session.status)
-    except SgdwalkError:
-        release(directory)
-        return code if code > 0 else 1  # the ranks ended before rank 0 created the session

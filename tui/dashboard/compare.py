@@ -9,6 +9,7 @@ labelled by the settings that differ), so the screen shows what ``export`` write
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,6 @@ from textual.widgets import DataTable, Footer
 
 from sgdwalk.errors import SgdwalkError
 from sgdwalk.session import open_session
-from sgdwalk.tui.commands.compare import rows
 from sgdwalk.tui.dashboard.widgets import FigureChart, StatusLine
 from sgdwalk.tui.figures import FIGURES, FigureData
 from sgdwalk.tui.figures.export import ExportRequest, overlay_labels, select_data
@@ -66,9 +66,12 @@ class CompareApp(App[None]):
         Binding("q", "quit", "quit"),
     ]
 
-    def __init__(self, paths: list[Path]) -> None:
+    def __init__(
+        self, paths: list[Path], read: Callable[[list[Path]], list[dict[str, Any]]]
+    ) -> None:
         super().__init__()
         self.paths = paths
+        self.read = read  # the runs' rows, re-read on every refresh
         self.figure = 0
         self.epoch: int | None = None  # the slices' epoch (None: the latest steps)
         self.rows: list[dict[str, Any]] = []
@@ -89,7 +92,7 @@ class CompareApp(App[None]):
         self.set_interval(REFRESH, self.refresh_runs)
 
     def refresh_runs(self) -> None:
-        self.rows = rows(self.paths)
+        self.rows = self.read(self.paths)
         table = self.query_one(DataTable)
         table.clear()
         for row in self.rows:

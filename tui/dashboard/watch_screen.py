@@ -4,7 +4,7 @@ Its records come from ``WatchSource``'s follower. The writer is another process,
 screen knows of it comes from the session file: whether it is alive (its heartbeat), the long
 computation it is in (the heartbeat's phase), and whether it holds (its ``paused`` event). p and s
 signal it only when it runs on this machine; quitting leaves it running unless this dashboard
-started it for ``sgdwalk run``.
+started it for ``sgdwalk run`` or ``sgdwalk exec`` without ``--detach``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from textual.binding import Binding
 
 from sgdwalk.errors import SessionError
 from sgdwalk.records import RESUMED_EVENT, RUNNING, EventLogged
+from sgdwalk.tui.commands.children import stop_grace
 from sgdwalk.tui.dashboard.buffers import facts_of
 from sgdwalk.tui.dashboard.dialogs import QuitScreen
 from sgdwalk.tui.dashboard.screen import DashboardScreen
@@ -129,15 +130,22 @@ class WatchScreen(DashboardScreen):
             self.app.exit()
             return
         if self.source.owned:
-            text = ("Quitting stops this run (saved as interrupted, everything committed). Start "
-                    "it with `sgdwalk run --detach` to leave a run going after you quit.")  # fmt: skip
-            self.app.push_screen(QuitScreen(text, can_leave=False), self._chosen)
+            self.app.push_screen(QuitScreen(self._owned_text(), can_leave=False), self._chosen)
             return
         text = (f"The run goes on in its own process; `sgdwalk watch {self.source.name}` "
                 "reattaches later.")  # fmt: skip
         self.app.push_screen(
             QuitScreen(text, can_leave=True, can_stop=self.source.pid is not None), self._chosen
         )
+
+    def _owned_text(self) -> str:
+        """What quitting means for a run this dashboard started: ``exec``'s script (a Walker's
+        session) or ``run``'s trainer."""
+        script = self.source.session.config.get("source") == "walker"
+        what, how = ("script", "exec --detach -- ...") if script else ("run", "run --detach")
+        return (f"Quitting stops this {what} (saved as interrupted, everything committed; one "
+                f"that will not stop is killed after {stop_grace():.0f} s). Start it with "
+                f"`sgdwalk {how}` to leave it going after you quit.")  # fmt: skip
 
     def _chosen(self, choice: str | None) -> None:
         if choice == "stop":

@@ -1,0 +1,168 @@
+"""A time budget: measuring takes at most a given share of the time training takes.
+
+Why: a measured step costs K forward passes of the probe set, tens of times a training step of a
+small batch (the digits MLP: 21 ms against 0.6 ms), and a curvature pass tens of Hessian-vector
+products; measured every step, a real loop runs 10 to 110 times slower, and nobody leaves that on.
+With ``fraction`` f the Instrument keeps its own seconds to about f times the training's (the
+loop's seconds between its calls): it measures a random share p of the steps (``sampling``),
+
+    p = (f · t_train − c_plain) / (c_measured − c_plain),
+
+from smoothed costs (c: the Instrument's seconds on a measured and on an unmeasured step, t_train:
+the loop's seconds a step), after setting aside what curvature passes took; and a curvature pass
+that would take the Instrument past f · (training so far) waits until it fits (said once). The
+first steps are measured while the costs are learnt.
+
+``auto`` (``sgdwalk run``'s default): if measuring every step of the whole run would take at most
+``AUTO_SECONDS`` (the embedded default: about a minute, the paper's picture of every step), every
+step is measured; otherwise f = ``AUTO_FRACTION``. The choice is made once the first
+``AUTO_AFTER`` steps have shown the costs, and noted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from sgdwalk.sampling import Sampler
+
+AUTO_FRACTION = 0.5  # the default: watching costs at most 1.5x the bare loop
+AUTO_SECONDS = 180.0  # a whole run measured every step within this: measure every step
+AUTO_AFTER = 16  # steps (and their measured ones) to learn the costs before choosing
+MIN_RATE = 1e-3  # the fewest steps measured: one in a thousand
+SLACK = 0.5  # seconds of measuring allowed beyond the budget (a first pass, rounding)
+
+
+def _smooth(old: float, new: float, weight: float = 0.2) -> float:
+    return new if math.isnan(old) else (1 - weight) * old + weight * new
+
+
+class Budget:
+    """``fraction`` of the training time for measuring (None with ``auto``: not decided yet, or
+    every step); ``total_steps``: the run's, for ``auto``."""
+
+    def __init__(self, fraction: float | None, auto: bool = False,
+                 total_steps: int | None = None) -> None:  # fmt: skip
+        self.fraction, self.auto, self.total_steps = fraction, auto, total_steps
+        self.inside = 0.0  # the Instrument's seconds, in all
+        self.training = 0.0  # the loop's seconds, in all
+        self.passes = 0.0  # the Instrument's seconds in curvature passes
+        self.last_pass = 0.0  # how long the last pass took
+        self.steps = 0
+        self.cost = {True: math.nan, False: math.nan}  # a measured / unmeasured step's seconds
+        self.train = math.nan  # the loop's seconds a step
+        self._mark: tuple[float, float] | None = None  # (wall clock, inside) at the step's start
+        self._step_inside = 0.0
+        self.note = ""  # what ``auto`` chose, once, for the session
+
+    @property
+    def every_step(self) -> bool:
+        return self.fraction is None
+
+    def spent(self, seconds: float, in_pass: bool = False) -> None:
+        self.inside += seconds
+        self._step_inside += seconds
+        if in_pass:
+            self.passes += seconds
+            self.last_pass = seconds
+
+    def step_started(self) -> None:
+        """A step begins: the loop's time since the last one is training."""
+        now = time.perf_counter()
+        if self._mark is not None:
+            loop = max(now - self._mark[0] - (self.inside - self._mark[1]), 0.0)
+            self.training += loop
+            self.train = _smooth(self.train, loop)
+        self._mark = (now, self.inside)
+        self.steps += 1
+
+    def step_ended(self, measured: bool) -> None:
+        """The step's own seconds (outside passes) are its cost."""
+        self.cost[measured] = _smooth(self.cost[measured], self._step_inside)
+        self._step_inside = 0.0
+
+    def rate(self) -> float | None:
+        """The share of steps to measure from now on (None: every step, or not yet known)."""
+        if self.auto and self.fraction is None and self.steps >= AUTO_AFTER:
+            self._settle()
+        if self.fraction is None or math.isnan(self.train) or math.isnan(self.cost[True]):
+            return None
+        plain = 0.0 if math.isnan(self.cost[False]) else self.cost[False]
+        left = self.fraction - (self.passes / self.training if self.training > 0 else 0.0)
+        extra = self.cost[True] - plain
+        if extra <= 0:
+            return 1.0
+        return min(1.0, max(MIN_RATE, (left * self.train - plain) / extra))
+
+    def allows_pass(self) -> bool:
+        """Whether a curvature pass (as long as the last) fits the budget now."""
+        if self.fraction is None:
+            return True
+        return self.inside + self.last_pass <= self.fraction * self.training + SLACK
+
+    def _settle(self) -> None:
+        """``auto``: every step when the whole run would be short, else ``AUTO_FRACTION``."""
+        self.auto = False
+        per_step = (self.train if not math.isnan(self.train) else 0.0) + (
+            self.cost[True] if not math.isnan(self.cost[True]) else 0.0)  # fmt: skip
+        left = (self.total_steps - self.steps) if self.total_steps else None
+        if left is not None and left * per_step + self.inside + self.training <= AUTO_SECONDS:
+            self.note = (f"budget auto: every step measured (the whole run about "
+                         f"{left * per_step + self.inside + self.training:.0f} s)")  # fmt: skip
+            return
+        self.fraction = AUTO_FRACTION
+        self.note = (f"budget auto: a random share of steps measured, measuring at most "
+                     f"{AUTO_FRACTION:.0%} of the training time (every step would make the run "
+                     f"{per_step / max(self.train, 1e-9):.0f}x slower; --budget off measures "
+                     "every step)")  # fmt: skip
+
+
+class Pace:
+    """The Instrument's clock for its own work, and what the budget decides with it: the share of
+    steps the sampler measures, and whether a curvature pass fits. Under torch.distributed every
+    rank takes the same decisions (the largest rank's: ``peers.agree_max``), so their collectives
+    stay in step."""
+
+    def __init__(self, budget: Budget | None, sampler: Sampler, peers: Any = None) -> None:
+        self.budget, self.sampler, self.peers = budget, sampler, peers
+        self._said = False
+
+    @contextlib.contextmanager
+    def own(self, in_pass: bool = False) -> Iterator[None]:
+        """The Instrument's own work inside the block (counted against the budget)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.budget is not None:
+                self.budget.spent(time.perf_counter() - started, in_pass)
+
+    def step_started(self) -> None:
+        if self.budget is None:
+            return
+        self.budget.step_started()
+        rate = self.budget.rate()
+        if self.peers is not None:
+            rate = self.peers.agree_max(1.0 if rate is None else rate)
+        if rate is not None:
+            self.sampler.set_rate(rate)
+
+    def step_ended(self, measured: bool) -> None:
+        if self.budget is not None:
+            self.budget.step_ended(measured)
+
+    def pass_fits(self) -> bool:
+        fits = self.budget is None or self.budget.allows_pass()
+        if self.peers is not None:
+            fits = self.peers.agree_max(1.0 if fits else 0.0) > 0
+        return fits
+
+    def notes(self) -> list[str]:
+        """What the budget decided (``auto``'s choice), once."""
+        if self.budget is None or not self.budget.note or self._said:
+            return []
+        self._said = True
+        return [self.budget.note]
