@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 
 setup:
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -c constraints.txt -e '.[test,plots,lightning,hf,trackers]'
+	$(VENV)/bin/pip install -c constraints.txt -e '.[test,plots,lightning,hf,trackers,optuna]'
 
 run:
 	$(VENV)/bin/sgdwalk run

@@ -9,7 +9,9 @@ loop's seconds between its calls): it measures a random share p of the steps (``
     p = (f · t_train − c_plain) / (c_measured − c_plain),
 
 from smoothed costs (c: the Instrument's seconds on a measured and on an unmeasured step, t_train:
-the loop's seconds a step), after setting aside what curvature passes took; and a curvature pass
+the loop's seconds a step), after setting aside what curvature passes took; while the Instrument
+is over its share in all (the first steps, measured while the costs are learnt, and the slice
+mode's trials; a pass), the fewest steps are measured until it is back within; a curvature pass
 that would take the Instrument past f · (training so far) waits until it fits (said once). The
 first steps are measured while the costs are learnt.
 
@@ -59,19 +61,29 @@ class Budget:
         self.note = ""  # what ``auto`` chose, once, for the session
 
     @property
-    def every_step(self) -> bool:
-        return self.fraction is None
+    def samples(self) -> bool:
+        """Whether it decides which steps are measured (a share, or ``auto`` not yet settled);
+        otherwise it only keeps the clock (every step, or the user's own schedule)."""
+        return self.fraction is not None or self.auto
 
-    def spent(self, seconds: float, in_pass: bool = False) -> None:
+    @property
+    def overhead(self) -> float:
+        """The Instrument's seconds per second of training so far (0.4: the loop 1.4x slower)."""
+        return self.inside / self.training if self.training > 0 else 0.0
+
+    def spent(self, seconds: float) -> None:
         self.inside += seconds
         self._step_inside += seconds
-        if in_pass:
-            self.passes += seconds
-            self.last_pass = seconds
 
-    def step_started(self) -> None:
-        """A step begins: the loop's time since the last one is training."""
-        now = time.perf_counter()
+    def passed(self, seconds: float) -> None:
+        """A curvature pass took ``seconds`` (of those ``spent``)."""
+        self.passes += seconds
+        self.last_pass = seconds
+
+    def step_started(self, now: float | None = None) -> None:
+        """A step begins (at ``now``, by ``time.perf_counter``): the loop's time since the last
+        one is training."""
+        now = time.perf_counter() if now is None else now
         if self._mark is not None:
             loop = max(now - self._mark[0] - (self.inside - self._mark[1]), 0.0)
             self.training += loop
@@ -90,6 +102,8 @@ class Budget:
             self._settle()
         if self.fraction is None or math.isnan(self.train) or math.isnan(self.cost[True]):
             return None
+        if self.inside > self.fraction * self.training + SLACK:
+            return MIN_RATE  # over budget (the first steps, a pass): the fewest until it is paid
         plain = 0.0 if math.isnan(self.cost[False]) else self.cost[False]
         left = self.fraction - (self.passes / self.training if self.training > 0 else 0.0)
         extra = self.cost[True] - plain
@@ -129,21 +143,39 @@ class Pace:
     def __init__(self, budget: Budget | None, sampler: Sampler, peers: Any = None) -> None:
         self.budget, self.sampler, self.peers = budget, sampler, peers
         self._said = False
+        self._depth = 0  # blocks of own work open (a client's around the Instrument's)
+        self._since = 0.0  # when the outermost began
+        self._ended: bool | None = None  # a step's end, told inside a block: counted at its exit
 
     @contextlib.contextmanager
     def own(self, in_pass: bool = False) -> Iterator[None]:
-        """The Instrument's own work inside the block (counted against the budget)."""
-        started = time.perf_counter()
+        """Own work inside the block, counted against the budget. Blocks nest (the Walker's
+        hooks around the Instrument's moments), and the outermost counts, so that every second
+        the loop waits for sgdwalk is counted once, and never as training."""
+        start = time.perf_counter()
+        if self._depth == 0:
+            self._since = start
+        self._depth += 1
         try:
             yield
         finally:
+            self._depth -= 1
             if self.budget is not None:
-                self.budget.spent(time.perf_counter() - started, in_pass)
+                end = time.perf_counter()
+                if in_pass:
+                    self.budget.passed(end - start)
+                if self._depth == 0:
+                    self.budget.spent(end - self._since)
+                    if self._ended is not None:
+                        self.budget.step_ended(self._ended)
+                        self._ended = None
 
     def step_started(self) -> None:
         if self.budget is None:
             return
-        self.budget.step_started()
+        self.budget.step_started(self._since if self._depth else None)
+        if not self.budget.samples:
+            return
         rate = self.budget.rate()
         if self.peers is not None:
             rate = self.peers.agree_max(1.0 if rate is None else rate)
@@ -151,11 +183,17 @@ class Pace:
             self.sampler.set_rate(rate)
 
     def step_ended(self, measured: bool) -> None:
-        if self.budget is not None:
+        if self.budget is None:
+            return
+        if self._depth:
+            self._ended = measured  # (its cost is known when the block ends)
+        else:
             self.budget.step_ended(measured)
 
     def pass_fits(self) -> bool:
-        fits = self.budget is None or self.budget.allows_pass()
+        if self.budget is None or not self.budget.samples:
+            return True
+        fits = self.budget.allows_pass()
         if self.peers is not None:
             fits = self.peers.agree_max(1.0 if fits else 0.0) > 0
         return fits

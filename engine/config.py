@@ -7,7 +7,7 @@ batch size, the probe, the curvature schedule, the alignment batch sizes) are pa
 layers merge, into the types of ``sgdwalk.values``; ``as_dict`` writes their canonical text, which
 is what a session stores and what ``build_config`` reads back (a trainer child gets its claimed
 config so). Checks that need the data (batch or probe larger than the training split) happen in
-``check_against_data`` once the dataset is loaded.
+``sgdwalk.train.check_against_data`` once the dataset is loaded.
 
 Each setting is declared once, as a field of ``RunConfig`` made by ``setting``: its type, default,
 help and, for a value given as text, its parser and canonical text (the field's metadata, plain
@@ -19,28 +19,34 @@ from __future__ import annotations
 
 import math
 import os
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from sgdwalk.config_file import load_toml
 from sgdwalk.errors import ConfigError
+from sgdwalk.presets import PRESETS
 from sgdwalk.session.naming import DEFAULT_SESSIONS, SESSIONS_ENV
+from sgdwalk.trackers import LogTargets
 from sgdwalk.values import (
     ALIGN_DEFAULT,
     DEFAULT_PROBE,
     MAX_POINTS,
     AlignSizes,
     BatchSize,
+    Betas,
     ProbeSpec,
     Schedule,
+    TimeBudget,
+    betas_text,
     schedule_text,
 )
 
-MODELS = ("mlp", "cnn", "vgg11", "resnet56", "wrn")
+MODELS = ("mlp", "cnn", "vgg11", "resnet56", "wrn", "transformer")
 DATASETS = ("digits", "mnist", "cifar10", "cifar100", "tiny-imagenet", "synthetic-cifar10",
-            "synthetic-mnist")  # fmt: skip
+            "synthetic-mnist", "modular-addition")  # fmt: skip
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -51,13 +57,16 @@ def setting(
     shown: str | None = None,
     parse: Callable[[Any], Any] | None = None,
     text: Callable[[Any], Any] = str,
+    many: bool = False,
 ) -> Any:
     """A run setting: its default and what ``sgdwalk run --help`` says of it (the field's
     metadata). ``shown``: the words of its "[default: ...]" where the default's canonical text
     would not say it (a default of None or False shows none). ``parse``: the setting is more than
     a number, given as text (text -> value, raising ``ConfigError``); ``text``: value -> its
-    canonical text."""
+    canonical text. ``many``: a flag that may be given several times (its values a list)."""
     meta: dict[str, Any] = {"help": help}
+    if many:
+        meta["many"] = True
     if shown is not None:
         meta["shown"] = shown
     if parse is not None:
@@ -84,8 +93,23 @@ class RunConfig:
     drop_last: bool = setting(
         False, "leave out each epoch's short last mini-batch (a noisier step)"
     )
-    momentum: float = setting(0.0, "SGD momentum")
-    weight_decay: float = setting(0.0, "L2 weight decay")
+    momentum: float = setting(0.0, "momentum β (sgd: heavy ball; rmsprop)")
+    weight_decay: float = setting(
+        0.0,
+        "weight decay: L2 (added to the gradient) for sgd, adam and rmsprop; decoupled "
+        "(θ shrinks by lr·wd each step) for adamw",
+    )
+    optimizer: str = setting("sgd", _either(OPTIMIZERS))
+    betas: Betas | None = setting(
+        None,
+        "adam/adamw decay rates β1,β2",
+        shown="torch's 0.9,0.999",
+        parse=Betas.parse,
+        text=betas_text,
+    )
+    eps: float | None = setting(
+        None, "adam/adamw/rmsprop ε (added to the preconditioner √v̂)", shown="torch's 1e-8"
+    )
     seed: int = setting(0, "seed for init, data order and probe set")
     device: str = setting("auto", _either(DEVICES))
     threads: int | None = setting(None, "CPU threads for torch", shown="one per free core, "
@@ -102,6 +126,13 @@ class RunConfig:
         None, "examples per probe forward pass", shown="the batch size with BatchNorm"
     )
     measure_every: int = setting(1, "measure every N-th step")
+    budget: TimeBudget = setting(
+        TimeBudget(None, auto=True),
+        "the most of the training time measuring may take: a share (0.5: at most 1.5x slower; a "
+        "random share of the steps is measured, in bursts of 4), 'off' (every step) or 'auto' "
+        "(every step when that makes the whole run at most 3 minutes, else 0.5)",
+        parse=TimeBudget.parse,
+    )
     slice_mode: str = setting(
         "auto",
         "how the K slice points are evaluated: 'loop' (K passes), 'vmap' (one batched pass) or "
@@ -132,6 +163,11 @@ class RunConfig:
         "per measured step, the batch Hessian's curvature along the step's gradient, "
         "g·H_B g/‖g‖² (one Hessian-vector product on the batch)",
     )
+    track_sharpness: bool = setting(
+        False,
+        "per measured step, the optimizer's edge ratio, followed from the last curvature pass by "
+        "one Hessian-vector product a step (needs --hessian-every)",
+    )
     batchnorm: bool | None = setting(None, "BatchNorm in mlp/cnn/vgg11")  # None: the model's
     augment: bool | None = setting(None, "crop+flip (CIFAR default)")  # None: the dataset's
     wrn_depth: int = setting(16, "WideResNet depth, 6n+4")
@@ -141,6 +177,13 @@ class RunConfig:
     session: str | None = setting(None, "session name", shown="DATASET-MODEL-TIME")
     sessions_dir: str = setting(
         DEFAULT_SESSIONS, "sessions folder", shown=f"${SESSIONS_ENV} or ./{DEFAULT_SESSIONS}"
+    )
+    log_to: LogTargets = setting(
+        LogTargets(),
+        "also send the scalars to tensorboard:DIR, wandb[:PROJECT] or trackio[:PROJECT] "
+        "(repeat, or comma-separated; the session keeps everything regardless)",
+        parse=LogTargets.parse,
+        many=True,
     )
     preset: str | None = setting(None, "one of the paper's settings (see README)")
     nproc: int = setting(
@@ -162,39 +205,6 @@ class RunConfig:
         return self.batch_size.full
 
 
-# The paper's settings (README "Presets"): plain SGD, momentum 0, constant lr, weight decay
-# 1e-4, batch 100, CIFAR split 45k/5k, crop+flip. The probe stays a fixed 2048-example subset so a
-# run is watchable live; pass --probe full for the paper's exact whole-training-set slices.
-_PAPER = {"lr": 0.1, "batch_size": "100", "momentum": 0.0, "weight_decay": 1e-4, "epochs": 100}
-PRESETS: dict[str, dict[str, Any]] = {
-    "vgg11-cifar10": {**_PAPER, "model": "vgg11", "dataset": "cifar10", "batchnorm": True},
-    "resnet56-cifar10": {**_PAPER, "model": "resnet56", "dataset": "cifar10"},
-    "mlp-mnist": {**_PAPER, "model": "mlp", "dataset": "mnist", "batchnorm": True},
-    "wrn-cifar100": {**_PAPER, "model": "wrn", "dataset": "cifar100"},
-    "vgg11-tiny-imagenet": {**_PAPER, "model": "vgg11", "dataset": "tiny-imagenet"},
-    "vgg11-cifar10-gd": {
-        **_PAPER,
-        "model": "vgg11",
-        "dataset": "cifar10",
-        "batch_size": "full",
-        "augment": False,
-    },  # fmt: skip
-    "resnet56-cifar10-gd": {
-        **_PAPER,
-        "model": "resnet56",
-        "dataset": "cifar10",
-        "batch_size": "full",
-        "augment": False,
-    },  # fmt: skip
-    "vgg11-cifar10-lr1": {**_PAPER, "model": "vgg11", "dataset": "cifar10", "lr": 1.0},
-    "vgg11-cifar10-bs1000": {
-        **_PAPER,
-        "model": "vgg11",
-        "dataset": "cifar10",
-        "batch_size": "1000",
-    },
-}
-
 FIELD_NAMES = {f.name for f in fields(RunConfig)}
 
 
@@ -207,41 +217,9 @@ _PARSE = {f.name: f.metadata["parse"] for f in fields(RunConfig) if "parse" in f
 _TEXT = {f.name: f.metadata["text"] for f in fields(RunConfig) if "text" in f.metadata}
 
 
-CONFIG_MAX_BYTES = 1 << 20  # a settings file is a few lines; anything this big is a mistake
-
-
-def load_toml(path: Path) -> dict[str, Any]:
-    """Read a ``--config`` file: top-level keys named like the flags (dashes or underscores),
-    or the same keys in a ``[run]`` table."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"config file not found: {path}")
-    if not path.is_file():
-        raise ConfigError(f"config file {path} is not a regular file")
-    try:
-        if path.stat().st_size > CONFIG_MAX_BYTES:
-            raise ConfigError(f"config file {path} is larger than 1 MiB; is it a settings file?")
-        with open(path, "rb") as fh:
-            raw = tomllib.load(fh)
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
-    raw = raw.get("run", raw)  # allow a [run] table
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path}: 'run' must be a table of settings ([run])")
-    out = {}
-    for key, value in raw.items():
-        name = key.replace("-", "_")
-        if name not in FIELD_NAMES:
-            raise ConfigError(f"config file {path}: unknown key {key!r}")
-        out[name] = value
-    return out
-
-
 def build_config(flags: dict[str, Any], config_file: Path | None = None) -> RunConfig:
     """Merge defaults < preset < config file < flags (``None`` flags are unset) and validate."""
-    from_file = load_toml(config_file) if config_file else {}
+    from_file = load_toml(config_file, FIELD_NAMES) if config_file else {}
     given = {k: v for k, v in flags.items() if v is not None}
     preset = given.get("preset", from_file.get("preset"))
     layers: dict[str, Any] = {}
@@ -275,7 +253,7 @@ def _coerce(name: str, value: Any) -> Any:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
             return int(value)
-        if kind == "float":
+        if kind in ("float", "float | None"):
             return float(value)
         if kind in ("bool", "bool | None"):
             if not isinstance(value, bool):
@@ -286,7 +264,8 @@ def _coerce(name: str, value: Any) -> Any:
         raise ConfigError(f"--{name.replace('_', '-')}: bad value {value!r}") from None
 
 
-def _fail(flag: str, why: str) -> None:
+def fail(flag: str, why: str) -> None:
+    """The one line of a bad ``--flag`` value."""
     raise ConfigError(f"--{flag}: {why}")
 
 
@@ -305,93 +284,97 @@ def _check_ranges(c: RunConfig) -> None:
         value = getattr(c, f.name)
         if f.name == "seed":
             if not 0 <= value <= MAX_SEED:
-                _fail("seed", f"must be in 0..{MAX_SEED}, got {value}")
+                fail("seed", f"must be in 0..{MAX_SEED}, got {value}")
         elif isinstance(value, int) and not isinstance(value, bool) and value > MAX_INT:
-            _fail(f.name.replace("_", "-"), f"{value} is beyond any sensible size (max {MAX_INT})")
+            fail(f.name.replace("_", "-"), f"{value} is beyond any sensible size (max {MAX_INT})")
     for flag, n in (("batch-size", c.batch_size.n), ("probe", c.probe.n)):
         if n is not None and n > MAX_INT:
-            _fail(flag, f"{n} is beyond any sensible size (max {MAX_INT})")
+            fail(flag, f"{n} is beyond any sensible size (max {MAX_INT})")
     if c.points > MAX_POINTS:
-        _fail("points", f"at most {MAX_POINTS} (each point is a forward pass of the probe set "
+        fail("points", f"at most {MAX_POINTS} (each point is a forward pass of the probe set "
                         f"every step), got {c.points}")  # fmt: skip
     cores = os.cpu_count() or 1
     if c.threads is not None and c.threads > THREADS_PER_CORE * cores:
-        _fail("threads", f"{c.threads} is far beyond this machine's {cores} cores "
+        fail("threads", f"{c.threads} is far beyond this machine's {cores} cores "
                          f"(at most {THREADS_PER_CORE * cores})")  # fmt: skip
     for flag, folder in (("sessions-dir", c.sessions_dir), ("data-dir", c.data_dir)):
         if not folder.strip():
-            _fail(flag, "give a folder (it is empty)")
+            fail(flag, "give a folder (it is empty)")
     if c.decompose and c.hessian_every is None:
-        _fail("decompose", "splits steps by the eigenvectors of curvature passes: it needs "
+        fail("decompose", "splits steps by the eigenvectors of curvature passes: it needs "
                            "--hessian-every")  # fmt: skip
     if not 1 <= c.nproc <= MAX_NPROC:
-        _fail("nproc", f"must be in 1..{MAX_NPROC}, got {c.nproc}")
+        fail("nproc", f"must be in 1..{MAX_NPROC}, got {c.nproc}")
     if (c.nnodes is None) != (c.rdzv_endpoint is None):
-        _fail("nnodes", "several machines need both --nnodes and --rdzv-endpoint host:port")
+        fail("nnodes", "several machines need both --nnodes and --rdzv-endpoint host:port")
+
+
+def _check_optimizer(c: RunConfig) -> None:
+    """The optimizer and the knobs it has: a knob it lacks is refused, never silently ignored."""
+    if c.optimizer not in OPTIMIZERS:
+        fail("optimizer", f"unknown optimizer {c.optimizer!r}; choose from "
+                           f"{', '.join(OPTIMIZERS)}")  # fmt: skip
+    adam = c.optimizer in ("adam", "adamw")
+    if c.betas is not None and not adam:
+        fail("betas", f"{c.optimizer} has no betas (adam and adamw do); for momentum use "
+                       "--momentum")  # fmt: skip
+    if c.momentum and adam:
+        fail("momentum", f"{c.optimizer}'s momentum is β1 of --betas B1,B2")
+    if c.eps is not None and c.optimizer == "sgd":
+        fail("eps", "sgd has no ε (adam, adamw and rmsprop do)")
+    if c.eps is not None and not (math.isfinite(c.eps) and c.eps > 0):
+        fail("eps", f"must be a positive number, got {c.eps}")
+
+
+TOKEN_DATASETS = ("modular-addition",)  # inputs are token ids: an embedding's, not pixels
+
+
+def _check_tokens(c: RunConfig) -> None:
+    """Token sequences go to the transformer and images to the others; crops are for images."""
+    tokens = c.dataset in TOKEN_DATASETS
+    if tokens and c.model != "transformer":
+        fail("model", f"{c.model} reads images, and {c.dataset} is token sequences: use "
+                       "--model transformer")  # fmt: skip
+    if c.model == "transformer" and not tokens:
+        fail("model", f"transformer reads token sequences, and {c.dataset} is images: use "
+                       f"--dataset {' or '.join(TOKEN_DATASETS)}")  # fmt: skip
+    if tokens and c.augment:
+        fail("augment", f"crop+flip is for images; {c.dataset} is token sequences")
 
 
 def validate(c: RunConfig) -> None:
     _check_ranges(c)
     if c.model not in MODELS:
-        _fail("model", f"unknown model {c.model!r}; choose from {', '.join(MODELS)}")
+        fail("model", f"unknown model {c.model!r}; choose from {', '.join(MODELS)}")
     if c.dataset not in DATASETS:
-        _fail("dataset", f"unknown dataset {c.dataset!r}; choose from {', '.join(DATASETS)}")
+        fail("dataset", f"unknown dataset {c.dataset!r}; choose from {', '.join(DATASETS)}")
     if c.device not in DEVICES:
-        _fail("device", f"unknown device {c.device!r}; choose from {', '.join(DEVICES)}")
+        fail("device", f"unknown device {c.device!r}; choose from {', '.join(DEVICES)}")
     if c.epochs < 1:
-        _fail("epochs", f"must be at least 1, got {c.epochs}")
+        fail("epochs", f"must be at least 1, got {c.epochs}")
     if not (math.isfinite(c.lr) and c.lr > 0):
-        _fail("lr", f"must be a positive number, got {c.lr}")
+        fail("lr", f"must be a positive number, got {c.lr}")
     if not (math.isfinite(c.momentum) and 0 <= c.momentum < 1):
-        _fail("momentum", f"must be in [0, 1), got {c.momentum}")
+        fail("momentum", f"must be in [0, 1), got {c.momentum}")
     if not (math.isfinite(c.weight_decay) and c.weight_decay >= 0):
-        _fail("weight-decay", f"must be >= 0, got {c.weight_decay}")
+        fail("weight-decay", f"must be >= 0, got {c.weight_decay}")
+    _check_optimizer(c)
+    _check_tokens(c)
     if c.points < 2:
-        _fail("points", f"a slice needs at least 2 intervals (K >= 2), got {c.points}")
+        fail("points", f"a slice needs at least 2 intervals (K >= 2), got {c.points}")
     for flag, value in (("probe-chunk", c.probe_chunk), ("hessian-probe", c.hessian_probe),
                         ("train-size", c.train_size), ("threads", c.threads)):  # fmt: skip
         if value is not None and value < 1:
-            _fail(flag, f"must be a positive integer, got {value}")
+            fail(flag, f"must be a positive integer, got {value}")
     if c.measure_every < 1:
-        _fail("measure-every", f"must be at least 1, got {c.measure_every}")
+        fail("measure-every", f"must be at least 1, got {c.measure_every}")
     if c.slice_mode not in SLICE_MODES:
-        _fail("slice-mode", f"unknown mode {c.slice_mode!r}; choose from {', '.join(SLICE_MODES)}")
+        fail("slice-mode", f"unknown mode {c.slice_mode!r}; choose from {', '.join(SLICE_MODES)}")
     if c.top_k < 1:
-        _fail("top-k", f"must be at least 1, got {c.top_k}")
+        fail("top-k", f"must be at least 1, got {c.top_k}")
     if c.align_samples < 1:
-        _fail("align-samples", f"must be at least 1, got {c.align_samples}")
+        fail("align-samples", f"must be at least 1, got {c.align_samples}")
     if c.wrn_depth < 10 or (c.wrn_depth - 4) % 6:
-        _fail("wrn-depth", f"must be 6n+4 (e.g. 16, 28), got {c.wrn_depth}")
+        fail("wrn-depth", f"must be 6n+4 (e.g. 16, 28), got {c.wrn_depth}")
     if c.wrn_width < 1:
-        _fail("wrn-width", f"must be at least 1, got {c.wrn_width}")
-
-
-LANCZOS_BYTES = 4 << 30  # the Lanczos basis (about 4k + 60 vectors of the model's size) fits this
-
-
-def check_against_data(c: RunConfig, n_train: int, n_params: int, available: int = 0) -> None:
-    """Checks that need the loaded data and model (``available``: training examples in the
-    dataset before ``--train-size``)."""
-    if c.train_size is not None and available and c.train_size > available:
-        _fail("train-size", f"{c.train_size} is more than the {available} training examples "
-                            f"of {c.dataset}")  # fmt: skip
-    if c.batch_size.n is not None and c.batch_size.n > n_train:
-        _fail(
-            "batch-size", f"{c.batch_size} is larger than the training split ({n_train} examples)"
-        )
-    if c.probe.n is not None and c.probe.n > n_train:
-        _fail("probe", f"{c.probe.n} is larger than the training split ({n_train} examples)")
-    if c.hessian_probe is not None and c.hessian_probe > n_train:
-        _fail("hessian-probe", f"{c.hessian_probe} is larger than the training split ({n_train})")
-    if c.train_size is not None and c.train_size < 2:
-        _fail("train-size", "needs at least 2 examples")
-    if c.hessian_every is None:
-        return
-    if c.top_k > n_params:
-        _fail("top-k", f"{c.top_k} is larger than the model's {n_params} parameters")
-    basis = (4 * c.top_k + 61) * n_params * 4
-    if basis > LANCZOS_BYTES:
-        _fail("top-k", f"{c.top_k} eigenpairs of a {n_params:,}-parameter model need a "
-                       f"{basis / 2**30:.0f} GiB Lanczos basis (at most 4 GiB); ask for fewer")  # fmt: skip
-    if not c.align_batch_sizes.clip(n_train):
-        _fail("align-batch-sizes", "no batch size left after clipping to the training size")
+        fail("wrn-width", f"must be at least 1, got {c.wrn_width}")

@@ -49,3 +49,25 @@ def choose_threads(requested: int | None) -> tuple[int, str]:
     cores = usable_cores()
     busy = min(others_running(), cores - 1)
     return cores - busy, f"{cores - busy} of {cores} cores free"
+
+
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def adopt_threads() -> str | None:
+    """For a script's Walker, the choice ``run`` makes: one torch thread per free core, unless
+    the script chose (a thread variable set, or a count other than torch's default of one per
+    core). The note saying what was chosen (None: nothing changed)."""
+    import torch
+
+    at_start = torch.get_num_threads()
+    if any(os.environ.get(name) for name in THREAD_ENV) or at_start != usable_cores():
+        return None
+    threads, why = choose_threads(None)
+    if threads == at_start:
+        return None
+    torch.set_num_threads(threads)
+    return (
+        f"torch threads {at_start} -> {threads} ({why}: on a busy machine spare threads "
+        "spin and slow training); torch.set_num_threads(n) before the Walker keeps yours"
+    )

@@ -23,6 +23,7 @@ import math
 import platform
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -73,9 +74,11 @@ class Instrument:
         self._started = time.perf_counter()
         self.measuring = measure
         self.sampler = Sampler(s.measure_every if measure else 0, seed=s.seed, burst=s.burst)
-        budget = None
-        if measure and (s.budget is not None or s.budget_auto):
-            budget = Budget(s.budget, s.budget_auto, self.total_steps)
+        budget = None  # (when measuring: a clock of its own cost, and the share it may take)
+        if measure:  # (a fixed --measure-every N is the user's own schedule: no share)
+            mine = s.measure_every != 1
+            budget = Budget(None if mine else s.budget, s.budget_auto and not mine,
+                            self.total_steps)  # fmt: skip
         self.pace = Pace(budget, self.sampler, self.probe.peers)
         self.owed = False  # a curvature pass due that waits for the budget
         self._waited = False  # whether that was said
@@ -127,6 +130,8 @@ class Instrument:
         decided for themselves (notes)."""
         with self.pace.own():
             rec = self.meter.after_update(model, step, epoch, self.lr(), batch_size, batch_loss)
+            if rec.measured and self.passes.tracker is not None:
+                rec = replace(rec, edge_ratio=self.passes.track(model, self.optimizer))
         self.pace.step_ended(rec.measured)
         self.tally.add(rec, self.sampler.cluster(step))
         return [rec, *self.caveats.of(rec, self.meter.gradless, self.elapsed()),
@@ -137,12 +142,9 @@ class Instrument:
         self.meter.discard()
 
     def notes(self, step: int, epoch: int) -> list[EventLogged]:
+        pending, self._pending = self._pending, []
         return [EventLogged(step, epoch, "info", NOTE_EVENT, note, self.elapsed())
-                for note in [*self.slicer.take_notes(), *self.pace.notes(), *self._take()]]  # fmt: skip
-
-    def _take(self) -> list[str]:
-        notes, self._pending = self._pending, []
-        return notes
+                for note in [*self.slicer.take_notes(), *self.pace.notes(), *pending]]  # fmt: skip
 
     # -- curvature
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from sgdwalk.curvature.measure import CurvatureMeter
 from sgdwalk.curvature.spectrum import blocks
+from sgdwalk.edge_tracker import Tracker
 from sgdwalk.errors import Stopped
 from sgdwalk.geometry import Geometry, Unknown, geometry
 from sgdwalk.probe import Evaluator, flat_params
@@ -42,6 +43,7 @@ class Passes:
         self.meter_: CurvatureMeter | None = None  # built on the first pass
         self.edge = EdgeWatch()  # the optimizer's edge of stability (sgdwalk.geometry)
         self._said: set[str] = set()  # notes and failures said once
+        self.tracker: Tracker | None = None  # --track-sharpness: started by the first pass
 
     def due(self, unit: str, count: int, measuring: bool = True) -> bool:
         """Whether the schedule asks for a pass after ``count`` steps or epochs (``unit``; the
@@ -59,6 +61,7 @@ class Passes:
             for rec in self.meter().run_pass(flat_params(model), step, epoch, shape):
                 yield rec
                 if isinstance(rec, CurvatureMeasured):
+                    self._restart_tracker(rec)
                     event = self.edge.check(rec, self.clock())
                     if event is not None:
                         yield event
@@ -83,6 +86,27 @@ class Passes:
                 self._said.add(note)
                 yield EventLogged(step, epoch, "info", NOTE_EVENT, note, self.clock())
             return None
+
+    def _restart_tracker(self, rec: CurvatureMeasured) -> None:
+        """From a pass with an edge: the tracker from its top vector of the edge operator (the
+        Hessian's own for plain SGD, where the two share their eigenvectors)."""
+        m = self.meter_
+        if not self.settings.track_sharpness or m is None or rec.edge_ratio is None:
+            return
+        start = m.edge_start if m.edge_start is not None else m.previous
+        if start is not None:
+            self.tracker = Tracker(self.evaluator, self.probe, start[:, 0])
+
+    def track(self, model: nn.Module, optimizer: object) -> float | None:
+        """The edge ratio at ``model``'s θ now, one product on from the last (``sgdwalk.edge_tracker``);
+        None before a pass with an edge, or with no optimizer whose edge is known."""
+        if self.tracker is None or optimizer is None:
+            return None
+        try:
+            shape = geometry(optimizer, list(model.parameters()))
+        except Unknown:
+            return None
+        return self.tracker.step(flat_params(model), shape)
 
     def meter(self) -> CurvatureMeter:
         """The curvature meter, built on first use (it keeps the last pass's eigenvectors)."""

@@ -73,6 +73,9 @@ class StepMeasured:
     basis_step: int | None = None  # the step of the curvature pass whose V_k was used
     # --batch-sharpness: g_Bᵀ H_B g_B / ‖g_B‖², the step's own batch gradient and batch Hessian
     batch_sharpness: float | None = None
+    # --track-sharpness: the optimizer's edge ratio at θ_{t+1}, followed from the last curvature
+    # pass by one Hessian-vector product a measured step (sgdwalk.edge_tracker)
+    edge_ratio: float | None = None
 
     @property
     def measured(self) -> bool:

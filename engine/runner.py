@@ -24,6 +24,7 @@ from sgdwalk.records import ENDINGS, FAILED, INTERRUPTED, EventLogged, Record
 from sgdwalk.session import SessionWriter
 from sgdwalk.session.naming import claim as claim_folder
 from sgdwalk.session.naming import release
+from sgdwalk.trackers import LogTargets, Trackers, warn_line
 
 if TYPE_CHECKING:
     from sgdwalk.train import Run
@@ -62,30 +63,46 @@ def drive(
     records: Iterator[Record],
     writer: SessionWriter,
     on_record: Callable[[Record], None] | None = None,
+    log_to: LogTargets | None = None,
 ) -> str:
-    """Write every record to the session (and ``on_record``); close it with the final status.
+    """Write every record to the session (and ``on_record``, and the trackers of ``log_to``);
+    close it with the final status.
 
     The status is the kind of the last ending event the run yielded (finished, interrupted,
     diverged); a loop that stops without one was interrupted. Ctrl+C inside the loop ends it
     interrupted; any other exception writes a ``failed`` event, marks the session failed, keeps
-    the traceback in ``error.txt`` beside it (when the disk allows) and goes on up.
+    the traceback in ``error.txt`` beside it (when the disk allows) and goes on up. A tracker
+    that fails is a warning event (in the session, and to ``on_record``), never the run's end.
     """
     status, message, where = INTERRUPTED, "stopped without an ending", (0, 0)
     started = time.monotonic()
+    warnings: list[str] = []
+    trackers = Trackers(log_to, writer.directory.name, strict=False, start_wandb=True,
+                        warn=warnings.append)  # fmt: skip
     try:
         for rec in records:
             writer.write(rec)
+            trackers.record(rec)
             where = (getattr(rec, "step", where[0]), getattr(rec, "epoch", where[1]))
             if isinstance(rec, EventLogged) and rec.kind in ENDINGS:
                 status, message = rec.kind, rec.message
             if on_record is not None:
                 on_record(rec)
+            while warnings:  # a tracker's failure, said where the run's other warnings are
+                note = EventLogged(*where, "warning", "warning", warnings.pop(0),
+                                   time.monotonic() - started)  # fmt: skip
+                writer.write(note)
+                if on_record is not None:
+                    on_record(note)
     except KeyboardInterrupt as e:
         writer.close(*ending(e))
         return INTERRUPTED
     except BaseException as e:
         _failed(writer, e, where, time.monotonic() - started)
         raise
+    finally:
+        trackers.warn = warn_line  # the session may be closed: a last failure goes to stderr
+        trackers.close()
     writer.close(status, message)
     return status
 

@@ -30,6 +30,7 @@ class Settings:
     batch_sharpness: bool = False  # g_Bᵀ H_B g_B / ‖g_B‖² on each measured step's batch
     layer_curvature: bool = False  # each layer's top eigenvalue in curvature passes
     density: bool = False  # the spectral density (stochastic Lanczos quadrature) in passes
+    track_sharpness: bool = False  # the edge ratio at every measured step, between passes
     budget: float | None = None  # measuring's most share of the training time (None: every step)
     budget_auto: bool = False  # every step when the whole run is short, else the default share
     burst: int = 1  # sampled steps come in runs of this many consecutive steps
@@ -42,4 +43,5 @@ class Settings:
                 "align_samples": self.align_samples, "seed": self.seed,
                 "decompose": self.decompose, "batch_sharpness": self.batch_sharpness,
                 "layer_curvature": self.layer_curvature, "density": self.density,
+                "track_sharpness": self.track_sharpness,
                 "budget": "auto" if self.budget_auto else self.budget, "burst": self.burst}  # fmt: skip

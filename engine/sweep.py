@@ -13,6 +13,7 @@ Plain Python, no torch: the command line plans a sweep before anything loads.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -25,7 +26,9 @@ from sgdwalk.records import DIVERGED, FINISHED
 from sgdwalk.session.schema import DB_NAME, check_session_name
 
 PLAN = "sweep.json"
-NOT_SWEPT = ("align_batch_sizes", "session", "sessions_dir", "nproc", "nnodes", "rdzv_endpoint")
+# settings whose commas are part of one value (betas: one pair B1,B2), or that name no run
+NOT_SWEPT = ("align_batch_sizes", "log_to", "session", "sessions_dir", "nproc", "nnodes",
+             "rdzv_endpoint", "betas")  # fmt: skip
 KEPT = (FINISHED, DIVERGED)  # a point whose session ended so is done
 
 
@@ -66,6 +69,14 @@ def points(swept: dict[str, list[str]]) -> list[Point]:
         name = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
         out.append(Point(check_session_name(name), dict(zip(keys, values, strict=True))))
     return out
+
+
+def default_name(swept: dict[str, list[str]], shared: dict[str, Any]) -> str:
+    """A sweep's name when none is given: its swept settings and a digest of its whole grid, so
+    the same command names the same sweep (and so resumes it) and another grid another one."""
+    wanted = {"swept": swept, "shared": {k: str(v) for k, v in shared.items()}}
+    digest = hashlib.sha1(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:6]
+    return check_session_name(f"sweep-{'-'.join(swept)}-{digest}")
 
 
 def plan(folder: Path, swept: dict[str, list[str]], shared: dict[str, Any]) -> list[Point]:

@@ -9,18 +9,27 @@ beside the lab's other runs, named ``scope/metric``:
 Every value is logged at its training step, so the charts share one x axis. A target is named as
 ``tensorboard:DIR``, ``wandb`` (the active run: ``wandb.init`` is the script's) or
 ``trackio[:PROJECT]``; each library is imported only when asked for (optional extras).
+
+Why a tracker's failure is a warning and never an error once training runs: a network drop or a
+full disk under a tracker's folder must not cost the run, whose session has everything anyway.
+A misnamed or missing tracker is refused before anything starts (``LogTargets.parse``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import math
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 from sgdwalk.errors import ConfigError
 from sgdwalk.records import CurvatureMeasured, EpochEnded, Record, StepMeasured
 
 KINDS = ("tensorboard", "wandb", "trackio")
+PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}
 
 
 def scalars(rec: Record) -> tuple[int, dict[str, float]] | None:
@@ -70,6 +79,8 @@ def _finite(values: dict[str, float | None]) -> dict[str, float]:
 
 
 class Tracker(Protocol):
+    kind: str
+
     def log(self, step: int, values: dict[str, float]) -> None: ...
 
     def close(self) -> None: ...
@@ -77,6 +88,8 @@ class Tracker(Protocol):
 
 class TensorBoard:
     """Event files in ``folder``, as ``torch.utils.tensorboard`` writes them."""
+
+    kind = "tensorboard"
 
     def __init__(self, folder: str) -> None:
         try:
@@ -95,13 +108,20 @@ class TensorBoard:
 
 
 class WandB:
-    """The script's active W&B run (``wandb.init`` before the Walker or the run)."""
+    """The script's active W&B run (``wandb.init`` before the Walker or the run). ``start``: with
+    none active, start one in ``project`` named ``name`` and finish it at the end (``sgdwalk run``,
+    which has no script to start it)."""
 
-    def __init__(self) -> None:
+    kind = "wandb"
+
+    def __init__(self, project: str = "", name: str | None = None, start: bool = False) -> None:
         try:
             import wandb
         except ImportError:
             raise ConfigError("log_to wandb: install it (pip install wandb)") from None
+        self.own = wandb.run is None and start
+        if self.own:
+            wandb.init(project=project or "sgdwalk", name=name)
         if wandb.run is None:
             raise ConfigError("log_to wandb: no active W&B run; call wandb.init(...) first")
         self.run = wandb.run
@@ -110,11 +130,14 @@ class WandB:
         self.run.log({**values, "sgdwalk/step": step})
 
     def close(self) -> None:
-        pass  # the run is the script's: it finishes it
+        if self.own:  # else the run is the script's: it finishes it
+            self.run.finish()
 
 
 class Trackio:
     """A trackio run in ``project`` (started here, finished at the end)."""
+
+    kind = "trackio"
 
     def __init__(self, project: str, name: str | None = None) -> None:
         try:
@@ -131,37 +154,94 @@ class Trackio:
         self.trackio.finish()
 
 
-def parse_targets(spec: str | Iterable[str] | None) -> list[tuple[str, str]]:
-    """'tensorboard:runs/x,wandb' -> [("tensorboard", "runs/x"), ("wandb", "")]."""
+def parse_targets(spec: str | Iterable[str] | None, knob: str = "log_to") -> list[tuple[str, str]]:
+    """'tensorboard:runs/x,wandb' -> [("tensorboard", "runs/x"), ("wandb", "")]; a list's items
+    may hold several too (a repeated flag)."""
     if spec is None:
         return []
-    parts = spec.split(",") if isinstance(spec, str) else list(spec)
+    items = [spec] if isinstance(spec, str) else spec
+    parts = [p for item in items for p in str(item).split(",")]
     out = []
     for part in (p.strip() for p in parts):
         if not part:
             continue
         kind, _, where = part.partition(":")
         if kind not in KINDS:
-            raise ConfigError(f"log_to: unknown tracker {kind!r}; use tensorboard:DIR, wandb or "
-                              "trackio[:PROJECT]")  # fmt: skip
+            raise ConfigError(f"{knob}: unknown tracker {kind!r}; use tensorboard:DIR, "
+                              "wandb[:PROJECT] or trackio[:PROJECT]")  # fmt: skip
         if kind == "tensorboard" and not where:
-            raise ConfigError("log_to: tensorboard needs a folder: tensorboard:DIR")
+            raise ConfigError(f"{knob}: tensorboard needs a folder: tensorboard:DIR")
         out.append((kind, where))
     return out
 
 
-class Trackers:
-    """Every target asked for; ``record`` hands each a record's scalars."""
+@dataclass(frozen=True)
+class LogTargets:
+    """The trackers a run's scalars also go to, parsed and checked installed (a run setting:
+    ``str`` is its canonical text, "" for none)."""
 
-    def __init__(self, spec: str | Iterable[str] | None, name: str | None = None) -> None:
+    targets: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, value: object, knob: str = "--log-to") -> LogTargets:
+        if isinstance(value, LogTargets):
+            return value
+        if value is None:
+            return cls()
+        if not isinstance(value, str | list | tuple):
+            raise ConfigError(f"{knob}: give text like 'tensorboard:DIR', got {value!r}")
+        targets = tuple(parse_targets(value, knob))
+        for kind, _ in targets:
+            if importlib.util.find_spec(PACKAGES[kind]) is None:
+                raise ConfigError(f"{knob}: {kind} is not installed (pip install "
+                                  f"'sgdwalk[trackers]' or {PACKAGES[kind]})")  # fmt: skip
+        return cls(targets)
+
+    def __bool__(self) -> bool:
+        return bool(self.targets)
+
+    def __str__(self) -> str:
+        return ",".join(f"{k}:{w}" if w else k for k, w in self.targets)
+
+    def per_run(self, name: str) -> LogTargets:
+        """For one run of several (a sweep's point): TensorBoard's folder gets a subfolder of
+        the run's own, so its reader shows each run as one."""
+        return LogTargets(tuple((k, f"{w.rstrip('/')}/{name}" if k == "tensorboard" else w)
+                                for k, w in self.targets))  # fmt: skip
+
+
+def warn_line(message: str) -> None:
+    """A tracker's failure, one line on stderr (a closed stderr is no failure)."""
+    with contextlib.suppress(OSError, ValueError):
+        print(f"sgdwalk: warning: {message}", file=sys.stderr, flush=True)
+
+
+class Trackers:
+    """Every target asked for; ``record`` hands each a record's scalars.
+
+    ``strict``: a target misnamed or misused (no active W&B run) raises ``ConfigError`` (the
+    Walker, when it is made); any other failure to make one (an unwritable folder), or any at all
+    when not strict (a trainer already running), is a warning and the others go on. ``start_wandb``:
+    start a W&B run when none is active. A target that fails while logging is dropped with one
+    warning (``warn``); training never stops for it.
+    """
+
+    def __init__(
+        self, spec: str | Iterable[str] | LogTargets | None, name: str | None = None, *,
+        strict: bool = True, start_wandb: bool = False,
+        warn: Callable[[str], None] = warn_line,
+    ) -> None:  # fmt: skip
         self.targets: list[Tracker] = []
-        for kind, where in parse_targets(spec):
-            if kind == "tensorboard":
-                self.targets.append(TensorBoard(where))
-            elif kind == "wandb":
-                self.targets.append(WandB())
-            else:
-                self.targets.append(Trackio(where or "sgdwalk", name))
+        self.warn = warn
+        pairs = spec.targets if isinstance(spec, LogTargets) else parse_targets(spec)
+        for kind, where in pairs:
+            try:
+                self.targets.append(_make(kind, where, name, start_wandb))
+            except Exception as e:  # noqa: BLE001 - a misuse is refused, the rest said
+                if strict and isinstance(e, ConfigError):
+                    self.close()
+                    raise
+                warn(f"not logging to {kind}, training goes on: {_why(e)}")
 
     def __bool__(self) -> bool:
         return bool(self.targets)
@@ -172,13 +252,34 @@ class Trackers:
         got = scalars(rec)
         if got is None or not got[1]:
             return
-        for t in self.targets:
-            t.log(*got)
+        for t in list(self.targets):
+            try:
+                t.log(*got)
+            except Exception as e:  # noqa: BLE001 - a tracker never stops training
+                self.targets.remove(t)
+                self.warn(f"{t.kind} failed, no more logging to it, training goes on: {_why(e)}")
+                with contextlib.suppress(Exception):
+                    t.close()
 
     def close(self) -> None:
-        for t in self.targets:
-            t.close()
-        self.targets = []
+        targets, self.targets = self.targets, []
+        for t in targets:
+            try:
+                t.close()
+            except Exception as e:  # noqa: BLE001 - the run has ended well; the session has it all
+                self.warn(f"{t.kind} failed to close: {_why(e)}")
 
 
-__all__ = ["KINDS", "Trackers", "parse_targets", "scalars"]
+def _make(kind: str, where: str, name: str | None, start_wandb: bool) -> Tracker:
+    if kind == "tensorboard":
+        return TensorBoard(where)
+    if kind == "wandb":
+        return WandB(where, name, start_wandb)
+    return Trackio(where or "sgdwalk", name)
+
+
+def _why(e: BaseException) -> str:
+    return str(e) if isinstance(e, ConfigError) else f"{type(e).__name__}: {e}"
+
+
+__all__ = ["KINDS", "LogTargets", "Trackers", "parse_targets", "scalars"]

@@ -22,13 +22,12 @@ from torch import nn
 
 from sgdwalk import torchrun
 from sgdwalk.batches import make_chunks, pieces
-from sgdwalk.config import ConfigError, RunConfig, check_against_data
+from sgdwalk.config import ConfigError, RunConfig, fail
 from sgdwalk.cpu import choose_threads
 from sgdwalk.curvature.measure import hessian_indices
 from sgdwalk.data import Data, load_data
 from sgdwalk.errors import Stopped
 from sgdwalk.instrument import Instrument
-from sgdwalk.landscape import interpolation_alphas
 from sgdwalk.models import build_model, count_params, fit_notes
 from sgdwalk.probe import Chunks, Evaluator, flat_params, has_batchnorm, probe_chunk
 from sgdwalk.probe_set import ProbeSet
@@ -45,13 +44,32 @@ def choose_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+BURST = 4  # under a time budget, measured steps come in runs of 4 (sgdwalk.sampling: why)
+
+
 def settings_of(cfg: RunConfig) -> Settings:
     """What the run measures, from its config."""
     return Settings(points=cfg.points, measure_every=cfg.measure_every, slice_mode=cfg.slice_mode,
                     hessian_every=cfg.hessian_every, top_k=cfg.top_k,
                     align_sizes=cfg.align_batch_sizes, align_samples=cfg.align_samples,
                     seed=cfg.seed, decompose=cfg.decompose,
-                    batch_sharpness=cfg.batch_sharpness)  # fmt: skip
+                    batch_sharpness=cfg.batch_sharpness, track_sharpness=cfg.track_sharpness,
+                    budget=cfg.budget.fraction,
+                    budget_auto=cfg.budget.auto, burst=BURST)  # fmt: skip
+
+
+def build_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """``--optimizer`` with its knobs (``validate`` has refused those it lacks); betas and ε left
+    unset are torch's own defaults (its weight decay is the flag's, 0 unless given, AdamW too)."""
+    params, lr, wd = model.parameters(), cfg.lr, cfg.weight_decay
+    eps = 1e-8 if cfg.eps is None else cfg.eps  # torch's default for all three
+    if cfg.optimizer in ("adam", "adamw"):
+        betas = (0.9, 0.999) if cfg.betas is None else (cfg.betas.beta1, cfg.betas.beta2)
+        kind = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+        return kind(params, lr=lr, betas=betas, eps=eps, weight_decay=wd)
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, eps=eps, weight_decay=wd, momentum=cfg.momentum)
+    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=wd)
 
 
 class Run:
@@ -62,8 +80,7 @@ class Run:
                  ranks: Ranks, notes: list[str], threads_reason: str = "") -> None:  # fmt: skip
         self.cfg, self.data, self.model, self.device = cfg, data, model, device
         self.ranks, self.notes, self.threads_reason = ranks, notes, threads_reason
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                         weight_decay=cfg.weight_decay)  # fmt: skip
+        self.optimizer = build_optimizer(cfg, model)
         self.batch_size = cfg.batch_size.of(data.n_train)
         per_epoch = (math.floor if cfg.drop_last else math.ceil)(data.n_train / self.batch_size)
         self.steps_per_epoch = 1 if cfg.full_batch else per_epoch
@@ -71,7 +88,8 @@ class Run:
         evaluator = Evaluator(model)
         self.probe = self._probe_set(evaluator)
         self.val_chunks = make_chunks(data.inputs(slice(None), "val"), data.y_val, self.probe.chunk)
-        self.instrument = Instrument(model, evaluator, self.probe, settings_of(cfg), self.optimizer)
+        self.instrument = Instrument(model, evaluator, self.probe, settings_of(cfg), self.optimizer,
+                                     total_steps=self.steps_per_epoch * cfg.epochs)  # fmt: skip
         self.evaluator = evaluator
         self.clock: Callable[[], float] = self.instrument.elapsed
 
@@ -93,10 +111,6 @@ class Run:
         return ProbeSet(pool, data.n_train, rows, chunk, peers=self.ranks.peers,
                         hessian_rows=None if hessian is rows else hessian,
                         fixed=cfg.probe.fixed)  # fmt: skip
-
-    @property
-    def alphas(self) -> list[float]:
-        return interpolation_alphas(self.cfg.points)
 
     @property
     def info(self) -> dict[str, object]:
@@ -156,9 +170,7 @@ class Run:
                     return
                 if ins.curvature_due("steps", step):
                     yield from ins.curvature_pass(self.model, step, epoch)
-            summary = (epoch_summary(self.evaluator, self.model, self.probe.whole, self.val_chunks)
-                       if ins.measuring else None)  # fmt: skip
-            yield ins.epoch_ended(epoch, step, summary)
+            yield ins.epoch_ended(epoch, step, summary_of(self))
             if ins.curvature_due("epochs", epoch):
                 yield from ins.curvature_pass(self.model, step, epoch)
         yield self._end(FINISHED, step, self.cfg.epochs, f"finished {step} steps")
@@ -204,6 +216,15 @@ class Run:
         perm = torch.randperm(n, generator=self.gen).to(self.device)
         batches = torch.split(perm, self.batch_size)
         yield from batches[: self.steps_per_epoch]  # --drop-last leaves out a short last batch
+
+
+def summary_of(run: Run) -> tuple[float, float, float, float] | None:
+    """The epoch's train and validation summary (None: not measuring). sgdwalk's own work, which
+    a plain loop does not do: the time budget counts it."""
+    if not run.instrument.measuring:
+        return None
+    with run.instrument.pace.own():
+        return epoch_summary(run.evaluator, run.model, run.probe.whole, run.val_chunks)
 
 
 def epoch_summary(
@@ -300,3 +321,32 @@ def check_batch_sizes(cfg: RunConfig, n_train: int, min_batch: int) -> list[str]
         f"each epoch's last batch would hold {last} example(s), fewer than BatchNorm needs "
         f"({min_batch}{part}): it is left out, as --drop-last does"
     ]
+
+
+LANCZOS_BYTES = 4 << 30  # the Lanczos basis (about 4k + 60 vectors of the model's size) fits this
+
+
+def check_against_data(c: RunConfig, n_train: int, n_params: int, available: int = 0) -> None:
+    """Checks that need the loaded data and model (``available``: training examples in the
+    dataset before ``--train-size``)."""
+    if c.train_size is not None and available and c.train_size > available:
+        fail("train-size", f"{c.train_size} is more than the {available} training examples "
+                            f"of {c.dataset}")  # fmt: skip
+    if c.batch_size.n is not None and c.batch_size.n > n_train:
+        fail("batch-size", f"{c.batch_size} is larger than the training split ({n_train} examples)")
+    if c.probe.n is not None and c.probe.n > n_train:
+        fail("probe", f"{c.probe.n} is larger than the training split ({n_train} examples)")
+    if c.hessian_probe is not None and c.hessian_probe > n_train:
+        fail("hessian-probe", f"{c.hessian_probe} is larger than the training split ({n_train})")
+    if c.train_size is not None and c.train_size < 2:
+        fail("train-size", "needs at least 2 examples")
+    if c.hessian_every is None:
+        return
+    if c.top_k > n_params:
+        fail("top-k", f"{c.top_k} is larger than the model's {n_params} parameters")
+    basis = (4 * c.top_k + 61) * n_params * 4
+    if basis > LANCZOS_BYTES:
+        fail("top-k", f"{c.top_k} eigenpairs of a {n_params:,}-parameter model need a "
+                       f"{basis / 2**30:.0f} GiB Lanczos basis (at most 4 GiB); ask for fewer")  # fmt: skip
+    if not c.align_batch_sizes.clip(n_train):
+        fail("align-batch-sizes", "no batch size left after clipping to the training size")

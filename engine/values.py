@@ -63,6 +63,37 @@ class Schedule:
         return f"{self.every}s" if self.unit == "steps" else str(self.every)
 
 
+@dataclass(frozen=True)
+class TimeBudget:
+    """How much of the training time measuring may take (``sgdwalk.budget``): a share
+    ``fraction`` of it (0.5: the run at most 1.5x slower, a random share of the steps measured),
+    ``auto`` (every step when the whole run is short, else ``budget.AUTO_FRACTION``), or neither:
+    every step, whatever it costs."""
+
+    fraction: float | None
+    auto: bool = False
+
+    @classmethod
+    def parse(cls, value: object, knob: str = "--budget") -> TimeBudget:
+        """'auto'; 'off' (every step); a share such as '0.5' (above 0, at most 100)."""
+        text = str(value).strip().lower()
+        if text == "auto":
+            return cls(None, auto=True)
+        if text in ("off", "none", "every"):
+            return cls(None)
+        try:
+            fraction = float(text)
+        except ValueError:
+            fraction = -1.0
+        if not 0 < fraction <= 100:  # (NaN fails too)
+            raise _fail(knob, f"use 'auto', 'off' (every step) or a share of the training time "
+                              f"above 0 (0.5: at most 1.5x slower), got {value!r}")  # fmt: skip
+        return cls(fraction)
+
+    def __str__(self) -> str:
+        return "auto" if self.auto else "off" if self.fraction is None else f"{self.fraction:g}"
+
+
 def schedule_text(schedule: Schedule | None) -> str:
     """The canonical text of a schedule, 'off' included."""
     return "off" if schedule is None else str(schedule)
@@ -170,6 +201,38 @@ class AlignSizes:
 
 
 ALIGN_DEFAULT = AlignSizes((100, 1000, 10000, None))  # the paper's, clipped to the pool
+
+
+@dataclass(frozen=True)
+class Betas:
+    """Adam's decay rates (β1 of the first moment, β2 of the second), each in [0, 1)."""
+
+    beta1: float
+    beta2: float
+
+    @classmethod
+    def parse(cls, value: object, knob: str = "--betas") -> Betas:
+        """'0.9,0.98' (or a TOML list [0.9, 0.98]) -> Betas(0.9, 0.98)."""
+        if isinstance(value, Betas):
+            return value
+        parts = value if isinstance(value, list | tuple) else str(value).split(",")
+        try:
+            numbers = [float(str(p).strip()) for p in parts]
+        except ValueError:
+            numbers = []
+        if len(numbers) != 2:
+            raise _fail(knob, f"give two numbers B1,B2 (e.g. 0.9,0.999), got {value!r}")
+        if not all(0 <= b < 1 for b in numbers):  # (NaN fails too)
+            raise _fail(knob, f"each must be in [0, 1) (a decay rate), got {value!r}")
+        return cls(numbers[0], numbers[1])
+
+    def __str__(self) -> str:
+        return f"{self.beta1!r},{self.beta2!r}"  # repr: the shortest text that reads back exact
+
+
+def betas_text(betas: Betas | None) -> str | None:
+    """The canonical text of the betas (None: the optimizer's own)."""
+    return None if betas is None else str(betas)
 
 
 def env_seconds(name: str, default: float, low: float = 0.0) -> float:

@@ -38,14 +38,15 @@ from torch import nn
 from sgdwalk.batches import LossFn, unwrap
 from sgdwalk.budget import AUTO_FRACTION as DEFAULT_BUDGET
 from sgdwalk.control import Controls
+from sgdwalk.cpu import adopt_threads
 from sgdwalk.instrument import Instrument
 from sgdwalk.records import FINISHED, NOTE_EVENT
-from sgdwalk.settings import Settings
 from sgdwalk.values import DEFAULT_PROBE
-from sgdwalk.walker_args import CHECKS, check_arguments, fail, meta_of, steps_schedule
+from sgdwalk.walker_args import CHECKS, check_arguments, fail, meta_of, settings_of
 from sgdwalk.walker_guard import Owner, ScriptGuard
 from sgdwalk.walker_parts import Hooks, LoopTap, Shield, optimizer_params
 from sgdwalk.walker_probe import walker_probe
+from sgdwalk.walker_progress import ProgressLine
 from sgdwalk.walker_session import WalkerSession, say
 from sgdwalk.walker_steps import Life, Steps
 
@@ -69,13 +70,13 @@ class Walker:
         top_k: int = 10, probe_size: int = DEFAULT_PROBE, chunk: int | None = None,
         budget: float | None = DEFAULT_BUDGET, batch_size: int | None = None,
         total_steps: int | None = None, meta: dict[str, Any] | None = None, seed: int = 0,
-        slice_mode: str = "auto", decompose: bool = False,
+        slice_mode: str = "auto", decompose: bool = False, batch_sharpness: bool = False,
+        track_sharpness: bool = False, log_to: str | list[str] | None = None,
     ) -> None:  # fmt: skip
         check_arguments(**{k: v for k, v in locals().items() if k in CHECKS})  # the keywords
         self.model, self.module, self.loss_fn = model, _module(model, loss_fn), loss_fn
-        self.settings = Settings(points=points, measure_every=measure_every, slice_mode=slice_mode,
-                                 hessian_every=steps_schedule(hessian_every), top_k=top_k,
-                                 seed=seed, decompose=decompose, budget=budget)  # fmt: skip
+        self.notes = [n for n in [adopt_threads()] if n]  # threads as `run` chooses (unless set)
+        self.settings = settings_of(locals())
         self.evaluator, self.probe, keep_rng = walker_probe(self.module, probe, loss_fn,
                                                             probe_size, chunk, batch_size)  # fmt: skip
         self.instrument = Instrument(self.module, self.evaluator, self.probe, self.settings,
@@ -91,9 +92,10 @@ class Walker:
         name = type(self.module).__name__.lower()
         self.record = WalkerSession.claim(
             session, sessions_dir, name, peers is None or peers.leader, self.instrument.elapsed
-        )  # last: nothing fails after it
+        )  # last: nothing fails after it (but the trackers, which give the folder back)
+        self.record.track(log_to)  # the scalars to TensorBoard, W&B, trackio too
         self.steps = Steps(self.module, self.instrument, self.record, self.controls, self.tap,
-                           batch_size)  # fmt: skip
+                           batch_size, ProgressLine(lambda: self.instrument.pace.budget))  # fmt: skip
         self.life = Life(self.record, self.steps, self.hooks, self.guard, peers)
 
     @property
@@ -113,13 +115,10 @@ class Walker:
 
     def attach(self, optimizer: torch.optim.Optimizer, scaler: Any = None, *,
                before: bool = True, after: bool = True) -> Walker:  # fmt: skip
-        """Measure every ``optimizer.step()`` through its step hooks, and take the batch loss a
-        model returns itself (``watch_loss``). With a ``GradScaler``, the steps it skips are
-        recorded. ``before=False`` / ``after=False``: the caller calls ``before_step`` /
-        ``after_step`` itself (a framework whose step runs forward and backward inside
-        ``optimizer.step(closure)``, where the pre-hook is too early). Attaching again hooks
-        nothing twice; another optimiser is followed in place of the first. After ``close`` it
-        says so on stderr and does nothing."""
+        """Measure every ``optimizer.step()`` by its hooks (a ``GradScaler``'s skipped steps too),
+        with the loss a model returns (``watch_loss``). ``before``/``after=False``: the caller
+        calls ``before_step``/``after_step`` (a step whose closure runs backward). Again: one
+        hook each, another optimiser in the first's place; after ``close``: said, nothing done."""
         if self.life.inert or not self.owner.here():
             return self
         if self.life.closed:
@@ -148,13 +147,13 @@ class Walker:
         ``output["loss"]``, as Hugging Face models return in training mode)."""
         self.hooks.model(self.model, self.tap)
 
-    def report(self, loss: torch.Tensor | float, batch_size: int | None = None) -> None:
-        """The loop's mini-batch loss (and size); several before one step are averaged
-        (gradient accumulation). Optional: without it the step's batch loss is the one the model
-        returned (``watch_loss``), or NaN; the batch size is what the model saw since the last
-        step, or the Walker's ``batch_size``. Anything but a tensor or a number is a
-        ``ConfigError`` at this call: a programming error of the call site, not of training."""
-        self.tap.report(loss, batch_size)
+    def report(self, loss: torch.Tensor | float, batch_size: int | None = None,
+               batch: Any = None) -> None:  # fmt: skip
+        """The loop's mini-batch loss (and size; several before one step are averaged), else the
+        model's own (``watch_loss``) or NaN; the size, else what the model saw. ``batch``: the
+        step's examples for ``batch_sharpness`` (before ``optimizer.step()``). A loss that is no
+        tensor or number is a ``ConfigError`` here: the call site's error, not training's."""
+        self.tap.report(loss, batch_size, batch)
 
     # -- the two moments of an update
 
@@ -165,7 +164,7 @@ class Walker:
         if not self.life.steps_here():
             return
         self.guard.went_on()
-        with self.shield:
+        with self.shield, self.instrument.pace.own():
             self._open()
             if not self.life.closed:
                 self.steps.begin()
@@ -184,13 +183,14 @@ class Walker:
             self.report(loss, batch_size)
         if not self.life.steps_here() or not self.steps.open:
             return  # (not open: a step whose start the Walker did not see, attached mid-step)
-        with self.shield:
+        with self.shield, self.instrument.pace.own():
             self.steps.end()
 
     # -- failures, the session
 
     def _open(self) -> None:
-        self.life.open(lambda: describe(self), [KEEP_RNG_NOTE] if self.shield.keep_rng else [])
+        self.life.open(lambda: describe(self),
+                       self.notes + ([KEEP_RNG_NOTE] if self.shield.keep_rng else []))  # fmt: skip
 
     def close(self, status: str = FINISHED, message: str = "") -> None:
         """End the session with ``status`` (finished, interrupted, failed); remove every hook and

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from sgdwalk.errors import ConfigError, SessionError
+from sgdwalk.settings import Settings
 from sgdwalk.slicing import SLICE_MODES
 from sgdwalk.values import MAX_POINTS, Schedule
 
@@ -89,6 +90,12 @@ def _hessian_every(value: Any) -> None:
     steps_schedule(value)
 
 
+def _log_to(value: Any) -> None:
+    from sgdwalk.trackers import LogTargets
+
+    LogTargets.parse(value, "Walker: log_to")
+
+
 def meta_of(value: Any) -> dict[str, Any]:
     """``meta`` as the session stores it: a dict of JSON values (anything else as its repr)."""
     if value is None:
@@ -128,6 +135,9 @@ CHECKS: dict[str, Checker] = {
     "budget": _budget, "batch_size": whole("batch_size", 1, none=True),
     "total_steps": whole("total_steps", 1, none=True), "meta": _meta,
     "seed": whole("seed", 0, MAX_SEED), "slice_mode": _slice_mode, "decompose": _flag("decompose"),
+    "batch_sharpness": _flag("batch_sharpness"),
+    "track_sharpness": _flag("track_sharpness"),
+    "log_to": _log_to,
 }  # fmt: skip
 
 
@@ -139,6 +149,25 @@ def check_arguments(**arguments: Any) -> None:
             raise ConfigError(f"Walker: {name}: not an argument of the Walker "
                               f"(it takes {', '.join(CHECKS)})")  # fmt: skip
         CHECKS[name](value)
+
+
+SETTINGS = (
+    "points",
+    "measure_every",
+    "slice_mode",
+    "top_k",
+    "seed",
+    "decompose",
+    "budget",
+    "batch_sharpness",
+    "track_sharpness",
+)  # the Walker's arguments that are Settings'
+
+
+def settings_of(arguments: Mapping[str, Any]) -> Settings:
+    """The Instrument's settings from the Walker's (checked) arguments."""
+    return Settings(hessian_every=steps_schedule(arguments["hessian_every"]),
+                    **{k: arguments[k] for k in SETTINGS})  # fmt: skip
 
 
 def jsonable(value: Any) -> Any:

@@ -129,8 +129,10 @@ class LoopTap:
         self._losses: list[torch.Tensor] = []
         self._reported = 0  # batch sizes reported since the last step
         self._seen = 0  # examples the model saw in training mode since the last step
+        self.batch: Any = None  # the step's examples, reported for batch sharpness
 
-    def report(self, loss: torch.Tensor | float, batch_size: int | None = None) -> None:
+    def report(self, loss: torch.Tensor | float, batch_size: int | None = None,
+               batch: Any = None) -> None:  # fmt: skip
         number = isinstance(loss, int | float) and not isinstance(loss, bool)
         if not (number or isinstance(loss, torch.Tensor)):
             raise fail("report", f"loss must be a tensor or a number, got {loss!r:.60}")
@@ -139,6 +141,8 @@ class LoopTap:
         value = loss.detach().float().mean() if isinstance(loss, torch.Tensor) else loss
         self._losses.append(torch.as_tensor(value, dtype=torch.float32))
         self._reported += batch_size or 0
+        if batch is not None:
+            self.batch = batch
 
     def capture(self, args: Any, output: Any) -> None:
         from sgdwalk.batches import batch_size_of
@@ -158,6 +162,7 @@ class LoopTap:
         size = self._reported or self._seen
         self._losses.clear()
         self._reported = self._seen = 0
+        self.batch = None
         return loss, size
 
 

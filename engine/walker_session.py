@@ -30,6 +30,7 @@ from sgdwalk.records import FAILED, EventLogged, Record
 from sgdwalk.session import SessionWriter
 from sgdwalk.session.naming import SESSION_ENV, SESSIONS_ENV, adopt, claim, release, taken
 from sgdwalk.session.schema import DB_NAME
+from sgdwalk.trackers import LogTargets, Trackers
 
 _ADOPTED: set[Path] = set()  # folders `sgdwalk exec` named that a Walker here has taken
 
@@ -47,6 +48,7 @@ class WalkerSession:
     def __init__(self, directory: Path | None, clock: Callable[[], float]) -> None:
         self.directory, self.clock = directory, clock
         self.writer: SessionWriter | None = None
+        self.trackers = Trackers(None)  # where the records' scalars go too (``track``)
         self.failed = False  # no session could be made: said on stderr, nothing written
         self.epoch, self.epoch_start = 1, 0  # the epoch being recorded, and its first step - 1
         self._lock = threading.RLock()  # the stepping thread, another thread's word, the end
@@ -67,13 +69,19 @@ class WalkerSession:
             out.fail(e)
             return out
 
-    def open(self, config: dict[str, Any], info: dict[str, Any]) -> bool:
-        """Create the session file in the claimed folder; True when this call created it. A
+    @property
+    def pending(self) -> bool:
+        """Whether the file is still to be made (a folder claimed, no writer yet)."""
+        return self.writer is None and self.directory is not None
+
+    def open(self, describe: Callable[[], tuple[dict[str, Any], dict[str, Any]]]) -> bool:
+        """Create the session file in the claimed folder, with the config and info ``describe``
+        gives (asked only then: it reads library versions); True when this call created it. A
         file it began and could not finish (a full disk) is removed again, and ``failed``."""
-        if self.writer is not None or self.directory is None:
+        if not self.pending or self.directory is None:
             return False
         try:
-            self.writer = SessionWriter(self.directory, config, info, claimed=True)
+            self.writer = SessionWriter(self.directory, *describe(), claimed=True)
         except StorageError as e:  # the file was this call's (a taken one is a SessionError)
             for suffix in ("", "-wal", "-shm", "-journal"):
                 with contextlib.suppress(OSError):
@@ -98,11 +106,25 @@ class WalkerSession:
             if self.writer is None:
                 release(directory)
 
+    def track(self, log_to: str | list[str] | None) -> None:
+        """Send every record's scalars to the trackers of ``log_to`` too (``sgdwalk.trackers``;
+        a failure while logging is one warning, never training's end). One that cannot be made
+        is the Walker's ``ConfigError``, and the folder goes back. Nothing without a session."""
+        if self.directory is None or not log_to:
+            return
+        try:
+            self.trackers = Trackers(LogTargets.parse(log_to, "Walker: log_to"),
+                                     self.directory.name)  # fmt: skip
+        except SgdwalkError:
+            self.give_back()
+            raise
+
     def write(self, rec: Record) -> None:
         with self._lock:
             if self.writer is None:
                 return
             self.writer.write(rec)
+            self.trackers.record(rec)
         if isinstance(rec, EventLogged) and rec.level == "warning":
             say(f"warning: {rec.message}")
 
@@ -133,6 +155,7 @@ class WalkerSession:
         with self._lock:
             if self.writer is None:
                 self.give_back()
+                self.trackers.close()
                 return
             _ADOPTED.discard(self.writer.directory)
             message = message or f"{status} after {step} steps"
@@ -143,6 +166,7 @@ class WalkerSession:
                 self.event(step, epoch, "error" if status == FAILED else "info", status, message)
             finally:
                 self.writer.close(status, message)
+                self.trackers.close()
 
     def keep_traceback(self, e: BaseException) -> None:
         """``error.txt`` in the session: the traceback of a failure inside the Walker (as

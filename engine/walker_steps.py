@@ -18,8 +18,9 @@ from torch import nn
 from sgdwalk.control import Controls
 from sgdwalk.errors import ConfigError, StorageError
 from sgdwalk.instrument import Instrument
-from sgdwalk.records import FAILED, NOTE_EVENT, SKIPPED_EVENT
+from sgdwalk.records import FAILED, NOTE_EVENT, SKIPPED_EVENT, Record
 from sgdwalk.walker_parts import Hooks, LoopTap
+from sgdwalk.walker_progress import ProgressLine
 from sgdwalk.walker_session import WalkerSession, say
 
 if TYPE_CHECKING:
@@ -33,11 +34,14 @@ class Steps:
 
     def __init__(
         self, module: nn.Module, instrument: Instrument, record: WalkerSession,
-        controls: Controls, tap: LoopTap, batch_size: int | None,
+        controls: Controls, tap: LoopTap, batch_size: int | None, progress: ProgressLine,
     ) -> None:  # fmt: skip
         self.module, self.instrument, self.record = module, instrument, record
         self.controls, self.tap, self.batch_size = controls, tap, batch_size
+        self.progress = progress  # the line on stderr, when a terminal shows it
         self.step, self._epoch = 0, 1
+        self.last_epoch = 1  # the epoch of the last update taken (a pause after it names it)
+        self.said_batch = False
         self.open = False  # begun and not yet ended
 
     @property
@@ -54,13 +58,27 @@ class Steps:
         """θ_t and the gradient the update will use (a step begun and never ended: skipped)."""
         if self.open:
             self.skip("inf/NaN gradients")
-        self.record.hold(self.controls, self.step, self.epoch)
+        self.record.hold(self.controls, self.step, self.last_epoch)
         self.record.epoch_boundary(self.instrument, self.step, self.epoch)
         if self.step == 0 and self.instrument.curvature_due("steps", 0):
             self._curvature_pass()
         self.step += 1
         self.open = True
-        self.instrument.before_update(self.module, self.step)
+        self.instrument.before_update(self.module, self.step, self._batch())
+
+    def _batch(self) -> Callable[[], Any] | None:
+        """The step's reported examples as the evaluator's chunks, for batch sharpness (asked
+        only when it is measured); without them, said once, and the value is left out."""
+        if not self.instrument.settings.batch_sharpness:
+            return None
+        batch = self.tap.batch
+        if batch is None:
+            if not self.said_batch:
+                self.said_batch = True
+                self.event("batch sharpness needs the step's examples: walker.report(loss, "
+                           "batch=...) before optimizer.step()", NOTE_EVENT)  # fmt: skip
+            return None
+        return lambda: self.instrument.probe.chunks_of(batch)
 
     def skip(self, why: str) -> None:
         """The update begun was not taken: recorded as skipped, not measured as a zero move."""
@@ -75,25 +93,32 @@ class Steps:
     def end(self) -> None:
         """The update taken: its records, and a curvature pass when one is due."""
         self.open = False
+        self.last_epoch = self.epoch
         batch_loss, size = self.tap.take()
         records = self.instrument.after_update(self.module, self.step, self.epoch,
                                                size or self.batch_size or 0, batch_loss)  # fmt: skip
         for rec in records:
-            self.record.write(rec)
+            self._write(rec)
         if self.instrument.curvature_due("steps", self.step):
             self._curvature_pass()
 
     def event(self, message: str, kind: str, level: str = "info") -> None:
         """An event at the current step (a ``warning`` event is also a line on stderr)."""
+        self.progress.clear()
         self.record.event(self.step, self.epoch, level, kind, message)
 
     def close(self, status: str, message: str) -> None:
         """The session's end: the last epoch, the ending event, the status."""
+        self.progress.clear()
         self.record.end(status, message, self.step, self.epoch, self.instrument.epoch_ended)
 
     def _curvature_pass(self) -> None:
         for rec in self.instrument.curvature_pass(self.module, self.step, self.epoch):
-            self.record.write(rec)
+            self._write(rec)
+
+    def _write(self, rec: Record) -> None:
+        self.record.write(rec)
+        self.progress.show(rec)
 
 
 class Life:
@@ -130,7 +155,7 @@ class Life:
         """The session file, made at the first call (with ``notes``), or standing down."""
         if self.closed:
             return
-        opened = self.record.open(*describe())
+        opened = self.record.open(describe)
         if self.record.failed:  # taken meanwhile (another process), a full or read-only disk
             self.stand_down()
         elif opened:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -9,6 +10,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from canned import write_canned_session  # noqa: E402
+
+# A Walker takes one torch thread per free core unless the script chose (sgdwalk.cpu): the tests
+# compare runs bit for bit, with and without a Walker, so their thread count is fixed here, as a
+# script's own choice, at torch's default (one per core), in this process and every child.
+os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
 
 
 def pytest_configure(config):
@@ -43,3 +49,16 @@ def pytest_collection_modifyitems(config, items):
 def canned_session(tmp_path: Path) -> Path:
     """A finished session folder with 4 epochs x 24 steps, K=10, curvature records."""
     return write_canned_session(tmp_path / "sessions" / "canned")
+
+
+@pytest.fixture
+def float64():
+    """float64 as torch's default dtype and one thread, for the test's duration."""
+    import torch
+
+    before, threads = torch.get_default_dtype(), torch.get_num_threads()
+    torch.set_default_dtype(torch.float64)
+    torch.set_num_threads(1)
+    yield
+    torch.set_default_dtype(before)
+    torch.set_num_threads(threads)

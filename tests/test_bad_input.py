@@ -72,6 +72,28 @@ CASES = [
         "--nnodes: '2:1' is not",
         2,
     ),
+    # an optimizer and the knobs it has (a knob it lacks is refused, never silently ignored)
+    (headless("--optimizer", "lion"), "--optimizer: unknown optimizer 'lion'; choose from", 2),
+    (headless("--betas", "0.9,0.99"), "--betas: sgd has no betas", 2),
+    (headless("--optimizer", "rmsprop", "--betas", "0.9,0.99"), "--betas: rmsprop has no", 2),
+    (headless("--optimizer", "adam", "--betas", "0.9"), "--betas: give two numbers B1,B2", 2),
+    (headless("--optimizer", "adam", "--betas", "0.9,1"), "--betas: each must be in [0, 1)", 2),
+    (headless("--optimizer", "adam", "--betas", "-0.1,0.9"), "--betas: each must be in [0, 1)", 2),
+    (headless("--optimizer", "adamw", "--betas", "nan,0.9"), "--betas: each must be in [0, 1)", 2),
+    (headless("--optimizer", "adam", "--betas", "a,b"), "--betas: give two numbers B1,B2", 2),
+    (headless("--optimizer", "adam", "--momentum", "0.9"), "--momentum: adam's momentum is β1", 2),
+    (headless("--eps", "1e-8"), "--eps: sgd has no ε", 2),
+    (headless("--optimizer", "adam", "--eps", "0"), "--eps: must be a positive number, got 0", 2),
+    (headless("--optimizer", "rmsprop", "--eps", "-1"), "--eps: must be a positive number", 2),
+    (headless("--optimizer", "adam", "--eps", "inf"), "--eps: must be a positive number", 2),
+    # token sequences go to the transformer, images to the others
+    (headless("--model", "transformer"), "transformer reads token sequences, and digits is", 2),
+    (headless("--dataset", "modular-addition"), "--model: mlp reads images, and modular-", 2),
+    (
+        headless("--model", "transformer", "--dataset", "modular-addition", "--augment"),
+        "--augment: crop+flip is for images",
+        2,
+    ),
     # BatchNorm cannot train on (or normalise a probe chunk of) one example
     (headless("--batch-size", "1"), "--batch-size 1: mlp's BatchNorm needs at least 2 examples", 2),
     (headless("--probe-chunk", "1"), "--probe-chunk 1: BatchNorm normalises each probe chunk", 2),

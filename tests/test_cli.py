@@ -223,7 +223,7 @@ def test_every_run_setting_is_a_run_option_unset_by_default():
     assert taken["batch_size"] == taken["hessian_every"] == str | None  # parsed by build_config
     assert taken["epochs"] == int | None and taken["lr"] == float | None
     assert "[default: min(2048, train size)]" in options["probe"].help
-    assert options["momentum"].help == "SGD momentum [default: 0]"
+    assert options["momentum"].help == "momentum β (sgd: heavy ball; rmsprop) [default: 0]"
 
 
 @dataclass(frozen=True)

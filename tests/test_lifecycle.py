@@ -72,7 +72,7 @@ def wait_for_steps(db: Path, n: int, proc: subprocess.Popen, timeout: float = HA
 @pytest.mark.slow
 def test_sigkill_mid_epoch_keeps_every_committed_step(tmp_path: Path):
     # 188 steps an epoch: more than the writer takes between time-based commits
-    proc = start(tmp_path, "killed", "--batch-size", "8", "--probe", "256")
+    proc = start(tmp_path, "killed", "--batch-size", "8", "--probe", "256", "--budget", "off")
     db = tmp_path / "killed" / "session.sqlite"
     seen = wait_for_steps(db, 20, proc)
     proc.send_signal(signal.SIGKILL)

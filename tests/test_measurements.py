@@ -112,7 +112,9 @@ def test_vmapped_slice_reuses_its_endpoint_and_matches_the_loop(float64):
         assert rec.slice[0] == prev.slice[-1]
     looped = Slicer(Evaluator(run.model), "loop")
     for t in (0, 3):
-        expect = looped.losses(thetas[t], thetas[t + 1], run.alphas, run.probe.whole)
+        expect = looped.losses(
+            thetas[t], thetas[t + 1], run.instrument.meter.alphas, run.probe.whole
+        )
         assert steps[t].slice == pytest.approx(expect.tolist(), rel=1e-12, abs=1e-14)
 
 

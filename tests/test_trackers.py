@@ -111,3 +111,123 @@ def test_trackio_runs_hold_the_scalars(tmp_path):
             text += " ".join(str(r) for r in con.execute(f"SELECT * FROM {name}"))
         con.close()
     assert "slice/loss" in text and "epoch/interior_min_fraction" in text
+
+
+def _events(folder):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    return acc
+
+
+def test_run_log_to_tensorboard_holds_every_step_of_the_session(tmp_path):
+    pytest.importorskip("tensorboard")
+    from canned import run_cli
+
+    from sgdwalk import open_session
+
+    code, out, err = run_cli(
+        "run", "--headless", "--epochs", "2", "--hessian-every", "1", "--top-k", "2",
+        "--train-size", "128", "--sessions-dir", str(tmp_path), "--session", "tb",
+        "--log-to", f"tensorboard:{tmp_path / 'tb'}",
+    )  # fmt: skip
+    assert code == 0, err
+    acc = _events(tmp_path / "tb")
+    assert {"train/batch_loss", "slice/loss", "slice/barrier", "walk/step_norm",
+            "epoch/interior_min_fraction", "epoch/barriers",
+            "curvature/lambda1"} <= set(acc.Tags()["scalars"])  # fmt: skip
+    with open_session(tmp_path / "tb") as s:
+        steps = list(s.steps())
+        epochs = list(s.epochs())
+        assert s.config["log_to"] == f"tensorboard:{tmp_path / 'tb'}"
+    assert [e.step for e in acc.Scalars("train/batch_loss")] == [r.step for r in steps]
+    got = [e.value for e in acc.Scalars("epoch/interior_min_fraction")]
+    assert got == pytest.approx([e.interior_min_fraction for e in epochs])
+
+
+def test_a_tracker_that_cannot_write_is_one_warning_and_the_run_finishes(tmp_path):
+    pytest.importorskip("tensorboard")
+    from canned import run_cli
+
+    (tmp_path / "file").write_text("")  # a folder cannot be made under a file
+    code, out, err = run_cli(
+        "run", "--headless", "--epochs", "1", "--hessian-every", "off", "--train-size", "128",
+        "--sessions-dir", str(tmp_path), "--session", "w",
+        "--log-to", f"tensorboard:{tmp_path / 'file' / 'tb'}",
+    )  # fmt: skip
+    assert code == 0, err
+    warnings = [line for line in out.splitlines() if "not logging to tensorboard" in line]
+    assert len(warnings) == 1 and "training goes on" in warnings[0]
+
+
+def test_a_failing_tracker_is_dropped_with_one_warning():
+    said = []
+    trackers = Trackers(None, warn=said.append)
+
+    class Broken:  # a tracker whose service went away mid-run
+        kind = "tensorboard"
+
+        def log(self, step, values):
+            raise OSError("disk full")
+
+        def close(self):
+            raise OSError("disk full")
+
+    trackers.targets.append(Broken())
+    for rec in RECORDS:
+        trackers.record(rec)
+    trackers.close()
+    assert said == ["tensorboard failed, no more logging to it, training goes on: "
+                    "OSError: disk full"]  # fmt: skip
+
+
+def test_log_to_is_checked_where_it_is_given(tmp_path):
+    from canned import run_cli
+
+    code, _, err = run_cli("run", "--headless", "--log-to", "mlflow:x")
+    assert code == 2 and err.strip() == (
+        "sgdwalk: error: --log-to: unknown tracker 'mlflow'; use tensorboard:DIR, "
+        "wandb[:PROJECT] or trackio[:PROJECT]"
+    )
+    import torch
+
+    from sgdwalk import Walker
+
+    model = torch.nn.Linear(4, 2)
+    probe = (torch.randn(8, 4), torch.randint(0, 2, (8,)))
+    with pytest.raises(ConfigError, match="^Walker: log_to: tensorboard needs a folder"):
+        Walker(model, probe, sessions_dir=tmp_path, log_to="tensorboard")
+    assert not list(tmp_path.iterdir())  # nothing claimed
+
+
+def test_a_walker_loop_logs_its_records_to_tensorboard(tmp_path):
+    pytest.importorskip("tensorboard")
+    import torch
+
+    from sgdwalk import Walker, open_session
+
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 6), torch.randint(0, 3, (64,))
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    walker = Walker(model, (x, y), session="w", sessions_dir=tmp_path, budget=None,
+                    hessian_every=5, top_k=2, log_to=[f"tensorboard:{tmp_path / 'tb'}"])  # fmt: skip
+    walker.attach(opt)
+    for epoch in (1, 2):
+        walker.epoch = epoch
+        for i in range(0, 64, 16):
+            loss = torch.nn.functional.cross_entropy(model(x[i : i + 16]), y[i : i + 16])
+            opt.zero_grad()
+            loss.backward()
+            walker.report(loss, 16)
+            opt.step()
+    walker.close()
+    acc = _events(tmp_path / "tb")
+    with open_session(tmp_path / "w") as s:
+        steps = list(s.steps())
+        assert s.status == "finished"
+    assert [r.step for r in steps] == list(range(1, 9))
+    assert [e.step for e in acc.Scalars("slice/loss")] == [r.step for r in steps]
+    assert [e.step for e in acc.Scalars("epoch/barriers")] == [4, 8]
+    assert [e.step for e in acc.Scalars("curvature/lambda1")] == [0, 5]

@@ -72,3 +72,31 @@ def test_a_hugging_face_causal_lm_at_its_default_attention(tmp_path):
     assert status == "finished" and len(steps) == 4 and all(r.measured for r in steps)
     assert all(math.isfinite(r.batch_loss) for r in steps)
     assert len(passes) == 3 and all(math.isfinite(v) for c in passes for v in c.eigenvalues)
+
+
+def test_padded_batches_with_attention_masks_and_ignored_labels(tmp_path):
+    """Language-model batches as a tokenizer pads them: an attention mask with zeros at the pads
+    and labels -100 there (cross-entropy's ignore index), tied input/output embeddings (GPT-2's
+    default): every slice and every pass is finite, and nothing warns."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(vocab_size=40, n_positions=16, n_embd=16, n_layer=1,
+                                     n_head=2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)  # fmt: skip
+    torch.manual_seed(1)
+    model = transformers.GPT2LMHeadModel(config)
+    assert model.lm_head.weight is model.transformer.wte.weight  # tied
+    ids = torch.randint(1, 40, (32, 10))
+    lengths = torch.randint(4, 11, (32,))
+    mask = (torch.arange(10)[None, :] < lengths[:, None]).long()
+    ids = ids * mask  # pads are token 0
+    labels = ids.masked_fill(mask == 0, -100)
+    probe = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    def lm_loss(m, batch):
+        return m(**batch).loss
+
+    batches = [{k: v[i : i + 8] for k, v in probe.items()} for i in range(0, 32, 8)]
+    status, steps, passes, events = _walk(tmp_path, model, probe, lm_loss, batches)
+    assert status == "finished" and len(steps) == 4 and all(r.measured for r in steps)
+    assert all(math.isfinite(v) for r in steps for v in r.slice)
+    assert passes and all(math.isfinite(v) for c in passes for v in c.eigenvalues)
+    assert not [e for e in events if e.level == "warning"]

@@ -119,6 +119,45 @@ def _train(cfg: RunConfig, headless: bool, in_process: bool, detach: bool) -> in
     return dashboards.run_in_terminal(cfg)
 
 
+# ---------------------------------------------------------------- sweep
+
+SWEEP_HELPS = {
+    "session": "the sweep's name: a folder in the sessions folder with one session per run "
+    "[default: sweep-SETTINGS-DIGEST, the same for the same command]",
+    "threads": "CPU threads for each run [default: free cores / runs at a time]",
+    "log_to": "also send each run's scalars to tensorboard:DIR (a subfolder per run), "
+    "wandb[:PROJECT] or trackio[:PROJECT] (repeat, or comma-separated)",
+}
+
+
+@app.command(no_args_is_help=True)
+@takes_settings(RunConfig, as_text=True, helps=SWEEP_HELPS)
+def sweep(
+    parallel: Annotated[
+        int | None,
+        Opt(help="runs training at a time [default: one per free core, at most the runs]"),
+    ] = None,
+    headless: Annotated[
+        bool, Opt("--headless", help="no comparison view: one line per run as it ends")
+    ] = False,
+    **settings: Any,
+) -> None:
+    """Train a grid of runs on this machine and compare them live.
+
+    Give any of run's settings several values, comma-separated (--lr 0.1,0.5,1.0 --batch-size
+    32,128): every combination is a run, with its own session, in the sweep's folder
+    (SESSIONS/NAME/lr0.1-batch_size32, ...), --parallel of them at a time. In a terminal the
+    comparison view shows them as they train (q or Ctrl+C stops them all); with --headless, or
+    without a terminal, each run's line is printed as it ends. A stopped sweep resumes when the
+    same command is given again: finished runs are kept, stopped ones (moved aside) run again.
+    Compare later with sgdwalk compare NAME. Exit code: 0 all finished, 1 a run failed, 3 one
+    diverged, 130 interrupted, 2 bad input.
+    """
+    from sgdwalk.tui.commands.sweep import run_sweep
+
+    raise typer.Exit(run_sweep(settings, parallel, headless))
+
+
 # ---------------------------------------------------------------- exec
 
 
@@ -200,6 +239,36 @@ def ls(
     from sgdwalk.tui.commands.listing import print_sessions
 
     print_sessions(Path(sessions_dir or default_sessions_dir()), as_json)
+
+
+# ---------------------------------------------------------------- compare
+
+
+@app.command("compare")
+def compare_(
+    sessions: Annotated[
+        list[str],
+        typer.Argument(help="sessions (names or folders), or a sweep's name", show_default=False),
+    ],
+    as_json: Annotated[
+        bool,
+        Opt("--json", help="print one object per run for scripts (name, lr, batch_size, "
+            "interior_min_fraction with _low/_high, barriers, barriers_per_epoch, final_loss, "
+            "lambda1, edge_ratio, ...)"),
+    ] = False,
+    sessions_dir: SessionsDirOpt = None,
+) -> None:  # fmt: skip
+    """Runs side by side, live while they train, or finished.
+
+    One row per run (interior-minimum share with its 95% interval, barriers per epoch, final
+    loss, λ1, the edge ratio) and one figure of all of them, re-read every 2 s: tab shows the
+    next figure, [ and ] the slices of an epoch, q quits. Without a terminal the table is
+    printed once. Export the overlaid figures with sgdwalk export SESSION... .
+    """
+    from sgdwalk.tui.commands.compare import compare
+
+    folder = Path(sessions_dir or default_sessions_dir())
+    raise typer.Exit(compare(sessions, folder, as_json))
 
 
 # ---------------------------------------------------------------- export
@@ -286,19 +355,10 @@ def bench(
 
     if not 1 <= repeats <= 1000:
         raise ConfigError(f"--repeats: must be in 1..1000, got {repeats}")
-    cfg = build_config(
-        {
-            "model": model,
-            "dataset": dataset,
-            "device": device,
-            "batch_size": batch_size,
-            "points": points,
-            "lr": lr,
-            "slice_mode": slice_mode,
-            "threads": threads,
-            "data_dir": os.environ.get("SGDWALK_DATA", "data"),
-        }  # fmt: skip
-    )
+    cfg = build_config({"model": model, "dataset": dataset, "device": device,
+                        "batch_size": batch_size, "points": points, "lr": lr,
+                        "slice_mode": slice_mode, "threads": threads,
+                        "data_dir": os.environ.get("SGDWALK_DATA", "data")})  # fmt: skip
     result = run_bench(cfg, repeats=repeats)
     if as_json:
         typer.echo(json.dumps(result, indent=2))

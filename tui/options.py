@@ -34,7 +34,7 @@ def help_text(f: dataclasses.Field[Any]) -> str:
 
 def _default_text(f: dataclasses.Field[Any]) -> str | None:
     value = f.metadata.get("text", _same)(f.default)  # the canonical text a session stores
-    if value is None or isinstance(value, bool):
+    if value is None or value == "" or isinstance(value, bool):
         return None
     return f"{value:g}" if isinstance(value, float) else str(value)
 
@@ -52,12 +52,16 @@ def _flags(f: dataclasses.Field[Any], value_type: Any) -> tuple[str, ...]:
     return (f"--{flag}",) if f.default is False else (f"--{flag}/--no-{flag}",)
 
 
-def _value_type(f: dataclasses.Field[Any], hint: Any) -> Any:
-    """What the command line takes: text for a parsed setting, else the field's type less None."""
-    if "parse" in f.metadata:
-        return str
+def _value_type(f: dataclasses.Field[Any], hint: Any, as_text: bool = False) -> Any:
+    """What the command line takes: text for a parsed setting (a list of them for one given
+    several times), else the field's type less None; ``as_text``: text for all but a flag."""
+    if f.metadata.get("many"):
+        return list[str]
     kinds = [t for t in typing.get_args(hint) if t is not type(None)]
-    return kinds[0] if len(kinds) == 1 else hint
+    kind = kinds[0] if len(kinds) == 1 else hint
+    if "parse" in f.metadata or (as_text and kind is not bool):
+        return str
+    return kind
 
 
 def option(settings: type, name: str) -> Any:
@@ -66,29 +70,39 @@ def option(settings: type, name: str) -> Any:
     return _option(f, typing.get_type_hints(settings)[name])
 
 
-def _option(f: dataclasses.Field[Any], hint: Any) -> Any:
-    return typer.Option(*_flags(f, _value_type(f, hint)), help=help_text(f))
+def _option(f: dataclasses.Field[Any], hint: Any, helps: dict[str, str] | None = None) -> Any:
+    words = (helps or {}).get(f.name, help_text(f))
+    metavar = "<str>" if f.metadata.get("many") else None  # repeated: each is text
+    return typer.Option(*_flags(f, _value_type(f, hint)), help=words, metavar=metavar)
 
 
-def parameters(settings: type) -> list[inspect.Parameter]:
-    """One keyword parameter per field of ``settings``: an option that defaults to None."""
+def parameters(
+    settings: type, as_text: bool = False, helps: dict[str, str] | None = None
+) -> list[inspect.Parameter]:
+    """One keyword parameter per field of ``settings``: an option that defaults to None
+    (``as_text``, ``helps``: see ``takes_settings``)."""
     hints = typing.get_type_hints(settings)
     return [
         inspect.Parameter(f.name, KEYWORD, default=None,
-                          annotation=Annotated[_value_type(f, hints[f.name]) | None,
-                                               _option(f, hints[f.name])])
+                          annotation=Annotated[_value_type(f, hints[f.name], as_text) | None,
+                                               _option(f, hints[f.name], helps)])
         for f in dataclasses.fields(settings)
     ]  # fmt: skip
 
 
-def takes_settings(settings: type) -> Callable[[Command], Command]:
+def takes_settings(
+    settings: type, as_text: bool = False, helps: dict[str, str] | None = None
+) -> Callable[[Command], Command]:
     """Give a command that takes ``**settings`` one option per field of ``settings``, listed
-    before the command's own options; it is called with every field (None where not given)."""
+    before the command's own options; it is called with every field (None where not given).
+    ``as_text``: every value is taken as text (``sweep``'s "0.1,0.5" lists); ``helps``: other
+    words for some options' help."""
 
     def give(command: Command) -> Command:
         own = inspect.signature(command, eval_str=True).parameters.values()
         kept = [p.replace(kind=KEYWORD) for p in own if p.kind is not p.VAR_KEYWORD]
-        command.__signature__ = inspect.Signature([*parameters(settings), *kept])  # type: ignore
+        made = parameters(settings, as_text, helps)
+        command.__signature__ = inspect.Signature([*made, *kept])  # type: ignore
         return command
 
     return give

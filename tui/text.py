@@ -24,6 +24,21 @@ def plain(value: object) -> str:
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], str(value))
 
 
+def share_text(value: float | None, low: float | None, high: float | None,
+               measured: int | None, steps: int, brief: bool = False) -> str:  # fmt: skip
+    """A share over steps as it is shown: "77%" when every step was measured, "77% ±6%, 41 of 64
+    measured" when a sample was (the half-width of its 95% interval), "-, none of 64 measured";
+    ``brief``: without the counts ("77% ±6%")."""
+    if measured == 0:
+        return "-" if brief else f"-, none of {steps} measured"
+    if value is None or value != value:  # (NaN: unknown)
+        return "-"
+    text = f"{value:.0%}"
+    if measured is not None and measured < steps and low is not None and high is not None:
+        text += f" ±{(high - low) / 2:.0%}" + ("" if brief else f", {measured} of {steps} measured")
+    return text
+
+
 class QuietStream(io.TextIOBase):
     """A terminal stream that goes quiet once the terminal is gone.
 
@@ -86,3 +101,13 @@ def guarded(command: Callable[[], int | None]) -> int:
     except SgdwalkError as e:
         say_error(e)
         return e.exit_code
+
+
+def optimizer_of(config: dict[str, Any]) -> str | None:
+    """The optimizer a session trained with, in lower case as ``--optimizer`` names it (a
+    Walker's class name "AdamW" -> "adamw"); "sgd" for a built-in run recorded before the flag
+    existed (they all used SGD); None when unknown (a Walker never attached)."""
+    name = config.get("optimizer")
+    if name is None and config.get("source") != "walker":
+        return "sgd"
+    return plain(name).lower() if isinstance(name, str) and name else None

@@ -5,10 +5,7 @@ meta values (config, info, status, times) as they are read, and every row as it 
 (``Table.record_of``). A damaged or foreign file is a one-line ``SessionError`` naming the session
 and what is wrong, never a raw ``sqlite3``, JSON or type error.
 
-Read-only places: a finished session on a read-only filesystem, or in a shared folder the reader
-cannot write, opens with SQLite's ``immutable`` flag (WAL needs a writable ``-shm`` file beside the
-database, and a finished session has everything checkpointed into it). A session still being
-written there can only be read if SQLite's read-only WAL mode manages; otherwise it says so.
+Opening a file (its marks, read-only places) is ``sgdwalk.session.opening``.
 """
 
 from __future__ import annotations
@@ -22,7 +19,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
-from urllib.parse import quote
 
 from sgdwalk.errors import SessionError
 from sgdwalk.records import (
@@ -37,20 +33,14 @@ from sgdwalk.records import (
 )
 from sgdwalk.session import liveness
 from sgdwalk.session.naming import sessions_folder
+from sgdwalk.session.opening import READ_ERRORS, open_checked
 from sgdwalk.session.schema import (
-    APPLICATION_ID,
     DB_NAME,
-    SCHEMA_VERSION,
     TABLES,
     Damaged,
     Table,
     check_session_name,
-    connect,
 )
-
-# What reading a damaged file can raise: SQLite's errors, and a text value (a table's schema, a
-# meta value) whose bytes are not UTF-8, which Python's sqlite3 module raises as a decode error.
-READ_ERRORS = (sqlite3.Error, UnicodeDecodeError)
 
 
 class SessionFile:
@@ -60,7 +50,7 @@ class SessionFile:
         self.db = db
         self.path = db.parent
         self.name = db.parent.name
-        self._con = _open_checked(db)
+        self._con = open_checked(db)
         try:
             self._columns = {name: self._table_columns(t) for name, t in TABLES.items()}
             meta = self._meta()
@@ -144,6 +134,38 @@ class SessionFile:
         finally:
             with contextlib.suppress(sqlite3.Error):
                 self._con.execute("COMMIT")
+
+    # -- counts over the steps
+
+    def step_count(self) -> int:
+        return self._scalar("SELECT COUNT(*) FROM steps")
+
+    def last_step(self) -> int:
+        return self._scalar("SELECT COALESCE(MAX(step), 0) FROM steps")
+
+    def barrier_count(self) -> int:
+        return self._scalar("SELECT COUNT(*) FROM steps WHERE barrier = 1")
+
+    def measured_count(self) -> int:
+        """Steps with a slice (all of them, unless some were left unmeasured)."""
+        return self._scalar("SELECT COUNT(*) FROM steps WHERE slice IS NOT NULL")
+
+    def lr_range(self) -> tuple[float | None, float | None]:
+        """The steps' largest learning rate and the last step's (None: no finite one): what a
+        schedule did, where the config holds only the first step's (a warm-up's)."""
+        try:
+            peak, last = self._con.execute(
+                "SELECT MAX(lr), (SELECT lr FROM steps ORDER BY step DESC LIMIT 1) FROM steps"
+            ).fetchone()
+        except READ_ERRORS as e:
+            raise self._damaged(e) from None
+        return tuple(  # type: ignore[return-value]
+            float(v) if isinstance(v, int | float) and math.isfinite(v) else None
+            for v in (peak, last))  # fmt: skip
+
+    def interior_count(self) -> int:
+        """Measured steps whose slice has an interior minimum."""
+        return self._scalar("SELECT COUNT(*) FROM steps WHERE interior_min = 1")
 
 
 class Session(SessionFile):
@@ -243,23 +265,6 @@ class Session(SessionFile):
         for _, rec in self._rows("events", order="ORDER BY id"):
             yield rec
 
-    def step_count(self) -> int:
-        return self._scalar("SELECT COUNT(*) FROM steps")
-
-    def last_step(self) -> int:
-        return self._scalar("SELECT COALESCE(MAX(step), 0) FROM steps")
-
-    def barrier_count(self) -> int:
-        return self._scalar("SELECT COUNT(*) FROM steps WHERE barrier = 1")
-
-    def measured_count(self) -> int:
-        """Steps with a slice (all of them, unless some were left unmeasured)."""
-        return self._scalar("SELECT COUNT(*) FROM steps WHERE slice IS NOT NULL")
-
-    def interior_count(self) -> int:
-        """Measured steps whose slice has an interior minimum."""
-        return self._scalar("SELECT COUNT(*) FROM steps WHERE interior_min = 1")
-
     def follow(self, poll: float = 0.25, idle_timeout: float | None = None) -> Iterator[Record]:
         """Yield every record, then new ones as a live writer commits them, in step order.
 
@@ -314,47 +319,6 @@ def _number(meta: dict[str, Any], key: str) -> float:
     if not math.isfinite(value):
         raise SessionError(f"meta {key} is not a finite number")
     return value
-
-
-def _connect_for_reading(db: Path) -> sqlite3.Connection:
-    """A connection that never writes; read-only places get SQLite's read-only modes."""
-    if os.access(db, os.W_OK) and os.access(db.parent, os.W_OK):
-        return connect(db, timeout=5.0)
-    uri = f"file:{quote(str(db.resolve()))}"
-    wal = db.with_name(db.name + "-wal")
-    if not (wal.exists() and wal.stat().st_size > 0):
-        return connect(Path(f"{uri}?immutable=1"), timeout=5.0, uri=True)  # all checkpointed
-    try:
-        con = connect(Path(f"{uri}?mode=ro"), timeout=5.0, uri=True)
-        con.execute("SELECT COUNT(*) FROM meta").fetchone()
-        return con
-    except READ_ERRORS:
-        raise SessionError(
-            f"session at {db.parent} is still being written (or its writer died before "
-            "finishing it) and its folder is read-only here, so SQLite cannot follow it; "
-            "read it where it is written, or copy the folder somewhere writable"
-        ) from None
-
-
-def _open_checked(db: Path) -> sqlite3.Connection:
-    if not db.is_file():
-        raise SessionError(f"no session at {db.parent} (expected {db.name} there)")
-    try:
-        con = _connect_for_reading(db)
-        app_id = con.execute("PRAGMA application_id").fetchone()[0]
-        version = con.execute("PRAGMA user_version").fetchone()[0]
-    except READ_ERRORS as e:
-        raise SessionError(f"{db} is not an sgdwalk session ({e})") from None
-    if app_id != APPLICATION_ID:
-        con.close()
-        raise SessionError(f"{db} is not an sgdwalk session (foreign SQLite file)")
-    if version != SCHEMA_VERSION:
-        con.close()
-        raise SessionError(
-            f"{db} is a session of schema version {version}; this sgdwalk reads version "
-            f"{SCHEMA_VERSION}"
-        )
-    return con
 
 
 def resolve_session(spec: str | os.PathLike[str], sessions_dir: Path | None = None) -> Path:

@@ -76,8 +76,9 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         try:
             con = connect(self._db)
-        except sqlite3.Error:
-            return  # the writer reports storage failures; readers then see a silent writer
+        except sqlite3.Error:  # the writer reports storage failures; readers see a silent writer
+            self.lost = identity(self._db) != self._file  # (gone already: said at the next record)
+            return
         try:
             while not self._stop_event.wait(HEARTBEAT_INTERVAL):
                 if identity(self._db) != self._file:

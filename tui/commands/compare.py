@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 from sgdwalk.errors import SessionError, UsageError
-from sgdwalk.session import Session, list_sessions, open_session
-from sgdwalk.shares import share
+from sgdwalk.session import DB_NAME, Session, list_sessions, open_session
 from sgdwalk.sweep import PLAN
 from sgdwalk.tui.commands.listing import session_summary
 
 
 def resolve(specs: list[str], sessions_dir: Path) -> list[Path]:
-    """Session folders from names, folders, or one sweep (every point's session in it)."""
+    """Session folders from names, folders, or a sweep's folder or any folder of sessions (Optuna
+    trials writing to one ``sessions_dir``): every session in it."""
     if not specs:
         raise UsageError("compare: give sessions, or a sweep's name")
     out: list[Path] = []
@@ -45,24 +46,27 @@ def resolve(specs: list[str], sessions_dir: Path) -> list[Path]:
 
 def _sweep_folder(spec: str, sessions_dir: Path) -> Path | None:
     for candidate in (sessions_dir / spec, Path(spec)):
-        if (candidate / PLAN).is_file():
+        if (candidate / PLAN).is_file() or _holds_sessions(candidate):
             return candidate
     return None
+
+
+def _holds_sessions(folder: Path) -> bool:
+    """A folder that is no session itself and has sessions in it."""
+    if not folder.is_dir() or (folder / DB_NAME).exists():
+        return False
+    return any((child / DB_NAME).is_file() for child in folder.iterdir())
 
 
 def compare_row(s: Session) -> dict[str, Any]:
     """One run as the comparison shows it (``ls``'s row, and the shares and curvature)."""
     row = session_summary(s)
-    n, m, k = s.step_count(), s.measured_count(), s.interior_count()
-    sh = share(k, m, n)
     epochs = list(s.epochs())
     last = None
     for last in s.curvature():  # noqa: B007 - the last pass
         pass
     lam = last.eigenvalues[0] if last is not None and last.eigenvalues else None
     return row | {
-        "interior_min_fraction": _number(sh.value), "interior_min_low": _number(sh.low),
-        "interior_min_high": _number(sh.high), "measured_steps": m,
         "barriers_per_epoch": _number(sum(e.barriers for e in epochs) / len(epochs))
         if epochs else None,
         "lambda1": _number(lam),
@@ -90,8 +94,26 @@ def compare(specs: list[str], sessions_dir: Path, as_json: bool) -> int:
     if as_json:
         print(json.dumps(rows(paths), indent=2, allow_nan=False, default=str))
         return 0
+    if not sys.stdout.isatty():  # a pipe or a log: the table once, as the view shows it
+        print_table(rows(paths))
+        return 0
     from sgdwalk.tui.dashboard.compare import CompareApp
 
     app = CompareApp(paths, rows)
     app.run()
     return 1 if app.return_code else 0
+
+
+def print_table(got: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from sgdwalk.tui.dashboard.compare import COLUMNS, cells
+
+    console = Console(soft_wrap=True, markup=False, highlight=False, width=200)
+    table = Table()
+    for title, _ in COLUMNS:
+        table.add_column(title)
+    for row in got:
+        table.add_row(*cells(row))
+    console.print(table)

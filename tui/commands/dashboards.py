@@ -107,7 +107,7 @@ def run_in_process(cfg: RunConfig) -> int:
     from sgdwalk.tui.dashboard.sources import RunSource
 
     run, writer = open_run(claim(cfg))
-    source = RunSource(run, writer, writer.directory.name, run.info)
+    source = RunSource(run, writer, writer.directory.name, run.info, cfg.log_to)
     app = make_app(source)
     app.run()
     source.stop()

@@ -39,7 +39,7 @@ from sgdwalk.records import (
     StepMeasured,
 )
 from sgdwalk.tui.lines import curvature_line
-from sgdwalk.tui.text import QuietStream
+from sgdwalk.tui.text import QuietStream, share_text
 
 PLAIN_EVERY = 30.0
 
@@ -50,14 +50,16 @@ class StepsPerSecond(ProgressColumn):
         return Text("-- steps/s" if speed is None else f"{speed:6.1f} steps/s", style="cyan")
 
 
-def epoch_line(rec: EpochEnded, epochs: int, total_barriers: int) -> str:
+def epoch_line(rec: EpochEnded, epochs: int, total_barriers: int, epoch_steps: int) -> str:
+    """An epoch's line; ``epoch_steps``: the steps it took (its interior-minimum share says how
+    many of them were measured, when not all)."""
     return (
         f"epoch {rec.epoch}/{epochs}  step {rec.steps}  "
         f"train loss {rec.train_loss:.4f} acc {rec.train_acc:6.2%}  "
         f"val loss {rec.val_loss:.4f} acc {rec.val_acc:6.2%}  "
         f"barriers {rec.barriers} (total {total_barriers})  "
-        f"interior-min {rec.interior_min_fraction:5.1%}"
-    )
+        f"interior-min {share_text(rec.interior_min_fraction, rec.interior_min_low, rec.interior_min_high, rec.measured_steps, epoch_steps)}"
+    )  # fmt: skip
 
 
 class HeadlessView:
@@ -68,6 +70,7 @@ class HeadlessView:
         self.barriers = 0
         self.last_plain = time.monotonic()
         self.step = 0
+        self.epoch_start = 0  # the step the epoch began after
 
     def __call__(self, rec: Record) -> None:
         if isinstance(rec, StepMeasured):
@@ -80,7 +83,9 @@ class HeadlessView:
                 self.console.print(f"step {rec.step}/{int(t.total or 0)} epoch {rec.epoch} "
                                    f"loss {rec.batch_loss:.4f}")  # fmt: skip
         elif isinstance(rec, EpochEnded):
-            self.console.print(epoch_line(rec, self.cfg.epochs, self.barriers))
+            self.console.print(epoch_line(rec, self.cfg.epochs, self.barriers,
+                                          rec.steps - self.epoch_start))  # fmt: skip
+            self.epoch_start = rec.steps
         elif isinstance(rec, CurvatureMeasured):
             self.console.print(curvature_line(rec))
         elif isinstance(rec, PhaseProgressed):
@@ -114,18 +119,21 @@ def run_headless(cfg: RunConfig, console: Console | None = None, claimed: bool =
     console.print(
         f"sgdwalk: session {writer.directory}  {cfg.model} on {cfg.dataset} "
         f"({info['n_train']} train, probe {info['probe_size'] or 'batch'})  "
-        f"{info['params']:,} params  device {info['device']}, {info['threads']} threads "
+        f"{info['params']:,} params  device {info['device']}, {info['threads']} thread{'' if info['threads'] == 1 else 's'} "
         f"({info['threads_reason']})",
         markup=False,
     )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                StepsPerSecond(), TimeRemainingColumn())  # fmt: skip
-    with stop_on_signals() as controls, Progress(*columns, console=console) as progress:
+    with (
+        stop_on_signals() as controls,
+        Progress(*columns, console=console, disable=not console.is_terminal) as progress,
+    ):
         task = progress.add_task("train", total=info["total_steps"])
         view = HeadlessView(console, progress, task, cfg)
         records = controls.pausable(run.records(_stop_asked(controls)))
         try:
-            status = drive(records, writer, view)
+            status = drive(records, writer, view, cfg.log_to)
         finally:
             if run.ranks.world > 1:
                 torchrun.leave()

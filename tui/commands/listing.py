@@ -19,11 +19,12 @@ from rich.text import Text
 
 from sgdwalk.errors import SessionError, UsageError
 from sgdwalk.session import Session, list_sessions
-from sgdwalk.tui.text import plain
+from sgdwalk.shares import share
+from sgdwalk.tui.text import optimizer_of, plain, share_text
 
-COLUMNS = ("name", "model", "dataset", "lr", "batch", "steps", "status", "barriers", "final loss",
-           "λ1·η/2")  # fmt: skip
-NUMERIC = {"lr", "steps", "barriers", "final loss", "λ1·η/2"}
+COLUMNS = ("name", "model", "dataset", "optimizer", "lr", "batch", "steps", "status", "barriers",
+           "interior min", "final loss", "edge")  # fmt: skip
+NUMERIC = {"lr", "steps", "barriers", "interior min", "final loss", "edge"}
 
 
 def _batch_size(value: Any) -> int | str | None:
@@ -47,15 +48,25 @@ def session_summary(s: Session) -> dict[str, Any]:
     last = s.step(s.last_step())
     final_loss = epochs[-1].train_loss if epochs else (last.batch_loss if last else None)
     batch = _batch_size(cfg.get("batch_size"))
+    n, m = s.step_count(), s.measured_count()
+    peak, last = s.lr_range()
+    sh = share(s.interior_count(), m, n)
     return {
         "name": s.name,
         "model": cfg.get("model"),
         "dataset": cfg.get("dataset"),
+        "optimizer": optimizer_of(cfg),
         "lr": cfg.get("lr"),
+        "lr_peak": peak,
+        "lr_last": last,
         "batch_size": batch if batch is not None else _recorded_batch(s),
         "steps": s.step_count(),
         "status": s.status,
         "barriers": s.barrier_count(),
+        "interior_min_fraction": _number(sh.value),
+        "interior_min_low": _number(sh.low),
+        "interior_min_high": _number(sh.high),
+        "measured_steps": m,
         "final_loss": final_loss if final_loss is None or math.isfinite(final_loss) else None,
         "edge_ratio": _edge(s),
         "started": s.started_at,
@@ -63,14 +74,25 @@ def session_summary(s: Session) -> dict[str, Any]:
     }
 
 
+def _number(v: float | None) -> float | None:
+    return v if v is not None and math.isfinite(v) else None
+
+
 def _edge(s: Session) -> float | None:
-    """λ1 of the last curvature pass over the stability threshold (None: no curvature)."""
+    """The last curvature pass's sharpness over the optimizer's edge of stability, as it
+    recorded it (sessions from before that: λ1 over SGD's threshold; None: no curvature)."""
     from sgdwalk.sharpness import edge_ratio
 
     last = None
     for last in s.curvature():  # noqa: B007 - the last one
         pass
+    if last is not None and last.edge_ratio is not None:
+        return _number(last.edge_ratio)
+    if last is not None and last.edge_line is not None:
+        return None  # an optimizer whose edge is not known: no line, never a wrong one
     cfg = s.config
+    if optimizer_of(cfg) != "sgd":  # SGD's ratio for another optimizer would be a wrong line
+        return None
     lr, beta, wd = cfg.get("lr"), cfg.get("momentum") or 0.0, cfg.get("weight_decay") or 0.0
     numbers = all(isinstance(v, int | float) for v in (lr, beta, wd))
     if last is None or not last.eigenvalues or not numbers or not lr or lr <= 0:
@@ -97,12 +119,21 @@ def summaries(sessions_dir: Path) -> tuple[list[dict[str, Any]], list[tuple[str,
 def _cell(key: str, value: Any) -> Text:
     if value is None:
         return Text("-")
+    if key == "lr" and isinstance(
+        value, tuple
+    ):  # (config, peak, last): the steps' when they differ
+        first, peak, last = value
+        if peak is not None and last is not None and (peak != last or peak != first):
+            return Text(f"{peak:.3g}/{last:.3g}" if peak != last else f"{peak:.3g}")
+        value = first
     if key == "lr" and isinstance(value, int | float):
         return Text(f"{value:g}")
     if key == "final_loss" and isinstance(value, int | float):
         return Text(f"{value:.4f}")
     if key == "edge_ratio" and isinstance(value, int | float):
         return Text(f"{value:.2f}")
+    if key == "interior":
+        return Text(share_text(*value))
     return Text(plain(value))
 
 
@@ -122,9 +153,22 @@ def print_sessions(sessions_dir: Path, as_json: bool) -> None:
         table = Table(title=Text(f"sessions in {plain(sessions_dir)}"), title_justify="left")
         for col in COLUMNS:
             table.add_column(col, justify="right" if col in NUMERIC else "left")
-        keys = ("name", "model", "dataset", "lr", "batch_size", "steps", "status", "barriers",
-                "final_loss", "edge_ratio")  # fmt: skip
+        keys = ("name", "model", "dataset", "optimizer", "lr", "batch_size", "steps", "status",
+                "barriers", "interior", "final_loss", "edge_ratio")  # fmt: skip
         for r in rows:
+            r = r | {
+                "lr": (r["lr"], r["lr_peak"], r["lr_last"]),
+                "interior": [
+                    r[k]
+                    for k in (
+                        "interior_min_fraction",
+                        "interior_min_low",
+                        "interior_min_high",
+                        "measured_steps",
+                        "steps",
+                    )
+                ],
+            }
             table.add_row(*(_cell(k, r[k]) for k in keys))
         console.print(table)
     for name, why in damaged:

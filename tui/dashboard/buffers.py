@@ -25,7 +25,7 @@ from sgdwalk.records import (
 )
 from sgdwalk.tui.figures import Figure, FigureData, Live
 from sgdwalk.tui.lines import curvature_line
-from sgdwalk.tui.text import plain
+from sgdwalk.tui.text import optimizer_of, plain
 from sgdwalk.values import Schedule
 
 SLICE_WINDOW_MAX = 200  # the widest slice window the keys allow
@@ -49,6 +49,7 @@ class RunFacts:
     hessian_every: Schedule | None = None  # the curvature schedule, None: off
     hyper: dict[str, float] = field(default_factory=dict)  # lr, momentum, weight decay (figures)
     layers: tuple[str, ...] = ()  # the names of the per-layer curvature's blocks
+    optimizer: str = ""  # shown beside the lr unless it is plain SGD, the paper's (and default)
 
     def passes_after(self, step: int) -> int | None:
         """Curvature passes the run still has to make after ``step`` (None: unknown)."""
@@ -83,7 +84,8 @@ def facts_of(name: str, info: dict, config: dict | None = None) -> RunFacts:
                     hyper={k: float(v) for k in ("lr", "momentum", "weight_decay")
                            if isinstance(v := config.get(k), int | float)
                            and not isinstance(v, bool)},
-                    layers=_names(info.get("layers")))  # fmt: skip
+                    layers=_names(info.get("layers")),
+                    optimizer=optimizer_of(config) or "")  # fmt: skip
 
 
 def _names(value: object) -> tuple[str, ...]:
@@ -220,7 +222,8 @@ class Buffers:
         """What a figure's panel draws, as the figure declares it needs (slices: the last
         ``window`` measured steps)."""
         needs = figure.needs
-        data = FigureData(self.facts.session, config=dict(self.facts.hyper),
+        config = {**self.facts.hyper, "optimizer": self.facts.optimizer}  # (figures: its line)
+        data = FigureData(self.facts.session, config=config,
                           info={"layers": list(self.facts.layers)})  # fmt: skip
         if needs.steps == "measured":
             data.steps = list(self.measured)[-window:]

@@ -23,25 +23,24 @@ from sgdwalk.session import open_session
 from sgdwalk.tui.dashboard.widgets import FigureChart, StatusLine
 from sgdwalk.tui.figures import FIGURES, FigureData
 from sgdwalk.tui.figures.export import ExportRequest, overlay_labels, select_data
-from sgdwalk.tui.text import plain
+from sgdwalk.tui.text import plain, share_text
 
 REFRESH = 2.0  # seconds between re-reads of the sessions
 SHOWN = ("slices", "barriers", "loss", "sharpness", "alignment", "cosine")  # figures, in turn
-COLUMNS = (("run", "name"), ("lr", "lr"), ("batch", "batch_size"), ("steps", "steps"),
-           ("status", "status"), ("interior min", "interior"), ("barriers/ep", "barriers"),
-           ("final loss", "final_loss"), ("λ1", "lambda1"), ("edge", "edge_ratio"))  # fmt: skip
+COLUMNS = (("run", "name"), ("optimizer", "optimizer"), ("lr", "lr"), ("batch", "batch_size"),
+           ("steps", "steps"), ("status", "status"), ("interior min", "interior"),
+           ("barriers/ep", "barriers"), ("final loss", "final_loss"), ("λ1", "lambda1"), ("edge", "edge_ratio"))  # fmt: skip
 
 
 def cells(row: dict[str, Any]) -> list[str]:
-    """A run's row as the table shows it ("77% ±6% (41/64)" for the interior-minimum share)."""
+    """A run's row as the table shows it ("77% ±6%, 41 of 64 measured" for the interior-minimum share)."""
     if "damaged" in row:
-        return [plain(row["name"]), "", "", "", f"damaged: {plain(row['damaged'])}"] + [""] * 5
+        return [plain(row["name"]), "", "", "", "", f"damaged: {plain(row['damaged'])}"] + [""] * 5
     share, lo, hi = (row.get(k) for k in ("interior_min_fraction", "interior_min_low",
                                            "interior_min_high"))  # fmt: skip
-    interior = "-" if share is None else f"{share:.0%}"
-    if share is not None and lo is not None and hi is not None and hi > lo:
-        interior += f" ±{(hi - lo) / 2:.0%} ({row['measured_steps']}/{row['steps']})"
+    interior = share_text(share, lo, hi, row.get("measured_steps"), row.get("steps") or 0)
     out = {"name": plain(row["name"]), "interior": interior,
+           "optimizer": row.get("optimizer") or "-",
            "barriers": _num(row.get("barriers_per_epoch"), ".2f"),
            "lr": _num(row.get("lr"), "g"), "final_loss": _num(row.get("final_loss"), ".4f"),
            "lambda1": _num(row.get("lambda1"), ".3g"), "edge_ratio": _num(row.get("edge_ratio"), ".2f")}  # fmt: skip
@@ -63,15 +62,23 @@ class CompareApp(App[None]):
         Binding("shift+tab", "figure(-1)", "previous figure", show=False, priority=True),
         Binding("right_square_bracket", "epoch(1)", "next epoch"),
         Binding("left_square_bracket", "epoch(-1)", "previous epoch"),
+        Binding("p", "pause", "pause / resume all"),
         Binding("q", "quit", "quit"),
+        Binding("ctrl+c", "quit", "quit", show=False, priority=True),
     ]
 
     def __init__(
-        self, paths: list[Path], read: Callable[[list[Path]], list[dict[str, Any]]]
-    ) -> None:
+        self, paths: list[Path], read: Callable[[list[Path]], list[dict[str, Any]]],
+        find: Callable[[], list[Path]] | None = None, label: str = "compare",
+        pause: Callable[[], bool] | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.paths = paths
         self.read = read  # the runs' rows, re-read on every refresh
+        self.find = find  # the runs, found again on every refresh (a sweep's, as they start)
+        self.label = label  # what the status line calls the view ("sweep NAME")
+        self.pause = pause  # a sweep's: hold every run or let them go on (True: held now)
+        self.held = False
         self.figure = 0
         self.epoch: int | None = None  # the slices' epoch (None: the latest steps)
         self.rows: list[dict[str, Any]] = []
@@ -91,7 +98,17 @@ class CompareApp(App[None]):
         self.refresh_runs()
         self.set_interval(REFRESH, self.refresh_runs)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return self.pause is not None if action == "pause" else True  # p only for a sweep's runs
+
+    def action_pause(self) -> None:
+        if self.pause is not None:
+            self.held = self.pause()
+            self.draw()
+
     def refresh_runs(self) -> None:
+        if self.find is not None:
+            self.paths = self.find()
         self.rows = self.read(self.paths)
         table = self.query_one(DataTable)
         table.clear()
@@ -107,7 +124,8 @@ class CompareApp(App[None]):
         self.query_one(f"#{name}", FigureChart).show_overlay(data, f"{name}{at} · {len(data)} runs")
         running = sum(r.get("status") == "running" for r in self.rows)
         self.query_one(StatusLine).update_text(
-            f"compare · {len(self.rows)} runs · {running} running · figure {name}{at} "
+            f"{self.label} · {len(self.rows)} runs · {running} running"
+            f"{' · ⏸ all held (p resumes)' if self.held else ''} · figure {name}{at} "
             f"({figure.what if not data else 'tab: next'})"
         )
 

@@ -61,9 +61,11 @@ class Source:
 class RunSource(Source):
     """A run prepared in this process, trained in the worker thread, written to its session."""
 
-    def __init__(self, run: Any, writer: Any, name: str, info: dict[str, Any]) -> None:
+    def __init__(self, run: Any, writer: Any, name: str, info: dict[str, Any],
+                 log_to: Any = None) -> None:  # fmt: skip
         super().__init__()
         self.run, self.writer, self.name, self.info = run, writer, name, info
+        self.log_to = log_to  # the trackers the records also go to (``sgdwalk.trackers``)
         self.controls = Controls()  # the same pause/stop a signalled headless trainer obeys
         self.status = RUNNING
 
@@ -76,7 +78,7 @@ class RunSource(Source):
 
         try:
             records = self.controls.pausable(self.run.records(self.controls.should_stop))
-            self.status = drive(records, self.writer, self.put)
+            self.status = drive(records, self.writer, self.put, self.log_to)
             return self.status
         finally:
             self.done.set()

@@ -43,7 +43,7 @@ def run_fields(b: Buffers, width: int, held: bool = False) -> list[str]:
     if rate and f.total_steps and step < f.total_steps:
         out.append(eta(b, step, rate))
     if last is not None:
-        out.append(f"lr {last.lr:g}")
+        out.append(_lr(b, last.lr))
         out.append(f"{'b' if narrow else 'batch '}{f.batch_size or last.batch_size}")
     if b.phase:
         out.insert(0, b.phase)
@@ -61,9 +61,15 @@ def replay_fields(b: Buffers, step: int, last: int, epoch: int, status: str) -> 
         f"{b.barriers} barriers",
     ]
     if b.last is not None:
-        out += [f"lr {b.last.lr:g}", f"batch {b.last.batch_size}"]
+        out += [_lr(b, b.last.lr), f"batch {b.last.batch_size}"]
     out += [f"[{status}]", b.facts.device, b.facts.session]
     return [x for x in out if x]
+
+
+def _lr(b: Buffers, lr: float) -> str:
+    """ "lr 0.1", or "adamw lr 0.001": the optimizer is named unless it is plain SGD."""
+    name = b.facts.optimizer
+    return f"lr {lr:g}" if name in ("", "sgd") else f"{name} lr {lr:g}"
 
 
 def eta(b: Buffers, step: int, rate: float) -> str:

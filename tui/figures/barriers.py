@@ -25,6 +25,7 @@ from sgdwalk.tui.figures.base import (
     series_name,
 )
 from sgdwalk.tui.figures.rows import record_row
+from sgdwalk.tui.text import share_text
 
 
 def barrier_series(epochs: Sequence[EpochEnded]) -> tuple[list[int], list[int], list[int]]:
@@ -36,6 +37,17 @@ def barrier_series(epochs: Sequence[EpochEnded]) -> tuple[list[int], list[int], 
         total += b
         running.append(total)
     return xs, per, running
+
+
+def estimates(epochs: Sequence[EpochEnded]) -> list[tuple[int, float, float, float]]:
+    """For each epoch of which only a sample of steps was measured: (its index, the estimated
+    count of barriers among all its steps, the 95% interval's ends)."""
+    out, before = [], 0
+    for j, e in enumerate(epochs):
+        n, m, before = e.steps - before, e.measured_steps, e.steps
+        if m and m < n and e.barriers_low is not None and e.barriers_high is not None:
+            out.append((j, n * e.barriers / m, e.barriers_low, e.barriers_high))
+    return out
 
 
 def count_ticks(top: int, rows: int = 30) -> list[int]:
@@ -76,12 +88,20 @@ def draw_mpl(ax: Any, data: list[FigureData], opts: Options) -> None:
     n = len(data)
     width = 0.8 / n
     twin = ax.twinx()
-    tops = [0, 0]
+    tops = [0.0, 0.0]
     for i, d in enumerate(data):
         xs, per, running = barrier_series(d.epochs)
         offset = (i - (n - 1) / 2) * width
+        sampled = estimates(d.epochs)
+        what = "barriers among the measured steps" if sampled else "barriers per epoch"
         ax.bar([x + offset for x in xs], per, width=width, color=f"C{i}" if n > 1 else "C1",
-               label=series_name(d.label, "barriers per epoch", ": "))  # fmt: skip
+               label=series_name(d.label, what, ": "))  # fmt: skip
+        if sampled:  # a sample of an epoch's steps measured: the epoch's count, estimated
+            ax.errorbar([xs[j] + offset for j, _, _, _ in sampled], [s[1] for s in sampled],
+                        yerr=[[s[1] - s[2] for s in sampled], [s[3] - s[1] for s in sampled]],
+                        fmt="o", ms=3, color="0.3", capsize=2, lw=0.8,
+                        label=series_name(d.label, "estimated, 95% interval", ": "))  # fmt: skip
+        tops[0] = max([tops[0], *(s[3] for s in sampled)])
         twin.plot(xs, running, "--o", ms=3, color=f"C{i}" if n > 1 else "C0",
                   label=series_name(d.label, "total", ": "))  # fmt: skip
         tops = [max([tops[0], *per]), max([tops[1], *running])]
@@ -104,6 +124,18 @@ def rows(d: FigureData) -> list[dict[str, Any]]:
 
 def panel_title(d: FigureData, live: Live) -> str:
     return f"barriers · {live.barriers} total · {live.epoch_barriers} this epoch"
+
+
+def epoch_share(epochs: Sequence[EpochEnded]) -> str:
+    """The last epoch's interior-minimum share, with its interval and how many steps were
+    measured when not all ("interior min 77% ±6%, 41 of 64 measured (epoch 3)")."""
+    if not epochs:
+        return ""
+    e = epochs[-1]
+    steps = e.steps - (epochs[-2].steps if len(epochs) > 1 else 0)
+    share = share_text(e.interior_min_fraction, e.interior_min_low, e.interior_min_high,
+                       e.measured_steps, steps)  # fmt: skip
+    return f"interior min {share} (epoch {e.epoch})"
 
 
 FIGURE = Figure(

@@ -23,15 +23,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sgdwalk.records import CurvatureMeasured, EpochEnded, StepMeasured
+from sgdwalk.tui.text import optimizer_of
 
 PALETTE = ("blue+", "red+", "green+", "magenta+", "cyan+", "orange", "yellow", "gray")
 COLUMNS_PER_STEP_LINE = 4  # a gray step line needs this many columns of plot width to itself
 DRAWABLE = 1e300  # beyond this plotext's and matplotlib's axis arithmetic overflows
 MPL_COLUMNS = 800  # the width a png/pdf figure counts as, for the step-line rule (200 lines)
 # Config keys that say what a run trained (the science), used to label overlaid runs.
-SCIENCE_KEYS = ("model", "dataset", "lr", "batch_size", "momentum", "weight_decay", "seed",
-                "epochs", "points", "probe", "measure_every", "batchnorm", "augment",
-                "train_size", "wrn_depth", "wrn_width", "drop_last", "preset")  # fmt: skip
+SCIENCE_KEYS = ("model", "dataset", "optimizer", "lr", "batch_size", "momentum", "weight_decay",
+                "betas", "eps", "seed", "epochs", "points", "probe", "measure_every", "batchnorm",
+                "augment", "train_size", "wrn_depth", "wrn_width", "drop_last", "preset")  # fmt: skip
 
 
 @dataclass
@@ -130,10 +131,17 @@ def short_number(v: float) -> str:
 
 
 def describe_run(d: FigureData) -> str:
-    """What a run trained, for a figure's title: model, dataset, lr, batch size."""
+    """What a run trained, for a figure's title: model, dataset, the optimizer (unless plain SGD,
+    the paper's), lr, batch size."""
     c = d.config
     parts = [f"{c.get('model', '?')} on {c.get('dataset', '?')}"]
-    if c.get("lr") is not None:
+    if optimizer_of(c) not in ("sgd", None):
+        parts.append(str(optimizer_of(c)))
+    rates = [r.lr for r in d.steps if math.isfinite(r.lr)]
+    if rates and (max(rates) != rates[-1] or rates[-1] != c.get("lr")):  # a schedule: what it used
+        peak, last = max(rates), rates[-1]
+        parts.append(f"lr {peak:.3g} peak, {last:.3g} last" if peak != last else f"lr {peak:.3g}")
+    elif c.get("lr") is not None:
         parts.append(f"lr {c['lr']:g}" if isinstance(c["lr"], int | float) else f"lr {c['lr']}")
     if c.get("batch_size") is not None:
         parts.append(f"batch {c['batch_size']}")

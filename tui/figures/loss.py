@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sgdwalk.records import EpochEnded, StepMeasured
+from sgdwalk.tui.figures.barriers import epoch_share
 from sgdwalk.tui.figures.base import (
     Figure,
     FigureData,
@@ -95,10 +96,12 @@ def rows(d: FigureData) -> list[dict[str, Any]]:
 
 
 def panel_title(d: FigureData, live: Live) -> str:
+    """The last epoch's validation accuracy and interior-minimum share (the epoch summary)."""
     last = d.epochs[-1] if d.epochs else None
-    if last is None or not math.isfinite(last.val_acc):
+    if last is None:
         return "loss"
-    return f"loss · val acc {last.val_acc:.1%}"
+    acc = f" · val acc {last.val_acc:.1%}" if math.isfinite(last.val_acc) else ""
+    return f"loss{acc} · {epoch_share(d.epochs)}"
 
 
 FIGURE = Figure(
