@@ -142,6 +142,9 @@ class Pace:
 
     def __init__(self, budget: Budget | None, sampler: Sampler, peers: Any = None) -> None:
         self.budget, self.sampler, self.peers = budget, sampler, peers
+        # whether it decides at all: the same on every rank (the settings are), and kept so, for
+        # ``auto`` settles on each rank by its own clock, and the ranks' collectives must match
+        self.samples = budget is not None and budget.samples
         self._said = False
         self._depth = 0  # blocks of own work open (a client's around the Instrument's)
         self._since = 0.0  # when the outermost began
@@ -174,7 +177,7 @@ class Pace:
         if self.budget is None:
             return
         self.budget.step_started(self._since if self._depth else None)
-        if not self.budget.samples:
+        if not self.samples:
             return
         rate = self.budget.rate()
         if self.peers is not None:
@@ -191,7 +194,7 @@ class Pace:
             self.budget.step_ended(measured)
 
     def pass_fits(self) -> bool:
-        if self.budget is None or not self.budget.samples:
+        if self.budget is None or not self.samples:
             return True
         fits = self.budget.allows_pass()
         if self.peers is not None:

@@ -340,3 +340,20 @@ def test_ls_shows_the_learning_rate_a_schedule_used_not_its_first_value(tmp_path
     out = subprocess.run([sys.executable, "-m", "sgdwalk.tui.cli", "ls", "--sessions-dir",
                           str(tmp_path)], capture_output=True, text=True)  # fmt: skip
     assert "0.1/0.025" in out.stdout, out.stdout
+
+
+def test_ranks_keep_asking_each_other_whatever_auto_settled_on_each(clock):
+    """``auto`` settles on each rank by its own clock; the ranks' collectives must still match
+    step for step, so a rank that settled on every step asks the others as one that did not."""
+
+    class Peers:
+        calls = 0
+
+        def agree_max(self, value: float) -> float:
+            Peers.calls += 1
+            return value
+
+    short = Pace(Budget(None, auto=True, total_steps=240), Sampler(seed=1), Peers())
+    simulate(short, clock, 240, train=0.0006, measured_cost=0.02)
+    assert not short.budget.samples  # settled: every step
+    assert Peers.calls >= 240  # one collective a step, from first to last
