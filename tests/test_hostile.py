@@ -4,7 +4,6 @@ other hosts, no network."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sqlite3
@@ -14,29 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
-from canned import HANG, aio, drawn, run_cli, until, write_canned_session, write_then_die
+from canned import HANG, aio, drawn, run_cli, tmpfs, until, write_canned_session, write_then_die
 
 from sgdwalk.errors import DataError, SessionError
 from sgdwalk.records import FAILED, FINISHED, INTERRUPTED
 from sgdwalk.session import open_session
 
 SGDWALK = str(Path(sys.executable).with_name("sgdwalk"))
-
-
-@contextlib.contextmanager
-def small_tmpfs(path: Path, size: str):
-    """A size-limited tmpfs at ``path`` (needs root; the test is skipped with the reason else)."""
-    path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True, text=True)  # fmt: skip
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def wait_until(cond, timeout: float = HANG) -> None:
@@ -51,7 +34,7 @@ def wait_until(cond, timeout: float = HANG) -> None:
 
 @pytest.mark.slow
 def test_a_full_disk_is_one_line_exit_4_and_keeps_every_committed_step(tmp_path):
-    with small_tmpfs(tmp_path / "small", "400k") as small:
+    with tmpfs(tmp_path / "small", "size=400k") as small:
         proc = subprocess.run([SGDWALK, "run", "--headless", "--epochs", "100", "--hessian-every",
                                "off", "--sessions-dir", str(small), "--session", "f"],
                               capture_output=True, text=True, timeout=HANG)  # fmt: skip
@@ -73,7 +56,7 @@ def test_a_full_disk_is_one_line_exit_4_and_keeps_every_committed_step(tmp_path)
 
 @pytest.mark.slow
 def test_sessions_on_a_read_only_filesystem_read_and_export(tmp_path):
-    with small_tmpfs(tmp_path / "ro", "8m") as ro:
+    with tmpfs(tmp_path / "ro", "size=8m") as ro:
         write_canned_session(ro / "done")
         write_then_die(ro / "died")  # committed, never checkpointed: its rows are in the WAL
         subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import subprocess
 import sys
 import textwrap
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from canned import HANG
+from canned import HANG, tmpfs
 from torch import nn
 
 import sgdwalk
@@ -480,26 +479,11 @@ def test_a_session_that_cannot_be_made_leaves_training_unmeasured(tmp_path, caps
                                           "exec-name/session.sqlite"])  # fmt: skip
 
 
-@contextlib.contextmanager
-def mounted(path: Path, options: str):
-    path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-                          capture_output=True, text=True)  # fmt: skip
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 def test_a_full_or_read_only_sessions_folder_leaves_training_unmeasured(tmp_path, capsys):
     x, y = data()
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with mounted(tmp_path / "full", "size=64k") as full:
+    with tmpfs(tmp_path / "full", "size=64k") as full:
         with contextlib.suppress(OSError), open(full / "ballast", "wb") as f:
             f.write(b"\0" * (128 << 10))  # fills the disk
         with sgdwalk.Walker(model, (x, y), session="f", sessions_dir=full, budget=None) as walker:
@@ -508,7 +492,7 @@ def test_a_full_or_read_only_sessions_folder_leaves_training_unmeasured(tmp_path
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("sgdwalk: not measuring"), err
         assert [p.name for p in full.iterdir()] == ["ballast"]
-    with mounted(tmp_path / "ro", "ro,size=64k") as ro:
+    with tmpfs(tmp_path / "ro", "ro,size=64k") as ro:
         with sgdwalk.Walker(model, (x, y), session="r", sessions_dir=ro, budget=None) as walker:
             walker.attach(opt)
             train(model, opt, x, y, steps=2)
