@@ -43,6 +43,12 @@ class Ranks:
         )
         return cls(peers, ddp)
 
+    def release(self) -> None:
+        """Let go of the DDP wrapper and sgdwalk's own group (the run is over)."""
+        self.ddp = None
+        if self.peers is not None:
+            self.peers.close()
+
     @property
     def world(self) -> int:
         return 1 if self.peers is None else self.peers.world

@@ -47,6 +47,8 @@ for step in range({steps}):
     walker.report(loss)
     opt.step()
 walker.close()
+del walker, ddp  # a DDP module alive at interpreter exit can abort the rank (torch, gloo)
+__import__("gc").collect()
 dist.destroy_process_group()
 """
 

@@ -136,7 +136,7 @@ def run_headless(cfg: RunConfig, console: Console | None = None, claimed: bool =
             status = drive(records, writer, view, cfg.log_to)
         finally:
             if run.ranks.world > 1:
-                torchrun.leave()
+                torchrun.leave(run.ranks)
     console.print(
         f"sgdwalk: {status}: session {writer.directory.name}, {view.step} steps, "
         f"{view.barriers} barriers",
@@ -167,5 +167,5 @@ def _train_quietly(cfg: RunConfig) -> int:
                 if isinstance(rec, EventLogged) and rec.kind in ENDINGS:
                     status = rec.kind
         finally:
-            torchrun.leave()
+            torchrun.leave(run.ranks)
     return exit_code(status)
