@@ -12,13 +12,17 @@ from smoothed costs (c: the Instrument's seconds on a measured and on an unmeasu
 the loop's seconds a step), after setting aside what curvature passes took; while the Instrument
 is over its share in all (the first steps, measured while the costs are learnt, and the slice
 mode's trials; a pass), the fewest steps are measured until it is back within; a curvature pass
-that would take the Instrument past f · (training so far) waits until it fits (said once). The
+that would take the Instrument past f · (training so far) waits until it fits (said once), and
+while the steps get fewer than all they could use, passes take at most ``PASS_SHARE`` of it. The
 first steps are measured while the costs are learnt.
 
 ``auto`` (``sgdwalk run``'s default): if measuring every step of the whole run would take at most
 ``AUTO_SECONDS`` (the embedded default: about a minute, the paper's picture of every step), every
-step is measured; otherwise f = ``AUTO_FRACTION``. The choice is made once the first
-``AUTO_AFTER`` steps have shown the costs, and noted.
+step is measured; otherwise the measuring may take the larger of ``AUTO_FRACTION`` of the training
+time and what keeps the whole run within ``AUTO_SECONDS``: a run of short steps (the digits MLP
+for 60 epochs: 2 s of training) is then watched for 3 minutes, not for 1 s, while a long one costs
+at most 1.5x. The choice is made once the first ``AUTO_AFTER`` steps have shown the costs, and
+noted; the run's time is projected from the loop's time a step as it goes.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ AUTO_FRACTION = 0.5  # the default: watching costs at most 1.5x the bare loop
 AUTO_SECONDS = 180.0  # a whole run measured every step within this: measure every step
 AUTO_AFTER = 16  # steps (and their measured ones) to learn the costs before choosing
 MIN_RATE = 1e-3  # the fewest steps measured: one in a thousand
-SLACK = 0.5  # seconds of measuring allowed beyond the budget (a first pass, rounding)
+PASS_SHARE = 0.5  # curvature passes take at most this part of the budget while steps want more
 
 
 def _smooth(old: float, new: float, weight: float = 0.2) -> float:
@@ -59,6 +63,8 @@ class Budget:
         self._mark: tuple[float, float] | None = None  # (wall clock, inside) at the step's start
         self._step_inside = 0.0
         self.note = ""  # what ``auto`` chose, once, for the session
+        self.within: float | None = None  # ``auto``: seconds the whole run may take, at least
+        self.last_rate = 1.0  # the share of steps last asked for
 
     @property
     def samples(self) -> bool:
@@ -102,20 +108,39 @@ class Budget:
             self._settle()
         if self.fraction is None or math.isnan(self.train) or math.isnan(self.cost[True]):
             return None
-        if self.inside > self.fraction * self.training + SLACK:
+        share = self.share()
+        if self.inside > share * self.training:
             return MIN_RATE  # over budget (the first steps, a pass): the fewest until it is paid
         plain = 0.0 if math.isnan(self.cost[False]) else self.cost[False]
-        left = self.fraction - (self.passes / self.training if self.training > 0 else 0.0)
+        left = share - (self.passes / self.training if self.training > 0 else 0.0)
         extra = self.cost[True] - plain
-        if extra <= 0:
-            return 1.0
-        return min(1.0, max(MIN_RATE, (left * self.train - plain) / extra))
+        self.last_rate = (
+            1.0 if extra <= 0 else min(1.0, max(MIN_RATE, (left * self.train - plain) / extra))
+        )
+        return self.last_rate
 
     def allows_pass(self) -> bool:
         """Whether a curvature pass (as long as the last) fits the budget now."""
         if self.fraction is None:
             return True
-        return self.inside + self.last_pass <= self.fraction * self.training + SLACK
+        allowed = self.share() * self.training
+        if self.inside + self.last_pass > allowed:
+            return False
+        # the steps keep their part: passes (2 s each on the digits MLP, 2,000 of its steps)
+        # would otherwise take every second the budget frees and leave no step measured
+        return self.last_rate >= 1.0 or self.passes + self.last_pass <= PASS_SHARE * allowed
+
+    def share(self) -> float:
+        """The measuring's seconds allowed per second of training: the fraction, or under
+        ``auto`` more when the whole run (its training projected from the loop's time a step)
+        would otherwise end within ``within`` seconds."""
+        assert self.fraction is not None
+        if self.within is None or not self.total_steps or math.isnan(self.train):
+            return self.fraction
+        projected = self.training + max(self.total_steps - self.steps, 0) * self.train
+        if projected <= 0:
+            return self.fraction
+        return max(self.fraction, (self.within - projected) / projected)
 
     def _settle(self) -> None:
         """``auto``: every step when the whole run would be short, else ``AUTO_FRACTION``."""
@@ -127,10 +152,18 @@ class Budget:
             self.note = (f"budget auto: every step measured (the whole run about "
                          f"{left * per_step + self.inside + self.training:.0f} s)")  # fmt: skip
             return
-        self.fraction = AUTO_FRACTION
+        self.fraction, self.within = AUTO_FRACTION, AUTO_SECONDS
+        slower = per_step / max(self.train, 1e-9)
+        every = (f"every step would make the run {slower:.0f}x slower"
+                 + (f", about {left * per_step + self.inside + self.training:.0f} s"
+                    if left is not None else ""))  # fmt: skip
+        if self.share() > AUTO_FRACTION:
+            self.note = (f"budget auto: a random share of steps measured, keeping the whole run "
+                         f"within about {AUTO_SECONDS:.0f} s ({every}; --budget off measures "
+                         "every step)")  # fmt: skip
+            return
         self.note = (f"budget auto: a random share of steps measured, measuring at most "
-                     f"{AUTO_FRACTION:.0%} of the training time (every step would make the run "
-                     f"{per_step / max(self.train, 1e-9):.0f}x slower; --budget off measures "
+                     f"{AUTO_FRACTION:.0%} of the training time ({every}; --budget off measures "
                      "every step)")  # fmt: skip
 
 

@@ -82,6 +82,7 @@ class Instrument:
         self.pace = Pace(budget, self.sampler, self.probe.peers)
         self.owed = False  # a curvature pass due that waits for the budget
         self._waited = False  # whether that was said
+        self._passed_at: int | None = None  # the step of the last pass
         self._pending: list[str] = []  # notes for the next step's records
         self.meter = StepMeter(model, self.slicer, self.probe.slice_chunks, s.points,
                                sampler=self.sampler, shard=self.probe.shard,
@@ -148,9 +149,12 @@ class Instrument:
 
     # -- curvature
 
-    def curvature_due(self, unit: str, count: int) -> bool:
+    def curvature_due(self, unit: str, count: int, step: int | None = None) -> bool:
         """Whether a pass should run after ``count`` steps or epochs (``unit``; the start is step
-        0): the schedule asks for one (or one is owed), and it fits the time budget."""
+        0; ``step``: the step it would be at, for epochs): the schedule asks for one (or one is
+        owed), and it fits the time budget. One that ran at this very step answers for both."""
+        if self._passed_at == (count if step is None else step):
+            return False
         self.owed = self.owed or self.passes.due(unit, count, self.measuring)
         if not self.owed:
             return False
@@ -165,6 +169,7 @@ class Instrument:
 
     def curvature_pass(self, model: nn.Module, step: int, epoch: int) -> Iterator[Record]:
         """A pass at ``model``'s θ (``sgdwalk.passes``), timed against the budget."""
+        self._passed_at = step
         with self.pace.own(in_pass=True):
             yield from self.passes.run(model, step, epoch, self.optimizer)
 

@@ -171,7 +171,7 @@ class Run:
                 if ins.curvature_due("steps", step):
                     yield from ins.curvature_pass(self.model, step, epoch)
             yield ins.epoch_ended(epoch, step, summary_of(self))
-            if ins.curvature_due("epochs", epoch):
+            if ins.curvature_due("epochs", epoch, step):
                 yield from ins.curvature_pass(self.model, step, epoch)
         yield self._end(FINISHED, step, self.cfg.epochs, f"finished {step} steps")
 

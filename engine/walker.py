@@ -164,7 +164,7 @@ class Walker:
         if not self.life.steps_here():
             return
         self.guard.went_on()
-        with self.shield, self.instrument.pace.own():
+        with self.instrument.pace.own(), self.shield:  # the shield's own cost counts too
             self._open()
             if not self.life.closed:
                 self.steps.begin()
@@ -183,7 +183,7 @@ class Walker:
             self.report(loss, batch_size)
         if not self.life.steps_here() or not self.steps.open:
             return  # (not open: a step whose start the Walker did not see, attached mid-step)
-        with self.shield, self.instrument.pace.own():
+        with self.instrument.pace.own(), self.shield:  # the shield's own cost counts too
             self.steps.end()
 
     # -- failures, the session

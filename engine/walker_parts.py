@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sgdwalk.batches import batch_size_of
 from sgdwalk.control import Controls
 from sgdwalk.walker_args import fail, jsonable
 
@@ -99,18 +100,22 @@ class Shield:
         self.devices = [device.index or 0] if device.type == "cuda" else []
         self.keep_rng = keep_rng
         self._stack: contextlib.ExitStack | None = None
+        self._grad = True
 
     def __enter__(self) -> None:
         self.controls.busy = True
-        self._stack = contextlib.ExitStack()
         if self.keep_rng:
+            self._stack = contextlib.ExitStack()
             self._stack.enter_context(torch.random.fork_rng(devices=self.devices))
-        self._stack.enter_context(torch.no_grad())
+        self._grad = torch.is_grad_enabled()  # (no ExitStack and no_grad object: every step)
+        torch.set_grad_enabled(False)
 
     def __exit__(self, kind: type[BaseException] | None, e: BaseException | None,
                  tb: Any) -> bool:  # fmt: skip
-        assert self._stack is not None
-        self._stack.close()
+        torch.set_grad_enabled(self._grad)
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
         self.controls.busy = False
         if isinstance(e, Exception):
             self.on_failure(e)
@@ -145,10 +150,15 @@ class LoopTap:
             self.batch = batch
 
     def capture(self, args: Any, output: Any) -> None:
-        from sgdwalk.batches import batch_size_of
-
-        with contextlib.suppress(TypeError):
-            self._seen += batch_size_of(args)
+        # on every forward in training: the common case (a tensor first) without a search
+        first = args[0] if isinstance(args, tuple) and args else None
+        if isinstance(first, torch.Tensor) and first.dim():
+            self._seen += first.shape[0]
+        else:
+            with contextlib.suppress(TypeError):
+                self._seen += batch_size_of(args)
+        if isinstance(output, torch.Tensor):
+            return  # logits: no loss to take
         loss = getattr(output, "loss", None)
         if loss is None and isinstance(output, dict):
             loss = output.get("loss")

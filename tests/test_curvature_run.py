@@ -136,3 +136,17 @@ def test_a_failed_curvature_pass_is_a_warning_and_the_steps_go_on(tmp_path):
     failed = [e for e in events if "curvature pass at step" in e.message]
     assert [e.step for e in failed] == [0, 2, 4] and all(e.level == "warning" for e in failed)
     assert "RuntimeError: derivative for the backward of NoSecondDerivative" in failed[0].message
+
+
+def test_a_pass_owed_to_the_budget_and_run_at_an_epochs_last_step_answers_for_that_epoch(
+    monkeypatch,
+) -> None:
+    """The epoch-1 pass waits for the budget until step 6, the last of epoch 2: that pass is also
+    epoch 2's (the same θ), not one of two in a row."""
+    from sgdwalk.budget import Pace
+
+    answers = iter([True, False, False, False, True, True, True])  # the calls, in order
+    monkeypatch.setattr(Pace, "pass_fits", lambda self: next(answers))
+    recs = _records(epochs=3, hessian_every="1", budget="0.5", measure_every=1)
+    curv = [r.step for r in recs if isinstance(r, CurvatureMeasured)]
+    assert curv == [0, 6, 9]
