@@ -196,6 +196,7 @@ def test_ddp_is_unwrapped(tmp_path):
                 nn.functional.cross_entropy(ddp(x[:16]), y[:16]).backward()
                 opt.step()
                 opt.zero_grad()
+        del walker, ddp  # no DDP module left for interpreter exit (see README, torchrun)
     finally:
         dist.destroy_process_group()
     assert len(steps_of(tmp_path, "d")[0]) == 2
