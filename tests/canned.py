@@ -226,3 +226,13 @@ def tmpfs(path: Path, options: str):
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def reap(started: list[subprocess.Popen], wait: float = HANG) -> None:
+    """Kill the processes a failing test left running, then forget them all (an autouse
+    fixture's teardown: a forgotten 200-epoch child would hog the CPU for the tests after it)."""
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(wait)
+    started.clear()

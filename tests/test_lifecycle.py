@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from canned import HANG
+from canned import HANG, reap
 
 from sgdwalk import open_session
 from sgdwalk.records import PAUSED_EVENT, RESUMED_EVENT, StepMeasured
@@ -25,11 +25,7 @@ SGDWALK = str(Path(sys.executable).with_name("sgdwalk"))
 def _reap():
     """Kill any run a failing test left behind (a 200-epoch child would hog the CPU)."""
     yield
-    for proc in STARTED:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-    STARTED.clear()
+    reap(STARTED, 10)
 
 
 STARTED: list[subprocess.Popen] = []

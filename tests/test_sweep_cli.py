@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from canned import HANG, run_cli
+from canned import HANG, reap, run_cli
 
 from sgdwalk import open_session
 
@@ -28,11 +28,7 @@ STARTED: list[subprocess.Popen] = []
 def _reap():
     """Kill a sweep a failing test left behind, and its runs (they stop once it is gone)."""
     yield
-    for proc in STARTED:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(HANG)
-    STARTED.clear()
+    reap(STARTED)
 
 
 def sgdwalk(*args: str, **kw) -> subprocess.CompletedProcess[str]:
